@@ -1,0 +1,575 @@
+//! Typed configuration: read from the environment, overlaid by an optional TOML file, validated once at start.
+//!
+//! Every setting has one environment variable (`TESSERA_*`, or `DATABASE_URL`) and one key in the
+//! TOML file (the variable's name in lower case without the `TESSERA_` prefix). A value from the file
+//! wins over the environment. A bad value is a [`ConfigError`] that names the variable.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+
+/// A configuration value that is wrong or missing, named by its environment variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The 32-byte key that encrypts signing keys at rest. Never printed.
+#[derive(Clone)]
+pub struct MasterKey(pub(crate) [u8; 32]);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey([redacted])")
+    }
+}
+
+impl MasterKey {
+    /// Decode a base64 (standard or URL-safe, padded or not) string into exactly 32 bytes.
+    pub fn from_base64(value: &str) -> Result<Self, String> {
+        let value = value.trim();
+        let engines = [
+            &base64::engine::general_purpose::STANDARD,
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+            &base64::engine::general_purpose::URL_SAFE,
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ];
+        let bytes = engines
+            .iter()
+            .find_map(|engine| engine.decode(value).ok())
+            .ok_or_else(|| {
+                "is not valid base64; generate one with `openssl rand -base64 32`".to_owned()
+            })?;
+        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            format!(
+                "must decode to exactly 32 bytes (got {}); generate one with `openssl rand -base64 32`",
+                bytes.len()
+            )
+        })?;
+        Ok(Self(key))
+    }
+
+    /// A fresh random key (used by `tessera dev` for its data dir, and by tests).
+    pub fn generate() -> Self {
+        Self(rand::random())
+    }
+
+    pub fn to_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+}
+
+/// A database URL, which may carry a password: never printed.
+#[derive(Clone)]
+pub struct DatabaseUrl(pub String);
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DatabaseUrl([redacted])")
+    }
+}
+
+/// The issuer identifier (RFC 8414 §2): `https` (or `http` on a loopback host), no query, no
+/// fragment, no trailing slash. This exact string is what metadata, tokens and `iss` carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issuer(String);
+
+impl Issuer {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let url =
+            url::Url::parse(value.trim()).map_err(|e| format!("is not an absolute URL ({e})"))?;
+        let host = match url.host() {
+            Some(host) => host,
+            None => return Err("has no host".into()),
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if is_loopback_host(&host) => {}
+            "http" => {
+                return Err(
+                    "must use https (http is allowed only for localhost, 127.0.0.1 or [::1])"
+                        .into(),
+                );
+            }
+            other => return Err(format!("must be an https URL, not {other}:")),
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("must not contain user information".into());
+        }
+        if url.query().is_some() {
+            return Err("must not have a query component (RFC 8414 §2)".into());
+        }
+        if url.fragment().is_some() {
+            return Err("must not have a fragment component (RFC 8414 §2)".into());
+        }
+        let mut text = url.as_str().to_owned();
+        while text.ends_with('/') {
+            text.pop();
+        }
+        Ok(Self(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path part of the issuer without a trailing slash: `""` for `https://h`, `"/tenant"` for `https://h/tenant`.
+    pub fn path(&self) -> &str {
+        let after_scheme = self.0.split_once("://").map_or("", |(_, rest)| rest);
+        after_scheme.find('/').map_or("", |i| &after_scheme[i..])
+    }
+
+    /// `issuer + suffix`, for endpoint URLs.
+    pub fn join(&self, suffix: &str) -> String {
+        format!("{}{}", self.0, suffix)
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.0.starts_with("https://")
+    }
+}
+
+impl fmt::Display for Issuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Everything Tessera reads from its environment. Fields that only some commands need are
+/// `Option`s; each command asks for what it needs with the `require_*` methods.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: Option<DatabaseUrl>,
+    pub issuer: Option<Issuer>,
+    pub listen: SocketAddr,
+    pub master_key: Option<MasterKey>,
+    pub log: String,
+    pub log_format: Option<LogFormat>,
+    /// Default lifetime of access tokens, used where a resource sets none, and the floor for how
+    /// long a retired signing key stays published.
+    pub access_token_ttl: Duration,
+    /// How long a freshly rotated signing key is published before it signs (default: the longest access-token lifetime).
+    pub key_rotation_delay: Option<Duration>,
+    /// Database connection pool size per instance.
+    pub db_max_connections: u32,
+}
+
+/// Every setting: environment variable, file key, and what it means (the README's table mirrors this).
+pub const SETTINGS: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database_url"),
+    ("TESSERA_ISSUER", "issuer"),
+    ("TESSERA_LISTEN", "listen"),
+    ("TESSERA_MASTER_KEY", "master_key"),
+    ("TESSERA_LOG", "log"),
+    ("TESSERA_LOG_FORMAT", "log_format"),
+    ("TESSERA_ACCESS_TOKEN_TTL", "access_token_ttl"),
+    ("TESSERA_KEY_ROTATION_DELAY", "key_rotation_delay"),
+    ("TESSERA_DB_MAX_CONNECTIONS", "db_max_connections"),
+];
+
+/// Raw values by environment-variable name, before parsing.
+#[derive(Default, Debug)]
+pub struct Sources {
+    values: BTreeMap<&'static str, (String, &'static str)>,
+}
+
+impl Sources {
+    /// Read every known variable from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|key| std::env::var_os(key))
+    }
+
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Self, ConfigError> {
+        let mut values = BTreeMap::new();
+        for (env, _) in SETTINGS {
+            if let Some(raw) = lookup(env) {
+                let value = raw
+                    .into_string()
+                    .map_err(|_| ConfigError::new(env, "is not valid UTF-8"))?;
+                if !value.is_empty() {
+                    values.insert(*env, (value, "environment"));
+                }
+            }
+        }
+        Ok(Self { values })
+    }
+
+    /// Overlay the values of a TOML file; unknown keys are an error so a typo is not silently ignored.
+    pub fn overlay_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        self.overlay_toml(&text)
+            .map_err(|e| ConfigError::new(&e.key, format!("{} (in {})", e.message, path.display())))
+    }
+
+    pub fn overlay_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            ConfigError::new("--config", format!("is not valid TOML: {}", e.message()))
+        })?;
+        for (key, value) in table {
+            let Some((env, file_key)) = SETTINGS.iter().find(|(_, k)| *k == key) else {
+                return Err(ConfigError::new(&key, "is not a known setting"));
+            };
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => {
+                    return Err(ConfigError::new(
+                        file_key,
+                        "must be a string, an integer or a boolean",
+                    ));
+                }
+            };
+            self.values.insert(env, (text, "file"));
+        }
+        Ok(())
+    }
+
+    pub fn set(&mut self, env: &'static str, value: impl Into<String>) {
+        self.values.insert(env, (value.into(), "default"));
+    }
+
+    pub fn get(&self, env: &str) -> Option<&str> {
+        self.values.get(env).map(|(v, _)| v.as_str())
+    }
+
+    pub fn is_set(&self, env: &str) -> bool {
+        self.values.contains_key(env)
+    }
+}
+
+impl Config {
+    pub fn from_sources(src: &Sources) -> Result<Self, ConfigError> {
+        let database_url = src
+            .get("DATABASE_URL")
+            .map(|v| parse_database_url(v).map_err(|m| ConfigError::new("DATABASE_URL", m)))
+            .transpose()?;
+        let issuer = src
+            .get("TESSERA_ISSUER")
+            .map(|v| Issuer::parse(v).map_err(|m| ConfigError::new("TESSERA_ISSUER", m)))
+            .transpose()?;
+        let listen = match src.get("TESSERA_LISTEN") {
+            Some(v) => v.trim().parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    "TESSERA_LISTEN",
+                    format!("{v:?} is not an address:port such as 127.0.0.1:8080 or [::]:8080"),
+                )
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let master_key = src
+            .get("TESSERA_MASTER_KEY")
+            .map(|v| {
+                MasterKey::from_base64(v).map_err(|m| ConfigError::new("TESSERA_MASTER_KEY", m))
+            })
+            .transpose()?;
+        let log = src.get("TESSERA_LOG").unwrap_or("info").to_owned();
+        tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| {
+            ConfigError::new("TESSERA_LOG", format!("is not a valid log filter ({e})"))
+        })?;
+        let log_format = src
+            .get("TESSERA_LOG_FORMAT")
+            .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+                "json" => Ok(LogFormat::Json),
+                "pretty" => Ok(LogFormat::Pretty),
+                _ => Err(ConfigError::new(
+                    "TESSERA_LOG_FORMAT",
+                    format!("must be json or pretty, not {v:?}"),
+                )),
+            })
+            .transpose()?;
+        let access_token_ttl =
+            parse_duration_setting(src, "TESSERA_ACCESS_TOKEN_TTL", "10m", (60, 24 * 3600))?;
+        let key_rotation_delay = match src.get("TESSERA_KEY_ROTATION_DELAY") {
+            Some(_) => Some(parse_duration_setting(
+                src,
+                "TESSERA_KEY_ROTATION_DELAY",
+                "0s",
+                (0, 30 * 24 * 3600),
+            )?),
+            None => None,
+        };
+        let db_max_connections =
+            parse_int_setting(src, "TESSERA_DB_MAX_CONNECTIONS", 16, (1, 1000))?;
+        Ok(Self {
+            database_url,
+            issuer,
+            listen,
+            master_key,
+            log,
+            log_format,
+            access_token_ttl,
+            key_rotation_delay,
+            db_max_connections,
+        })
+    }
+
+    pub fn require_database_url(&self) -> Result<&DatabaseUrl, ConfigError> {
+        self.database_url.as_ref().ok_or_else(|| {
+            ConfigError::new("DATABASE_URL", "is required (e.g. postgres://tessera@db.example.com/tessera); `tessera dev` needs none")
+        })
+    }
+
+    pub fn require_master_key(&self) -> Result<&MasterKey, ConfigError> {
+        self.master_key.as_ref().ok_or_else(|| {
+            ConfigError::new(
+                "TESSERA_MASTER_KEY",
+                "is required: 32 random bytes in base64, e.g. from `openssl rand -base64 32`",
+            )
+        })
+    }
+
+    pub fn require_issuer(&self) -> Result<&Issuer, ConfigError> {
+        self.issuer.as_ref().ok_or_else(|| {
+            ConfigError::new(
+                "TESSERA_ISSUER",
+                "is required: the public https URL of this server, e.g. https://auth.example.com",
+            )
+        })
+    }
+}
+
+fn parse_database_url(value: &str) -> Result<DatabaseUrl, String> {
+    let value = value.trim();
+    if !(value.starts_with("postgres://") || value.starts_with("postgresql://")) {
+        return Err("must be a postgres:// URL".into());
+    }
+    value
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .map_err(|_| "is not a valid PostgreSQL connection URL".to_owned())?;
+    Ok(DatabaseUrl(value.to_owned()))
+}
+
+fn parse_int_setting(
+    src: &Sources,
+    key: &str,
+    default: u32,
+    (min, max): (u32, u32),
+) -> Result<u32, ConfigError> {
+    let Some(v) = src.get(key) else {
+        return Ok(default);
+    };
+    let n: u32 = v
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::new(key, format!("must be a whole number, not {v:?}")))?;
+    if n < min || n > max {
+        return Err(ConfigError::new(
+            key,
+            format!("must be between {min} and {max}, not {n}"),
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_duration_setting(
+    src: &Sources,
+    key: &str,
+    default: &str,
+    (min, max): (u64, u64),
+) -> Result<Duration, ConfigError> {
+    let v = src.get(key).unwrap_or(default);
+    let d = parse_duration(v).map_err(|m| ConfigError::new(key, m))?;
+    if d.as_secs() < min || d.as_secs() > max {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "must be between {} and {}",
+                format_duration(Duration::from_secs(min)),
+                format_duration(Duration::from_secs(max))
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+/// Parse `90s`, `10m`, `12h`, `30d` or a bare number of seconds.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{value:?} is not a duration such as 90s, 10m, 12h or 30d"))?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(format!(
+                "{value:?} is not a duration such as 90s, 10m, 12h or 30d"
+            ));
+        }
+    };
+    n.checked_mul(factor)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{value:?} is too long"))
+}
+
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s != 0 && s % 86400 == 0 {
+        format!("{}d", s / 86400)
+    } else if s != 0 && s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s != 0 && s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(pairs: &[(&str, &str)]) -> Sources {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Sources::from_lookup(|k| map.get(k).map(Into::into)).unwrap()
+    }
+
+    #[test]
+    fn issuer_is_normalized_without_trailing_slash() {
+        assert_eq!(
+            Issuer::parse("https://auth.example.com/").unwrap().as_str(),
+            "https://auth.example.com"
+        );
+        assert_eq!(
+            Issuer::parse("https://Auth.Example.COM").unwrap().as_str(),
+            "https://auth.example.com"
+        );
+        assert_eq!(
+            Issuer::parse("https://h.example/tenant/").unwrap().as_str(),
+            "https://h.example/tenant"
+        );
+        assert_eq!(
+            Issuer::parse("https://h.example:443/x").unwrap().as_str(),
+            "https://h.example/x"
+        );
+        assert_eq!(
+            Issuer::parse("http://localhost:8080").unwrap().as_str(),
+            "http://localhost:8080"
+        );
+        assert_eq!(
+            Issuer::parse("http://127.0.0.1:9/").unwrap().as_str(),
+            "http://127.0.0.1:9"
+        );
+        assert_eq!(
+            Issuer::parse("http://[::1]:9").unwrap().as_str(),
+            "http://[::1]:9"
+        );
+    }
+
+    #[test]
+    fn issuer_path() {
+        assert_eq!(Issuer::parse("https://h.example").unwrap().path(), "");
+        assert_eq!(
+            Issuer::parse("https://h.example/a/b/").unwrap().path(),
+            "/a/b"
+        );
+    }
+
+    #[test]
+    fn issuer_rejections() {
+        for bad in [
+            "http://auth.example.com",
+            "ftp://auth.example.com",
+            "https://auth.example.com/?x=1",
+            "https://auth.example.com/#f",
+            "https://user:pw@auth.example.com",
+            "auth.example.com",
+            "http://localhost.evil.com",
+            "",
+        ] {
+            assert!(Issuer::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn master_key_must_be_32_bytes() {
+        let key = MasterKey::generate();
+        assert_eq!(MasterKey::from_base64(&key.to_base64()).unwrap().0, key.0);
+        let err = MasterKey::from_base64("c2hvcnQ=").unwrap_err();
+        assert!(err.contains("32 bytes"), "{err}");
+        assert!(MasterKey::from_base64("not base64 at all!").is_err());
+        assert_eq!(format!("{key:?}"), "MasterKey([redacted])");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::from_sources(&sources(&[("TESSERA_LISTEN", "nonsense")])).unwrap_err();
+        assert_eq!(err.key, "TESSERA_LISTEN");
+        let err = Config::from_sources(&sources(&[("TESSERA_LOG_FORMAT", "xml")])).unwrap_err();
+        assert_eq!(err.key, "TESSERA_LOG_FORMAT");
+        let err = Config::from_sources(&sources(&[("DATABASE_URL", "mysql://x")])).unwrap_err();
+        assert_eq!(err.key, "DATABASE_URL");
+        let err =
+            Config::from_sources(&sources(&[("TESSERA_ACCESS_TOKEN_TTL", "5s")])).unwrap_err();
+        assert_eq!(err.key, "TESSERA_ACCESS_TOKEN_TTL");
+    }
+
+    #[test]
+    fn file_overlays_environment() {
+        let mut src = sources(&[("TESSERA_LISTEN", "127.0.0.1:1"), ("TESSERA_LOG", "debug")]);
+        src.overlay_toml("listen = \"127.0.0.1:2\"\naccess_token_ttl = 300\n")
+            .unwrap();
+        let config = Config::from_sources(&src).unwrap();
+        assert_eq!(config.listen.port(), 2);
+        assert_eq!(config.log, "debug");
+        assert_eq!(config.access_token_ttl, Duration::from_secs(300));
+        let err = src.overlay_toml("lisen = \"x\"").unwrap_err();
+        assert_eq!(err.key, "lisen");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
+        assert_eq!(parse_duration("42").unwrap(), Duration::from_secs(42));
+        assert!(parse_duration("10 minutes").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert_eq!(format_duration(Duration::from_secs(600)), "10m");
+    }
+}

@@ -1,0 +1,100 @@
+//! Errors that become HTTP responses: RFC 6749 §5.2-shaped JSON for the protocol endpoints.
+//!
+//! A 5xx is logged in full here and answered with a bare `server_error`: the body never carries
+//! SQL, file paths or upstream errors.
+
+use std::borrow::Cow;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An error answered as `{"error": code, "error_description": description}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub description: Cow<'static, str>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    error_description: &'a str,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        description: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            description: description.into(),
+        }
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "there is no such endpoint",
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this endpoint does not accept this HTTP method",
+        )
+    }
+
+    /// Log the cause in full, answer with a bare `server_error`.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the server could not complete the request",
+        )
+    }
+
+    /// The database (or another dependency) is unreachable: 503, so callers retry rather than trust a false answer.
+    pub fn unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "dependency unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the server is temporarily unable to handle the request",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code,
+            error_description: &self.description,
+        };
+        let mut res = (self.status, Json(body)).into_response();
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Self::unavailable(e)
+            }
+            e => Self::internal(e),
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Tessera: a self-hosted OAuth 2.1 authorization server for the Model Context Protocol.
+//!
+//! The library holds everything; `main.rs` only runs [`cli::main`]. A test builds the whole
+//! application with [`http::router`] from an [`state::AppState`].
+
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod notify;
+pub mod pgcluster;
+pub mod security;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,79 @@
+//! Cross-instance cache invalidation: one `LISTEN` connection per instance. A notification on a
+//! cache's channel makes this instance reload that cache. After a reconnect, or every minute,
+//! every cache is reloaded, because notifications sent while disconnected are lost.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio::task::JoinHandle;
+
+use crate::state::{AppState, Inner};
+use crate::store;
+
+const PERIODIC_RELOAD: Duration = Duration::from_secs(60);
+
+pub fn spawn(state: Weak<Inner>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let Some(app) = AppState::upgrade(&state) else {
+                return;
+            };
+            let pool = app.pool.clone();
+            drop(app);
+            let mut listener = match PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache invalidation listener cannot connect; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen_all([store::keys::CHANNEL]).await {
+                tracing::warn!(error = %e, "cache invalidation listener cannot LISTEN; retrying");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            backoff = Duration::from_millis(200);
+            if !reload_all(&state).await {
+                return;
+            }
+            let mut tick = tokio::time::interval(PERIODIC_RELOAD);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    msg = listener.try_recv() => match msg {
+                        Ok(Some(n)) => {
+                            let Some(app) = AppState::upgrade(&state) else { return };
+                            if n.channel() == store::keys::CHANNEL {
+                                app.reload_keys().await;
+                            }
+                        }
+                        // The connection dropped: reconnect, then reload everything.
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cache invalidation listener failed; reconnecting");
+                            break;
+                        }
+                    },
+                    _ = tick.tick() => {
+                        if !reload_all(&state).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Reload every cache; `false` once the state is gone.
+async fn reload_all(state: &Weak<Inner>) -> bool {
+    let Some(app) = AppState::upgrade(state) else {
+        return false;
+    };
+    app.reload_keys().await;
+    true
+}

@@ -1,0 +1,71 @@
+//! A request id on every request, and one span per request that every log line inside carries.
+//!
+//! An incoming `X-Request-Id` is kept when it is a short token of safe characters (a proxy's id
+//! links our logs to its own); anything else is replaced, so a client cannot inject text into
+//! the logs. The span names the matched route, never the raw path or query, which may hold codes.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument as _;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the current request, available to handlers as an extension.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+fn is_safe(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+pub async fn layer(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_safe(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(unmatched)", |p| p.as_str())
+        .to_owned();
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let started = Instant::now();
+    let mut res = next.run(req).instrument(span.clone()).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    let status = res.status().as_u16();
+    let elapsed_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::error!(status, elapsed_ms, "request failed");
+        } else {
+            tracing::info!(status, elapsed_ms, "request");
+        }
+    });
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn safe_ids() {
+        assert!(super::is_safe("abc-123_x.y:z"));
+        assert!(!super::is_safe(""));
+        assert!(!super::is_safe("a b"));
+        assert!(!super::is_safe("a\nb"));
+        assert!(!super::is_safe(&"a".repeat(65)));
+    }
+}

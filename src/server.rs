@@ -1,0 +1,65 @@
+//! Running the router on listeners until a shutdown signal, finishing in-flight requests.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+/// Serve on every listener until `shutdown` is cancelled, then let in-flight requests finish.
+pub async fn run(
+    state: AppState,
+    listeners: Vec<TcpListener>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = crate::http::router(state.clone());
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        servers.spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        });
+    }
+    let mut result = Ok(());
+    while let Some(done) = servers.join_next().await {
+        match done {
+            Ok(Err(e)) => {
+                shutdown.cancel();
+                result = Err(e);
+            }
+            Err(e) => {
+                shutdown.cancel();
+                result = Err(std::io::Error::other(e));
+            }
+            Ok(Ok(())) => shutdown.cancel(),
+        }
+    }
+    state.shutdown().await;
+    result
+}
+
+/// Cancel `token` on SIGTERM or SIGINT (Ctrl-C).
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received: finishing in-flight requests"),
+            _ = int.recv() => tracing::info!("SIGINT received: finishing in-flight requests"),
+        }
+        token.cancel();
+    });
+}

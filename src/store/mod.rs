@@ -1,0 +1,31 @@
+//! Every SQL statement Tessera runs, one file per object. Plain async functions over `PgPool` or
+//! a connection; nothing here knows about HTTP.
+
+pub mod keys;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// Apply the migrations under `migrations/`. sqlx holds an advisory lock while migrating, so
+/// several instances starting at once apply each migration exactly once.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("./migrations").run(pool).await
+}
+
+/// A pool with the timeouts a server wants: fail fast when the database is unreachable rather
+/// than hanging the request.
+pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(0)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .idle_timeout(std::time::Duration::from_secs(300))
+}
+
+/// Connect, failing with the connection error rather than retrying forever.
+pub async fn connect(
+    options: PgConnectOptions,
+    max_connections: u32,
+) -> Result<PgPool, sqlx::Error> {
+    pool_options(max_connections).connect_with(options).await
+}
