@@ -1,6 +1,8 @@
 //! Integration tests: real HTTP against the whole router and a real PostgreSQL.
 //! One binary for every test, so the test database server and template are set up once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 mod binary;

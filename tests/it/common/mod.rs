@@ -21,11 +21,13 @@ use tessera::state::{AppState, ServerSettings};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
+/// Builds a `DATABASE_URL` for a database on the test server (for tests that run the binary).
+type UrlFor = Box<dyn Fn(&str) -> String + Send + Sync>;
+
 /// Where test databases are created.
 struct DbServer {
     admin: PgConnectOptions,
-    /// Builds a `DATABASE_URL` for a database on this server (for tests that run the binary).
-    url_for: Box<dyn Fn(&str) -> String + Send + Sync>,
+    url_for: UrlFor,
     template: String,
     _cluster: Option<std::sync::Mutex<Cluster>>,
 }
@@ -37,11 +39,9 @@ async fn server() -> &'static DbServer {
 }
 
 async fn init_server() -> DbServer {
-    let (admin, url_for, cluster): (
-        PgConnectOptions,
-        Box<dyn Fn(&str) -> String + Send + Sync>,
-        _,
-    ) = match std::env::var("DATABASE_URL") {
+    let (admin, url_for, cluster): (PgConnectOptions, UrlFor, _) = match std::env::var(
+        "DATABASE_URL",
+    ) {
         Ok(url) if !url.is_empty() => {
             let admin: PgConnectOptions =
                 url.parse().expect("DATABASE_URL is not a PostgreSQL URL");
