@@ -58,6 +58,15 @@ pub enum Command {
     /// Manage the signing keys of access tokens.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage resources: the MCP servers Tessera issues tokens for.
+    #[command(subcommand)]
+    Resource(crate::admin::ResourceCommand),
+    /// Manage local user accounts.
+    #[command(subcommand)]
+    User(crate::admin::UserCommand),
+    /// Manage clients registered by the operator.
+    #[command(subcommand)]
+    Client(crate::admin::ClientCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,10 +122,7 @@ impl From<KeyError> for Failure {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tessera: error: cannot start the async runtime: {e}");
@@ -166,48 +172,55 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             db.close().await;
             result
         }
+        Command::Resource(cmd) => {
+            init_admin_logging(&config);
+            let db = AdminDb::open(&config, &cli.data_dir).await?;
+            let result = crate::admin::resource(&db.pool, cmd).await;
+            db.close().await;
+            result
+        }
+        Command::User(cmd) => {
+            init_admin_logging(&config);
+            let db = AdminDb::open(&config, &cli.data_dir).await?;
+            let result = crate::admin::user(&db.pool, cmd).await;
+            db.close().await;
+            result
+        }
+        Command::Client(cmd) => {
+            init_admin_logging(&config);
+            let db = AdminDb::open(&config, &cli.data_dir).await?;
+            let result = crate::admin::client(&db.pool, cmd).await;
+            db.close().await;
+            result
+        }
     }
 }
 
 /// Admin commands print their results on stdout; only warnings go to the log (stderr).
 fn init_admin_logging(config: &Config) {
-    let filter = if config.log == "info" {
-        "warn"
-    } else {
-        config.log.as_str()
-    };
+    let filter = if config.log == "info" { "warn" } else { config.log.as_str() };
     telemetry::init(filter, config.log_format.unwrap_or(LogFormat::Pretty));
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {
     let database_url = config.require_database_url()?.clone();
-    let settings = ServerSettings {
-        issuer: config.require_issuer()?.clone(),
-        master_key: config.require_master_key()?.clone(),
-        access_token_ttl: config.access_token_ttl,
-        key_rotation_delay: config.key_rotation_delay,
-    };
+    let settings =
+        ServerSettings::from_config(&config, config.require_issuer()?.clone(), config.require_master_key()?.clone());
     telemetry::init(&config.log, config.log_format.unwrap_or(LogFormat::Json));
-    let options = database_url.0.parse().map_err(|_| {
-        ConfigError::new("DATABASE_URL", "is not a valid PostgreSQL connection URL")
-    })?;
+    let options = database_url
+        .0
+        .parse()
+        .map_err(|_| ConfigError::new("DATABASE_URL", "is not a valid PostgreSQL connection URL"))?;
     let pool = dev::connect_with_retry(options, config.db_max_connections).await?;
-    store::migrate(&pool)
-        .await
-        .map_err(|e| anyhow::anyhow!("applying migrations: {e}"))?;
+    store::migrate(&pool).await.map_err(|e| anyhow::anyhow!("applying migrations: {e}"))?;
     let state = AppState::new(settings, pool).await?;
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
-        ConfigError::new(
-            "TESSERA_LISTEN",
-            format!("cannot listen on {}: {e}", config.listen),
-        )
-    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ConfigError::new("TESSERA_LISTEN", format!("cannot listen on {}: {e}", config.listen)))?;
     tracing::info!(issuer = %state.settings.issuer, listen = %config.listen, "tessera is serving");
     let shutdown = CancellationToken::new();
     server::cancel_on_signal(shutdown.clone());
-    server::run(state, vec![listener], shutdown)
-        .await
-        .map_err(|e| anyhow::anyhow!("serving HTTP: {e}"))?;
+    server::run(state, vec![listener], shutdown).await.map_err(|e| anyhow::anyhow!("serving HTTP: {e}"))?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -220,26 +233,15 @@ async fn keys_command(config: &Config, db: &AdminDb, cmd: &KeysCommand) -> Resul
                 None => config.require_master_key()?.clone(),
             };
             let delay = match delay {
-                Some(d) => {
-                    crate::config::parse_duration(d).map_err(|m| ConfigError::new("--delay", m))?
-                }
-                None => state::default_rotation_delay(
-                    config.access_token_ttl,
-                    config.key_rotation_delay,
-                ),
+                Some(d) => crate::config::parse_duration(d).map_err(|m| ConfigError::new("--delay", m))?,
+                None => state::default_rotation_delay(config.access_token_ttl, config.key_rotation_delay),
             };
             // Loading the ring first proves the master key decrypts the keys already stored, so a
             // wrong key can never add a key that the servers could not read.
-            KeyRing::load(
-                &db.pool,
-                master.clone(),
-                state::signing_grace(config.access_token_ttl),
-            )
-            .await?;
+            KeyRing::load(&db.pool, master.clone(), state::signing_grace(config.access_token_ttl)).await?;
             let new = crate::keys::generate(&master)?;
             let activates_at = chrono::Utc::now()
-                + chrono::Duration::from_std(delay)
-                    .map_err(|_| ConfigError::new("--delay", "is too long"))?;
+                + chrono::Duration::from_std(delay).map_err(|_| ConfigError::new("--delay", "is too long"))?;
             let jwk = serde_json::to_value(&new.public_jwk).map_err(anyhow::Error::from)?;
             store::keys::insert(&db.pool, &new.kid, &jwk, &new.private_key_enc, activates_at)
                 .await
@@ -253,15 +255,12 @@ async fn keys_command(config: &Config, db: &AdminDb, cmd: &KeysCommand) -> Resul
             Ok(())
         }
         KeysCommand::List { json } => {
-            let rows = store::keys::list(&db.pool)
-                .await
-                .map_err(anyhow::Error::from)?;
+            let rows = store::keys::list(&db.pool).await.map_err(anyhow::Error::from)?;
             let grace = state::signing_grace(config.access_token_ttl);
             let activations: Vec<_> = rows.iter().map(|r| r.activates_at).collect();
             let now = chrono::Utc::now();
-            let statuses: Vec<KeyStatus> = (0..rows.len())
-                .map(|i| crate::keys::status_of(&activations, i, grace, now))
-                .collect();
+            let statuses: Vec<KeyStatus> =
+                (0..rows.len()).map(|i| crate::keys::status_of(&activations, i, grace, now)).collect();
             if *json {
                 let list: Vec<_> = rows
                     .iter()
@@ -277,20 +276,12 @@ async fn keys_command(config: &Config, db: &AdminDb, cmd: &KeysCommand) -> Resul
                         })
                     })
                     .collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&list).map_err(anyhow::Error::from)?
-                );
+                println!("{}", serde_json::to_string_pretty(&list).map_err(anyhow::Error::from)?);
             } else {
-                println!(
-                    "{:<45} {:<9} {:<21} {:<21}",
-                    "KID", "STATUS", "ACTIVATES", "PUBLISHED UNTIL"
-                );
+                println!("{:<45} {:<9} {:<21} {:<21}", "KID", "STATUS", "ACTIVATES", "PUBLISHED UNTIL");
                 for (row, status) in rows.iter().zip(&statuses) {
                     let until = match status {
-                        KeyStatus::Retiring(t) => {
-                            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                        }
+                        KeyStatus::Retiring(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         KeyStatus::Retired => "-".into(),
                         _ => "(while current)".into(),
                     };
@@ -298,8 +289,7 @@ async fn keys_command(config: &Config, db: &AdminDb, cmd: &KeysCommand) -> Resul
                         "{:<45} {:<9} {:<21} {:<21}",
                         row.kid,
                         status.name(),
-                        row.activates_at
-                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        row.activates_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         until
                     );
                 }

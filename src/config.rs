@@ -22,10 +22,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(key: &str, message: impl Into<String>) -> Self {
-        Self {
-            key: key.to_owned(),
-            message: message.into(),
-        }
+        Self { key: key.to_owned(), message: message.into() }
     }
 }
 
@@ -52,9 +49,7 @@ impl MasterKey {
         let bytes = engines
             .iter()
             .find_map(|engine| engine.decode(value).ok())
-            .ok_or_else(|| {
-                "is not valid base64; generate one with `openssl rand -base64 32`".to_owned()
-            })?;
+            .ok_or_else(|| "is not valid base64; generate one with `openssl rand -base64 32`".to_owned())?;
         let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
             format!(
                 "must decode to exactly 32 bytes (got {}); generate one with `openssl rand -base64 32`",
@@ -91,8 +86,7 @@ pub struct Issuer(String);
 
 impl Issuer {
     pub fn parse(value: &str) -> Result<Self, String> {
-        let url =
-            url::Url::parse(value.trim()).map_err(|e| format!("is not an absolute URL ({e})"))?;
+        let url = url::Url::parse(value.trim()).map_err(|e| format!("is not an absolute URL ({e})"))?;
         let host = match url.host() {
             Some(host) => host,
             None => return Err("has no host".into()),
@@ -101,10 +95,7 @@ impl Issuer {
             "https" => {}
             "http" if is_loopback_host(&host) => {}
             "http" => {
-                return Err(
-                    "must use https (http is allowed only for localhost, 127.0.0.1 or [::1])"
-                        .into(),
-                );
+                return Err("must use https (http is allowed only for localhost, 127.0.0.1 or [::1])".into());
             }
             other => return Err(format!("must be an https URL, not {other}:")),
         }
@@ -181,6 +172,12 @@ pub struct Config {
     pub key_rotation_delay: Option<Duration>,
     /// Database connection pool size per instance.
     pub db_max_connections: u32,
+    /// A refresh token unused this long expires.
+    pub refresh_idle_ttl: Duration,
+    /// No refresh token of a grant outlives this, however often it is rotated.
+    pub refresh_max_ttl: Duration,
+    /// A browser session unused this long ends.
+    pub session_ttl: Duration,
 }
 
 /// Every setting: environment variable, file key, and what it means (the README's table mirrors this).
@@ -194,6 +191,9 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("TESSERA_ACCESS_TOKEN_TTL", "access_token_ttl"),
     ("TESSERA_KEY_ROTATION_DELAY", "key_rotation_delay"),
     ("TESSERA_DB_MAX_CONNECTIONS", "db_max_connections"),
+    ("TESSERA_REFRESH_TOKEN_IDLE_TTL", "refresh_token_idle_ttl"),
+    ("TESSERA_REFRESH_TOKEN_MAX_TTL", "refresh_token_max_ttl"),
+    ("TESSERA_SESSION_TTL", "session_ttl"),
 ];
 
 /// Raw values by environment-variable name, before parsing.
@@ -208,15 +208,11 @@ impl Sources {
         Self::from_lookup(|key| std::env::var_os(key))
     }
 
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Self, ConfigError> {
         let mut values = BTreeMap::new();
         for (env, _) in SETTINGS {
             if let Some(raw) = lookup(env) {
-                let value = raw
-                    .into_string()
-                    .map_err(|_| ConfigError::new(env, "is not valid UTF-8"))?;
+                let value = raw.into_string().map_err(|_| ConfigError::new(env, "is not valid UTF-8"))?;
                 if !value.is_empty() {
                     values.insert(*env, (value, "environment"));
                 }
@@ -227,17 +223,14 @@ impl Sources {
 
     /// Overlay the values of a TOML file; unknown keys are an error so a typo is not silently ignored.
     pub fn overlay_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
-        })?;
-        self.overlay_toml(&text)
-            .map_err(|e| ConfigError::new(&e.key, format!("{} (in {})", e.message, path.display())))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
+        self.overlay_toml(&text).map_err(|e| ConfigError::new(&e.key, format!("{} (in {})", e.message, path.display())))
     }
 
     pub fn overlay_toml(&mut self, text: &str) -> Result<(), ConfigError> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| {
-            ConfigError::new("--config", format!("is not valid TOML: {}", e.message()))
-        })?;
+        let table: toml::Table = toml::from_str(text)
+            .map_err(|e| ConfigError::new("--config", format!("is not valid TOML: {}", e.message())))?;
         for (key, value) in table {
             let Some((env, file_key)) = SETTINGS.iter().find(|(_, k)| *k == key) else {
                 return Err(ConfigError::new(&key, "is not a known setting"));
@@ -247,10 +240,7 @@ impl Sources {
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
                 _ => {
-                    return Err(ConfigError::new(
-                        file_key,
-                        "must be a string, an integer or a boolean",
-                    ));
+                    return Err(ConfigError::new(file_key, "must be a string, an integer or a boolean"));
                 }
             };
             self.values.insert(env, (text, "file"));
@@ -292,38 +282,35 @@ impl Config {
         };
         let master_key = src
             .get("TESSERA_MASTER_KEY")
-            .map(|v| {
-                MasterKey::from_base64(v).map_err(|m| ConfigError::new("TESSERA_MASTER_KEY", m))
-            })
+            .map(|v| MasterKey::from_base64(v).map_err(|m| ConfigError::new("TESSERA_MASTER_KEY", m)))
             .transpose()?;
         let log = src.get("TESSERA_LOG").unwrap_or("info").to_owned();
-        tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| {
-            ConfigError::new("TESSERA_LOG", format!("is not a valid log filter ({e})"))
-        })?;
+        tracing_subscriber::EnvFilter::try_new(&log)
+            .map_err(|e| ConfigError::new("TESSERA_LOG", format!("is not a valid log filter ({e})")))?;
         let log_format = src
             .get("TESSERA_LOG_FORMAT")
             .map(|v| match v.trim().to_ascii_lowercase().as_str() {
                 "json" => Ok(LogFormat::Json),
                 "pretty" => Ok(LogFormat::Pretty),
-                _ => Err(ConfigError::new(
-                    "TESSERA_LOG_FORMAT",
-                    format!("must be json or pretty, not {v:?}"),
-                )),
+                _ => Err(ConfigError::new("TESSERA_LOG_FORMAT", format!("must be json or pretty, not {v:?}"))),
             })
             .transpose()?;
-        let access_token_ttl =
-            parse_duration_setting(src, "TESSERA_ACCESS_TOKEN_TTL", "10m", (60, 24 * 3600))?;
+        let access_token_ttl = parse_duration_setting(src, "TESSERA_ACCESS_TOKEN_TTL", "10m", (60, 24 * 3600))?;
         let key_rotation_delay = match src.get("TESSERA_KEY_ROTATION_DELAY") {
-            Some(_) => Some(parse_duration_setting(
-                src,
-                "TESSERA_KEY_ROTATION_DELAY",
-                "0s",
-                (0, 30 * 24 * 3600),
-            )?),
+            Some(_) => Some(parse_duration_setting(src, "TESSERA_KEY_ROTATION_DELAY", "0s", (0, 30 * 24 * 3600))?),
             None => None,
         };
-        let db_max_connections =
-            parse_int_setting(src, "TESSERA_DB_MAX_CONNECTIONS", 16, (1, 1000))?;
+        let db_max_connections = parse_int_setting(src, "TESSERA_DB_MAX_CONNECTIONS", 16, (1, 1000))?;
+        let refresh_idle_ttl = parse_duration_setting(src, "TESSERA_REFRESH_TOKEN_IDLE_TTL", "30d", (60, 365 * 86400))?;
+        let refresh_max_ttl =
+            parse_duration_setting(src, "TESSERA_REFRESH_TOKEN_MAX_TTL", "90d", (60, 3 * 365 * 86400))?;
+        if refresh_max_ttl < refresh_idle_ttl {
+            return Err(ConfigError::new(
+                "TESSERA_REFRESH_TOKEN_MAX_TTL",
+                "must not be shorter than TESSERA_REFRESH_TOKEN_IDLE_TTL",
+            ));
+        }
+        let session_ttl = parse_duration_setting(src, "TESSERA_SESSION_TTL", "12h", (60, 30 * 86400))?;
         Ok(Self {
             database_url,
             issuer,
@@ -334,12 +321,18 @@ impl Config {
             access_token_ttl,
             key_rotation_delay,
             db_max_connections,
+            refresh_idle_ttl,
+            refresh_max_ttl,
+            session_ttl,
         })
     }
 
     pub fn require_database_url(&self) -> Result<&DatabaseUrl, ConfigError> {
         self.database_url.as_ref().ok_or_else(|| {
-            ConfigError::new("DATABASE_URL", "is required (e.g. postgres://tessera@db.example.com/tessera); `tessera dev` needs none")
+            ConfigError::new(
+                "DATABASE_URL",
+                "is required (e.g. postgres://tessera@db.example.com/tessera); `tessera dev` needs none",
+            )
         })
     }
 
@@ -373,24 +366,13 @@ fn parse_database_url(value: &str) -> Result<DatabaseUrl, String> {
     Ok(DatabaseUrl(value.to_owned()))
 }
 
-fn parse_int_setting(
-    src: &Sources,
-    key: &str,
-    default: u32,
-    (min, max): (u32, u32),
-) -> Result<u32, ConfigError> {
+fn parse_int_setting(src: &Sources, key: &str, default: u32, (min, max): (u32, u32)) -> Result<u32, ConfigError> {
     let Some(v) = src.get(key) else {
         return Ok(default);
     };
-    let n: u32 = v
-        .trim()
-        .parse()
-        .map_err(|_| ConfigError::new(key, format!("must be a whole number, not {v:?}")))?;
+    let n: u32 = v.trim().parse().map_err(|_| ConfigError::new(key, format!("must be a whole number, not {v:?}")))?;
     if n < min || n > max {
-        return Err(ConfigError::new(
-            key,
-            format!("must be between {min} and {max}, not {n}"),
-        ));
+        return Err(ConfigError::new(key, format!("must be between {min} and {max}, not {n}")));
     }
     Ok(n)
 }
@@ -421,23 +403,17 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let v = value.trim();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{value:?} is not a duration such as 90s, 10m, 12h or 30d"))?;
+    let n: u64 = num.parse().map_err(|_| format!("{value:?} is not a duration such as 90s, 10m, 12h or 30d"))?;
     let factor = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
         _ => {
-            return Err(format!(
-                "{value:?} is not a duration such as 90s, 10m, 12h or 30d"
-            ));
+            return Err(format!("{value:?} is not a duration such as 90s, 10m, 12h or 30d"));
         }
     };
-    n.checked_mul(factor)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{value:?} is too long"))
+    n.checked_mul(factor).map(Duration::from_secs).ok_or_else(|| format!("{value:?} is too long"))
 }
 
 pub fn format_duration(d: Duration) -> String {
@@ -458,52 +434,25 @@ mod tests {
     use super::*;
 
     fn sources(pairs: &[(&str, &str)]) -> Sources {
-        let map: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Sources::from_lookup(|k| map.get(k).map(Into::into)).unwrap()
     }
 
     #[test]
     fn issuer_is_normalized_without_trailing_slash() {
-        assert_eq!(
-            Issuer::parse("https://auth.example.com/").unwrap().as_str(),
-            "https://auth.example.com"
-        );
-        assert_eq!(
-            Issuer::parse("https://Auth.Example.COM").unwrap().as_str(),
-            "https://auth.example.com"
-        );
-        assert_eq!(
-            Issuer::parse("https://h.example/tenant/").unwrap().as_str(),
-            "https://h.example/tenant"
-        );
-        assert_eq!(
-            Issuer::parse("https://h.example:443/x").unwrap().as_str(),
-            "https://h.example/x"
-        );
-        assert_eq!(
-            Issuer::parse("http://localhost:8080").unwrap().as_str(),
-            "http://localhost:8080"
-        );
-        assert_eq!(
-            Issuer::parse("http://127.0.0.1:9/").unwrap().as_str(),
-            "http://127.0.0.1:9"
-        );
-        assert_eq!(
-            Issuer::parse("http://[::1]:9").unwrap().as_str(),
-            "http://[::1]:9"
-        );
+        assert_eq!(Issuer::parse("https://auth.example.com/").unwrap().as_str(), "https://auth.example.com");
+        assert_eq!(Issuer::parse("https://Auth.Example.COM").unwrap().as_str(), "https://auth.example.com");
+        assert_eq!(Issuer::parse("https://h.example/tenant/").unwrap().as_str(), "https://h.example/tenant");
+        assert_eq!(Issuer::parse("https://h.example:443/x").unwrap().as_str(), "https://h.example/x");
+        assert_eq!(Issuer::parse("http://localhost:8080").unwrap().as_str(), "http://localhost:8080");
+        assert_eq!(Issuer::parse("http://127.0.0.1:9/").unwrap().as_str(), "http://127.0.0.1:9");
+        assert_eq!(Issuer::parse("http://[::1]:9").unwrap().as_str(), "http://[::1]:9");
     }
 
     #[test]
     fn issuer_path() {
         assert_eq!(Issuer::parse("https://h.example").unwrap().path(), "");
-        assert_eq!(
-            Issuer::parse("https://h.example/a/b/").unwrap().path(),
-            "/a/b"
-        );
+        assert_eq!(Issuer::parse("https://h.example/a/b/").unwrap().path(), "/a/b");
     }
 
     #[test]
@@ -540,16 +489,14 @@ mod tests {
         assert_eq!(err.key, "TESSERA_LOG_FORMAT");
         let err = Config::from_sources(&sources(&[("DATABASE_URL", "mysql://x")])).unwrap_err();
         assert_eq!(err.key, "DATABASE_URL");
-        let err =
-            Config::from_sources(&sources(&[("TESSERA_ACCESS_TOKEN_TTL", "5s")])).unwrap_err();
+        let err = Config::from_sources(&sources(&[("TESSERA_ACCESS_TOKEN_TTL", "5s")])).unwrap_err();
         assert_eq!(err.key, "TESSERA_ACCESS_TOKEN_TTL");
     }
 
     #[test]
     fn file_overlays_environment() {
         let mut src = sources(&[("TESSERA_LISTEN", "127.0.0.1:1"), ("TESSERA_LOG", "debug")]);
-        src.overlay_toml("listen = \"127.0.0.1:2\"\naccess_token_ttl = 300\n")
-            .unwrap();
+        src.overlay_toml("listen = \"127.0.0.1:2\"\naccess_token_ttl = 300\n").unwrap();
         let config = Config::from_sources(&src).unwrap();
         assert_eq!(config.listen.port(), 2);
         assert_eq!(config.log, "debug");
@@ -563,10 +510,7 @@ mod tests {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert_eq!(
-            parse_duration("30d").unwrap(),
-            Duration::from_secs(30 * 86400)
-        );
+        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86400));
         assert_eq!(parse_duration("42").unwrap(), Duration::from_secs(42));
         assert!(parse_duration("10 minutes").is_err());
         assert!(parse_duration("-1s").is_err());

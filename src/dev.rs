@@ -39,18 +39,13 @@ impl AdminDb {
     /// (only `dev` creates one). Migrations are applied either way.
     pub async fn open(config: &Config, data_dir: &Path) -> Result<Self, Failure> {
         if let Some(url) = &config.database_url {
-            let options: PgConnectOptions = url.0.parse().map_err(|_| {
-                ConfigError::new("DATABASE_URL", "is not a valid PostgreSQL connection URL")
-            })?;
-            let pool = store::connect(options, 4)
-                .await
-                .context("connecting to DATABASE_URL")?;
+            let options: PgConnectOptions = url
+                .0
+                .parse()
+                .map_err(|_| ConfigError::new("DATABASE_URL", "is not a valid PostgreSQL connection URL"))?;
+            let pool = store::connect(options, 4).await.context("connecting to DATABASE_URL")?;
             store::migrate(&pool).await.context("applying migrations")?;
-            return Ok(Self {
-                pool,
-                master_key: None,
-                cluster: None,
-            });
+            return Ok(Self { pool, master_key: None, cluster: None });
         }
         if !data_dir.join("pg").join("PG_VERSION").exists() {
             return Err(ConfigError::new(
@@ -70,12 +65,10 @@ impl AdminDb {
         let master_key = Some(master_key_file(data_dir, create)?);
         let pg_dir = data_dir.join("pg");
         let log = data_dir.join("postgres.log");
-        let cluster = tokio::task::spawn_blocking(move || {
-            Cluster::start(&pg_dir, &log, Durability { durable: true })
-        })
-        .await
-        .context("starting PostgreSQL")?
-        .map_err(anyhow::Error::from)?;
+        let cluster = tokio::task::spawn_blocking(move || Cluster::start(&pg_dir, &log, Durability { durable: true }))
+            .await
+            .context("starting PostgreSQL")?
+            .map_err(anyhow::Error::from)?;
         let db = async {
             let admin = store::connect(cluster.connect_options("postgres"), 1).await?;
             pgcluster::ensure_database(&admin, DEV_DATABASE).await?;
@@ -87,16 +80,10 @@ impl AdminDb {
             Ok(pool) => pool,
             Err(e) => {
                 stop_cluster(Some(cluster)).await;
-                return Err(anyhow::Error::from(e)
-                    .context("connecting to the private PostgreSQL")
-                    .into());
+                return Err(anyhow::Error::from(e).context("connecting to the private PostgreSQL").into());
             }
         };
-        let mut me = Self {
-            pool,
-            master_key,
-            cluster: Some(cluster),
-        };
+        let mut me = Self { pool, master_key, cluster: Some(cluster) };
         if let Err(e) = store::migrate(&me.pool).await {
             me.close_ref().await;
             return Err(anyhow::anyhow!("applying migrations: {e}").into());
@@ -131,12 +118,10 @@ async fn stop_cluster(cluster: Option<Cluster>) {
 fn master_key_file(data_dir: &Path, create: bool) -> Result<MasterKey, Failure> {
     let path = data_dir.join(MASTER_KEY_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => MasterKey::from_base64(&text).map_err(|m| {
-            ConfigError::new("TESSERA_MASTER_KEY", format!("{} {m}", path.display())).into()
-        }),
+        Ok(text) => MasterKey::from_base64(&text)
+            .map_err(|m| ConfigError::new("TESSERA_MASTER_KEY", format!("{} {m}", path.display())).into()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-            std::fs::create_dir_all(data_dir)
-                .with_context(|| format!("creating {}", data_dir.display()))?;
+            std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
             let key = MasterKey::generate();
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
@@ -144,21 +129,15 @@ fn master_key_file(data_dir: &Path, create: bool) -> Result<MasterKey, Failure> 
                 .mode(0o600)
                 .open(&path)
                 .with_context(|| format!("creating {}", path.display()))?;
-            writeln!(file, "{}", key.to_base64())
-                .with_context(|| format!("writing {}", path.display()))?;
+            writeln!(file, "{}", key.to_base64()).with_context(|| format!("writing {}", path.display()))?;
             Ok(key)
         }
-        Err(e) => Err(anyhow::Error::from(e)
-            .context(format!("reading {}", path.display()))
-            .into()),
+        Err(e) => Err(anyhow::Error::from(e).context(format!("reading {}", path.display())).into()),
     }
 }
 
 /// Connect to a production database, retrying for half a minute while it starts up.
-pub async fn connect_with_retry(
-    options: PgConnectOptions,
-    max_connections: u32,
-) -> Result<PgPool, Failure> {
+pub async fn connect_with_retry(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, Failure> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         match store::connect(options.clone(), max_connections).await {
@@ -168,9 +147,7 @@ pub async fn connect_with_retry(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => {
-                return Err(anyhow::Error::from(e)
-                    .context("connecting to DATABASE_URL")
-                    .into());
+                return Err(anyhow::Error::from(e).context("connecting to DATABASE_URL").into());
             }
         }
     }
@@ -178,18 +155,13 @@ pub async fn connect_with_retry(
 
 /// The command a user types to run Tessera: `cargo run --release --` under cargo, else `tessera`.
 fn self_command() -> &'static str {
-    if std::env::var_os("CARGO").is_some() {
-        "cargo run --release --"
-    } else {
-        "tessera"
-    }
+    if std::env::var_os("CARGO").is_some() { "cargo run --release --" } else { "tessera" }
 }
 
 pub async fn run(config: Config, data_dir: &Path, port: u16) -> Result<(), Failure> {
     let issuer = match &config.issuer {
         Some(issuer) => issuer.clone(),
-        None => Issuer::parse(&format!("http://localhost:{port}"))
-            .map_err(|m| ConfigError::new("--port", m))?,
+        None => Issuer::parse(&format!("http://localhost:{port}")).map_err(|m| ConfigError::new("--port", m))?,
     };
     // Bind first: a port in use should fail before a database is started.
     let listeners = bind_localhost(port).await?;
@@ -207,12 +179,7 @@ pub async fn run(config: Config, data_dir: &Path, port: u16) -> Result<(), Failu
         Some(key) => key,
         None => config.require_master_key()?.clone(),
     };
-    let settings = ServerSettings {
-        issuer: issuer.clone(),
-        master_key,
-        access_token_ttl: config.access_token_ttl,
-        key_rotation_delay: config.key_rotation_delay,
-    };
+    let settings = ServerSettings::from_config(&config, issuer.clone(), master_key);
     let state = match AppState::new(settings, db.pool.clone()).await {
         Ok(state) => state,
         Err(e) => {
@@ -235,9 +202,8 @@ pub async fn run(config: Config, data_dir: &Path, port: u16) -> Result<(), Failu
 /// `localhost` to either.
 async fn bind_localhost(port: u16) -> Result<Vec<TcpListener>, Failure> {
     let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let first = TcpListener::bind(v4)
-        .await
-        .map_err(|e| ConfigError::new("--port", format!("cannot listen on {v4}: {e}")))?;
+    let first =
+        TcpListener::bind(v4).await.map_err(|e| ConfigError::new("--port", format!("cannot listen on {v4}: {e}")))?;
     let mut listeners = vec![first];
     if let Ok(v6) = TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port))).await {
         listeners.push(v6);

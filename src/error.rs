@@ -10,12 +10,16 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::oauth::{ErrorCode, OAuthError};
+
 /// An error answered as `{"error": code, "error_description": description}`.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub description: Cow<'static, str>,
+    /// `WWW-Authenticate` challenge for 401 answers.
+    pub challenge: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -26,24 +30,12 @@ struct ErrorBody<'a> {
 }
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        code: &'static str,
-        description: impl Into<Cow<'static, str>>,
-    ) -> Self {
-        Self {
-            status,
-            code,
-            description: description.into(),
-        }
+    pub fn new(status: StatusCode, code: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
+        Self { status, code, description: description.into(), challenge: None }
     }
 
     pub fn not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "there is no such endpoint",
-        )
+        Self::new(StatusCode::NOT_FOUND, "not_found", "there is no such endpoint")
     }
 
     pub fn method_not_allowed() -> Self {
@@ -57,11 +49,7 @@ impl ApiError {
     /// Log the cause in full, answer with a bare `server_error`.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "the server could not complete the request",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "the server could not complete the request")
     }
 
     /// The database (or another dependency) is unreachable: 503, so callers retry rather than trust a false answer.
@@ -77,13 +65,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.code,
-            error_description: &self.description,
-        };
+        let body = ErrorBody { error: self.code, error_description: &self.description };
         let mut res = (self.status, Json(body)).into_response();
-        res.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         res
     }
 }
@@ -91,10 +75,26 @@ impl IntoResponse for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Self::unavailable(e)
-            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => Self::unavailable(e),
             e => Self::internal(e),
         }
+    }
+}
+
+impl From<OAuthError> for ApiError {
+    /// RFC 6749 §5.2: 400, except `invalid_client` (401 with a Basic challenge) and the 5xx codes.
+    fn from(e: OAuthError) -> Self {
+        let status = match e.code {
+            ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+            ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let mut api = Self::new(status, e.code.as_str(), e.description);
+        if e.code == ErrorCode::InvalidClient {
+            api.challenge = Some("Basic realm=\"tessera\"");
+        }
+        api
     }
 }

@@ -14,8 +14,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, Nonce, RandomizedNonceKey};
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _,
-    ParsedPublicKey,
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _, ParsedPublicKey,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -64,16 +63,11 @@ pub struct NewKey {
 
 /// Generate an ES256 key pair and encrypt its PKCS#8 form under the master key (AAD: the kid).
 pub fn generate(master: &MasterKey) -> Result<NewKey, KeyError> {
-    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
-        .map_err(|_| KeyError::Generation)?;
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| KeyError::Generation)?;
     let pkcs8 = pair.to_pkcs8v1().map_err(|_| KeyError::Generation)?;
     let public_jwk = public_jwk(pair.public_key().as_ref()).ok_or(KeyError::Generation)?;
     let private_key_enc = encrypt(master, &public_jwk.kid, pkcs8.as_ref())?;
-    Ok(NewKey {
-        kid: public_jwk.kid.clone(),
-        public_jwk,
-        private_key_enc,
-    })
+    Ok(NewKey { kid: public_jwk.kid.clone(), public_jwk, private_key_enc })
 }
 
 /// JWK of an uncompressed P-256 point (`04 || x || y`); the kid is its RFC 7638 thumbprint.
@@ -86,24 +80,14 @@ fn public_jwk(point: &[u8]) -> Option<PublicJwk> {
     // RFC 7638 §3.2: required members only, lexicographic order, no whitespace.
     let thumbprint_input = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
     let kid = B64URL.encode(Sha256::digest(thumbprint_input.as_bytes()));
-    Some(PublicJwk {
-        kty: "EC".into(),
-        crv: "P-256".into(),
-        x,
-        y,
-        kid,
-        use_: "sig".into(),
-        alg: "ES256".into(),
-    })
+    Some(PublicJwk { kty: "EC".into(), crv: "P-256".into(), x, y, kid, use_: "sig".into(), alg: "ES256".into() })
 }
 
 /// AES-256-GCM with a random 96-bit nonce; output is `nonce || ciphertext || tag`.
 pub fn encrypt(master: &MasterKey, kid: &str, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
     let key = RandomizedNonceKey::new(&AES_256_GCM, &master.0).map_err(|_| KeyError::Generation)?;
     let mut data = plaintext.to_vec();
-    let nonce = key
-        .seal_in_place_append_tag(Aad::from(kid.as_bytes()), &mut data)
-        .map_err(|_| KeyError::Generation)?;
+    let nonce = key.seal_in_place_append_tag(Aad::from(kid.as_bytes()), &mut data).map_err(|_| KeyError::Generation)?;
     let mut out = nonce.as_ref().to_vec();
     out.extend_from_slice(&data);
     Ok(out)
@@ -112,23 +96,16 @@ pub fn encrypt(master: &MasterKey, kid: &str, plaintext: &[u8]) -> Result<Vec<u8
 pub fn decrypt(master: &MasterKey, kid: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
     const NONCE_LEN: usize = 12;
     if sealed.len() < NONCE_LEN + 16 {
-        return Err(KeyError::Corrupt {
-            kid: kid.to_owned(),
-            what: "ciphertext too short",
-        });
+        return Err(KeyError::Corrupt { kid: kid.to_owned(), what: "ciphertext too short" });
     }
     let key = RandomizedNonceKey::new(&AES_256_GCM, &master.0).map_err(|_| KeyError::Generation)?;
     let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Corrupt {
-        kid: kid.to_owned(),
-        what: "bad nonce",
-    })?;
+    let nonce = Nonce::try_assume_unique_for_key(nonce)
+        .map_err(|_| KeyError::Corrupt { kid: kid.to_owned(), what: "bad nonce" })?;
     let mut data = ciphertext.to_vec();
     let plain = key
         .open_in_place(nonce, Aad::from(kid.as_bytes()), &mut data)
-        .map_err(|_| KeyError::WrongMasterKey {
-            kid: kid.to_owned(),
-        })?;
+        .map_err(|_| KeyError::WrongMasterKey { kid: kid.to_owned() })?;
     Ok(plain.to_vec())
 }
 
@@ -146,15 +123,11 @@ pub struct LoadedKey {
 
 impl LoadedKey {
     fn from_row(master: &MasterKey, row: &store::keys::KeyRow) -> Result<Self, KeyError> {
-        let corrupt = |what| KeyError::Corrupt {
-            kid: row.kid.clone(),
-            what,
-        };
+        let corrupt = |what| KeyError::Corrupt { kid: row.kid.clone(), what };
         let pkcs8 = decrypt(master, &row.kid, &row.private_key_enc)?;
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
             .map_err(|_| corrupt("bad private key"))?;
-        let jwk: PublicJwk = serde_json::from_value(row.public_jwk.clone())
-            .map_err(|_| corrupt("bad public JWK"))?;
+        let jwk: PublicJwk = serde_json::from_value(row.public_jwk.clone()).map_err(|_| corrupt("bad public JWK"))?;
         if public_jwk(pair.public_key().as_ref()).as_ref() != Some(&jwk) || jwk.kid != row.kid {
             return Err(corrupt("public key does not match private key"));
         }
@@ -175,8 +148,7 @@ impl LoadedKey {
     /// Sign `claims` as a compact JWS with header `typ: at+jwt` (RFC 9068).
     pub fn sign_access_token<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
         let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Generation)?;
-        let mut token =
-            String::with_capacity(self.access_token_header.len() + payload.len() * 4 / 3 + 100);
+        let mut token = String::with_capacity(self.access_token_header.len() + payload.len() * 4 / 3 + 100);
         token.push_str(&self.access_token_header);
         token.push('.');
         B64URL.encode_string(&payload, &mut token);
@@ -227,12 +199,7 @@ impl KeyStatus {
 }
 
 /// The status of key `index` among keys sorted by activation time.
-pub fn status_of(
-    activations: &[DateTime<Utc>],
-    index: usize,
-    grace: Duration,
-    now: DateTime<Utc>,
-) -> KeyStatus {
+pub fn status_of(activations: &[DateTime<Utc>], index: usize, grace: Duration, now: DateTime<Utc>) -> KeyStatus {
     if activations[index] > now {
         return KeyStatus::Pending;
     }
@@ -241,11 +208,7 @@ pub fn status_of(
         None => KeyStatus::Active,
         Some(next) => {
             let until = *next + chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
-            if now < until {
-                KeyStatus::Retiring(until)
-            } else {
-                KeyStatus::Retired
-            }
+            if now < until { KeyStatus::Retiring(until) } else { KeyStatus::Retired }
         }
     }
 }
@@ -259,17 +222,9 @@ pub struct KeySet {
 
 impl KeySet {
     pub fn new(mut keys: Vec<LoadedKey>, grace: Duration) -> Self {
-        keys.sort_by(|a, b| {
-            a.activates_at
-                .cmp(&b.activates_at)
-                .then_with(|| a.kid.cmp(&b.kid))
-        });
+        keys.sort_by(|a, b| a.activates_at.cmp(&b.activates_at).then_with(|| a.kid.cmp(&b.kid)));
         let activations = keys.iter().map(|k| k.activates_at).collect();
-        Self {
-            keys: keys.into_iter().map(Arc::new).collect(),
-            activations,
-            grace,
-        }
+        Self { keys: keys.into_iter().map(Arc::new).collect(), activations, grace }
     }
 
     pub fn keys(&self) -> &[Arc<LoadedKey>] {
@@ -328,35 +283,21 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// Load every key from the database, creating the first one if there is none.
-    pub async fn load(
-        pool: &sqlx::PgPool,
-        master: MasterKey,
-        grace: Duration,
-    ) -> Result<Self, KeyError> {
+    pub async fn load(pool: &sqlx::PgPool, master: MasterKey, grace: Duration) -> Result<Self, KeyError> {
         store::keys::ensure_initial_key(pool, || generate(&master)).await?;
         let set = Self::read(pool, &master, grace).await?;
         let ring = Self {
             master,
             set: ArcSwap::from_pointee(KeySet::new(Vec::new(), grace)),
-            jwks: ArcSwap::from_pointee(JwksCache {
-                body: Default::default(),
-                valid_until: None,
-            }),
+            jwks: ArcSwap::from_pointee(JwksCache { body: Default::default(), valid_until: None }),
         };
         ring.install(set);
         Ok(ring)
     }
 
-    async fn read(
-        pool: &sqlx::PgPool,
-        master: &MasterKey,
-        grace: Duration,
-    ) -> Result<KeySet, KeyError> {
+    async fn read(pool: &sqlx::PgPool, master: &MasterKey, grace: Duration) -> Result<KeySet, KeyError> {
         let rows = store::keys::list(pool).await?;
-        let keys = rows
-            .iter()
-            .map(|row| LoadedKey::from_row(master, row))
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = rows.iter().map(|row| LoadedKey::from_row(master, row)).collect::<Result<Vec<_>, _>>()?;
         Ok(KeySet::new(keys, grace))
     }
 
@@ -369,10 +310,7 @@ impl KeyRing {
 
     fn install(&self, set: KeySet) {
         let now = Utc::now();
-        self.jwks.store(Arc::new(JwksCache {
-            body: set.jwks_json(now).into(),
-            valid_until: set.next_change(now),
-        }));
+        self.jwks.store(Arc::new(JwksCache { body: set.jwks_json(now).into(), valid_until: set.next_change(now) }));
         self.set.store(Arc::new(set));
     }
 
@@ -389,19 +327,12 @@ impl KeyRing {
         }
         let set = self.set.load();
         let body: axum::body::Bytes = set.jwks_json(now).into();
-        self.jwks.store(Arc::new(JwksCache {
-            body: body.clone(),
-            valid_until: set.next_change(now),
-        }));
+        self.jwks.store(Arc::new(JwksCache { body: body.clone(), valid_until: set.next_change(now) }));
         body
     }
 
     pub fn signing_key(&self) -> Result<Arc<LoadedKey>, KeyError> {
-        self.set
-            .load()
-            .signing_key(Utc::now())
-            .cloned()
-            .ok_or(KeyError::NoActiveKey)
+        self.set.load().signing_key(Utc::now()).cloned().ok_or(KeyError::NoActiveKey)
     }
 }
 
@@ -428,14 +359,8 @@ mod tests {
         assert_ne!(&sealed[12..sealed.len() - 16], b"secret pkcs8");
         assert_eq!(decrypt(&master, "kid-1", &sealed).unwrap(), b"secret pkcs8");
         // Wrong master key, and a ciphertext moved to another kid, both fail.
-        assert!(matches!(
-            decrypt(&MasterKey::generate(), "kid-1", &sealed),
-            Err(KeyError::WrongMasterKey { .. })
-        ));
-        assert!(matches!(
-            decrypt(&master, "kid-2", &sealed),
-            Err(KeyError::WrongMasterKey { .. })
-        ));
+        assert!(matches!(decrypt(&MasterKey::generate(), "kid-1", &sealed), Err(KeyError::WrongMasterKey { .. })));
+        assert!(matches!(decrypt(&master, "kid-2", &sealed), Err(KeyError::WrongMasterKey { .. })));
         let mut tampered = sealed.clone();
         tampered[20] ^= 1;
         assert!(decrypt(&master, "kid-1", &tampered).is_err());
@@ -462,18 +387,14 @@ mod tests {
     fn signed_token_verifies_with_jsonwebtoken() {
         let master = MasterKey::generate();
         let key = loaded(&master, Utc::now());
-        let token = key
-            .sign_access_token(&serde_json::json!({"sub": "a", "exp": 4102444800u64}))
-            .unwrap();
+        let token = key.sign_access_token(&serde_json::json!({"sub": "a", "exp": 4102444800u64})).unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
         assert_eq!(header.kid.as_deref(), Some(key.kid.as_str()));
-        let decoding =
-            jsonwebtoken::DecodingKey::from_ec_components(&key.jwk.x, &key.jwk.y).unwrap();
+        let decoding = jsonwebtoken::DecodingKey::from_ec_components(&key.jwk.x, &key.jwk.y).unwrap();
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
         validation.validate_aud = false;
-        let data =
-            jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation).unwrap();
+        let data = jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation).unwrap();
         assert_eq!(data.claims["sub"], "a");
         let (message, sig) = token.rsplit_once('.').unwrap();
         assert!(key.verify(message.as_bytes(), &B64URL.decode(sig).unwrap()));

@@ -3,16 +3,24 @@
 //! The library holds everything; `main.rs` only runs [`cli::main`]. A test builds the whole
 //! application with [`http::router`] from an [`state::AppState`].
 
+pub mod admin;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod dev;
 pub mod error;
+pub mod grant;
 pub mod http;
 pub mod keys;
+pub mod maintenance;
 pub mod notify;
+pub mod oauth;
+pub mod password;
 pub mod pgcluster;
+pub mod resources;
 pub mod security;
 pub mod server;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;

@@ -31,7 +31,7 @@ pub fn spawn(state: Weak<Inner>) -> JoinHandle<()> {
                     continue;
                 }
             };
-            if let Err(e) = listener.listen_all([store::keys::CHANNEL]).await {
+            if let Err(e) = listener.listen_all([store::keys::CHANNEL, store::resources::CHANNEL]).await {
                 tracing::warn!(error = %e, "cache invalidation listener cannot LISTEN; retrying");
                 tokio::time::sleep(backoff).await;
                 continue;
@@ -47,8 +47,15 @@ pub fn spawn(state: Weak<Inner>) -> JoinHandle<()> {
                     msg = listener.try_recv() => match msg {
                         Ok(Some(n)) => {
                             let Some(app) = AppState::upgrade(&state) else { return };
-                            if n.channel() == store::keys::CHANNEL {
-                                app.reload_keys().await;
+                            match n.channel() {
+                                store::keys::CHANNEL => app.reload_keys().await,
+                                store::resources::CHANNEL => {
+                                    app.reload_resources().await;
+                                    // The longest token lifetime may have changed, and with it how
+                                    // long retired keys stay published.
+                                    app.reload_keys().await;
+                                }
+                                _ => {}
                             }
                         }
                         // The connection dropped: reconnect, then reload everything.

@@ -51,11 +51,7 @@ pub enum ClusterError {
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
     #[error("PostgreSQL did not become ready within {secs} s; its log ({log}) ends with:\n{tail}")]
-    NotReady {
-        secs: u64,
-        log: String,
-        tail: String,
-    },
+    NotReady { secs: u64, log: String, tail: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -86,10 +82,7 @@ impl Binaries {
                 }
             }
         }
-        if let Ok(out) = Command::new("pg_config")
-            .arg("--bindir")
-            .stderr(Stdio::null())
-            .output()
+        if let Ok(out) = Command::new("pg_config").arg("--bindir").stderr(Stdio::null()).output()
             && out.status.success()
         {
             let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -108,10 +101,7 @@ impl Binaries {
             })
             .collect();
         versions.sort();
-        versions
-            .pop()
-            .map(|(_, bindir)| Self { bindir })
-            .ok_or(ClusterError::BinariesNotFound)
+        versions.pop().map(|(_, bindir)| Self { bindir }).ok_or(ClusterError::BinariesNotFound)
     }
 }
 
@@ -127,10 +117,7 @@ fn run_as() -> Result<Option<RunAs>, ClusterError> {
         return Ok(None);
     }
     match nix::unistd::User::from_name("postgres") {
-        Ok(Some(user)) => Ok(Some(RunAs {
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        })),
+        Ok(Some(user)) => Ok(Some(RunAs { uid: user.uid.as_raw(), gid: user.gid.as_raw() })),
         _ => Err(ClusterError::NoUnprivilegedUser),
     }
 }
@@ -151,35 +138,24 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster")
-            .field("data_dir", &self.data_dir)
-            .field("owned", &self.owned())
-            .finish()
+        f.debug_struct("Cluster").field("data_dir", &self.data_dir).field("owned", &self.owned()).finish()
     }
 }
 
 impl Cluster {
     /// Create the cluster in `data_dir` if it does not exist yet, and start it unless a postmaster
     /// already runs there. Blocking: call from a blocking thread.
-    pub fn start(
-        data_dir: &Path,
-        log_path: &Path,
-        durability: Durability,
-    ) -> Result<Self, ClusterError> {
+    pub fn start(data_dir: &Path, log_path: &Path, durability: Durability) -> Result<Self, ClusterError> {
         let bins = Binaries::find()?;
         let run_as = run_as()?;
         let data_dir = absolute(data_dir)?;
         let socket = data_dir.join(format!(".s.PGSQL.{SOCKET_PORT}"));
         let socket_len = socket.as_os_str().len();
         if socket_len > MAX_SOCKET_PATH {
-            return Err(ClusterError::SocketPathTooLong {
-                path: socket.display().to_string(),
-                len: socket_len,
-            });
+            return Err(ClusterError::SocketPathTooLong { path: socket.display().to_string(), len: socket_len });
         }
         if let Some(parent) = data_dir.parent() {
-            fs::create_dir_all(parent)
-                .map_err(io_err(format!("cannot create {}", parent.display())))?;
+            fs::create_dir_all(parent).map_err(io_err(format!("cannot create {}", parent.display())))?;
         }
         if let Some(run_as) = run_as {
             check_reachable(&data_dir, run_as)?;
@@ -194,11 +170,7 @@ impl Cluster {
             .append(true)
             .open(log_path)
             .map_err(io_err(format!("cannot open {}", log_path.display())))?;
-        let mut cluster = Self {
-            data_dir: data_dir.clone(),
-            log_path: log_path.to_owned(),
-            supervisor: None,
-        };
+        let mut cluster = Self { data_dir: data_dir.clone(), log_path: log_path.to_owned(), supervisor: None };
         if postmaster_running(&data_dir) {
             // Another `tessera` (a dev server, or an admin command) runs this cluster: share it.
             cluster.wait_ready(&log_path.display().to_string())?;
@@ -220,11 +192,7 @@ impl Cluster {
             "max_connections=200".into(),
         ];
         if !durability.durable {
-            for setting in [
-                "fsync=off",
-                "synchronous_commit=off",
-                "full_page_writes=off",
-            ] {
+            for setting in ["fsync=off", "synchronous_commit=off", "full_page_writes=off"] {
                 args.push("-c".into());
                 args.push(setting.into());
             }
@@ -232,7 +200,8 @@ impl Cluster {
         // The supervisor starts the postmaster, and asks it for a fast shutdown (SIGINT) as soon
         // as its standard input closes; it exits when the postmaster exits.
         // (A background job's stdin is /dev/null in a non-interactive shell, hence the copy on fd 3.)
-        const SUPERVISOR: &str = r#"exec 3<&0; "$@" 3<&- & pid=$!; ( cat <&3 >/dev/null; kill -INT "$pid" 2>/dev/null ) & wait "$pid""#;
+        const SUPERVISOR: &str =
+            r#"exec 3<&0; "$@" 3<&- & pid=$!; ( cat <&3 >/dev/null; kill -INT "$pid" 2>/dev/null ) & wait "$pid""#;
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(SUPERVISOR)
@@ -241,10 +210,7 @@ impl Cluster {
             .args(&args)
             .current_dir("/")
             .stdin(Stdio::piped())
-            .stdout(
-                log.try_clone()
-                    .map_err(io_err("cannot open the PostgreSQL log"))?,
-            )
+            .stdout(log.try_clone().map_err(io_err("cannot open the PostgreSQL log"))?)
             .stderr(log)
             // Its own process group: Ctrl-C in a terminal must reach Tessera, which then stops
             // PostgreSQL after its own shutdown, not both at once.
@@ -273,11 +239,7 @@ impl Cluster {
 
     /// Connection options for `database` over the cluster's socket.
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new()
-            .socket(&self.data_dir)
-            .port(SOCKET_PORT)
-            .username(SUPERUSER)
-            .database(database)
+        PgConnectOptions::new().socket(&self.data_dir).port(SOCKET_PORT).username(SUPERUSER).database(database)
     }
 
     /// A `postgres://` URL for `database` over the cluster's socket (for `DATABASE_URL`).
@@ -300,18 +262,10 @@ impl Cluster {
                 && let Ok(Some(_)) = child.try_wait()
             {
                 self.supervisor = None;
-                return Err(ClusterError::NotReady {
-                    secs: 0,
-                    log: log.to_owned(),
-                    tail: log_tail(&self.log_path),
-                });
+                return Err(ClusterError::NotReady { secs: 0, log: log.to_owned(), tail: log_tail(&self.log_path) });
             }
             if Instant::now() > deadline {
-                return Err(ClusterError::NotReady {
-                    secs: 60,
-                    log: log.to_owned(),
-                    tail: log_tail(&self.log_path),
-                });
+                return Err(ClusterError::NotReady { secs: 60, log: log.to_owned(), tail: log_tail(&self.log_path) });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -327,9 +281,7 @@ impl Cluster {
         loop {
             match child.try_wait() {
                 Ok(Some(_)) => return Ok(()),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
                 Ok(None) => {
                     let _ = child.kill();
                     return Err(ClusterError::Command {
@@ -345,8 +297,7 @@ impl Cluster {
 
 /// A `postgres://` URL for `database` over the socket of the cluster in `data_dir`.
 pub fn socket_url(data_dir: &Path, database: &str) -> String {
-    let host: String =
-        url::form_urlencoded::byte_serialize(data_dir.as_os_str().as_encoded_bytes()).collect();
+    let host: String = url::form_urlencoded::byte_serialize(data_dir.as_os_str().as_encoded_bytes()).collect();
     let database: String = url::form_urlencoded::byte_serialize(database.as_bytes()).collect();
     format!("postgres://{SUPERUSER}@localhost/{database}?host={host}&port={SOCKET_PORT}")
 }
@@ -370,26 +321,16 @@ fn check_reachable(data_dir: &Path, run_as: RunAs) -> Result<(), ClusterError> {
             mode & 0o001 != 0
         };
         if !ok {
-            return Err(ClusterError::Unreachable {
-                dir: dir.display().to_string(),
-            });
+            return Err(ClusterError::Unreachable { dir: dir.display().to_string() });
         }
     }
     Ok(())
 }
 
-fn init(
-    bins: &Binaries,
-    data_dir: &Path,
-    log_path: &Path,
-    run_as: Option<RunAs>,
-) -> Result<(), ClusterError> {
-    fs::create_dir_all(data_dir)
-        .map_err(io_err(format!("cannot create {}", data_dir.display())))?;
-    fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700)).map_err(io_err(format!(
-        "cannot set permissions of {}",
-        data_dir.display()
-    )))?;
+fn init(bins: &Binaries, data_dir: &Path, log_path: &Path, run_as: Option<RunAs>) -> Result<(), ClusterError> {
+    fs::create_dir_all(data_dir).map_err(io_err(format!("cannot create {}", data_dir.display())))?;
+    fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))
+        .map_err(io_err(format!("cannot set permissions of {}", data_dir.display())))?;
     if let Some(run_as) = run_as {
         nix::unistd::chown(
             data_dir,
@@ -409,23 +350,10 @@ fn init(
     let mut cmd = Command::new(bins.bindir.join("initdb"));
     cmd.arg("-D")
         .arg(data_dir)
-        .args([
-            "--username",
-            SUPERUSER,
-            "--auth",
-            "trust",
-            "--encoding",
-            "UTF8",
-            "--locale",
-            "C",
-            "--no-instructions",
-        ])
+        .args(["--username", SUPERUSER, "--auth", "trust", "--encoding", "UTF8", "--locale", "C", "--no-instructions"])
         .current_dir("/")
         .stdin(Stdio::null())
-        .stdout(
-            log.try_clone()
-                .map_err(io_err("cannot open the PostgreSQL log"))?,
-        )
+        .stdout(log.try_clone().map_err(io_err("cannot open the PostgreSQL log"))?)
         .stderr(log);
     if let Some(run_as) = run_as {
         cmd.uid(run_as.uid).gid(run_as.gid);
@@ -449,18 +377,11 @@ fn postmaster_running(data_dir: &Path) -> bool {
     let Ok(text) = fs::read_to_string(data_dir.join("postmaster.pid")) else {
         return false;
     };
-    let Some(pid) = text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse::<i32>().ok())
-    else {
+    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
         return false;
     };
     // Signal 0 checks existence; EPERM also means the process exists (it belongs to another user).
-    matches!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-        Ok(()) | Err(nix::errno::Errno::EPERM)
-    )
+    matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Ok(()) | Err(nix::errno::Errno::EPERM))
 }
 
 fn log_tail(path: &Path) -> String {
@@ -474,19 +395,14 @@ fn log_tail(path: &Path) -> String {
 
 /// Create `database` in the cluster unless it exists.
 pub async fn ensure_database(admin: &sqlx::PgPool, database: &str) -> Result<(), sqlx::Error> {
-    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-        .bind(database)
-        .fetch_optional(admin)
-        .await?;
+    let exists: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1").bind(database).fetch_optional(admin).await?;
     if exists.is_none() {
         // CREATE DATABASE takes no bind parameters; the name is quoted as an identifier.
         let sql = format!("CREATE DATABASE {}", quote_ident(database));
         if let Err(e) = sqlx::query(&sql).execute(admin).await {
             // Another process created it in the meantime.
-            let duplicate = e
-                .as_database_error()
-                .and_then(|d| d.code())
-                .is_some_and(|c| c == "42P04");
+            let duplicate = e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "42P04");
             if !duplicate {
                 return Err(e);
             }

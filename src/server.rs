@@ -8,23 +8,16 @@ use tokio_util::sync::CancellationToken;
 use crate::state::AppState;
 
 /// Serve on every listener until `shutdown` is cancelled, then let in-flight requests finish.
-pub async fn run(
-    state: AppState,
-    listeners: Vec<TcpListener>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
+pub async fn run(state: AppState, listeners: Vec<TcpListener>, shutdown: CancellationToken) -> std::io::Result<()> {
     let app = crate::http::router(state.clone());
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {
         let app = app.clone();
         let shutdown = shutdown.clone();
         servers.spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
         });
     }
     let mut result = Ok(());
@@ -49,10 +42,7 @@ pub async fn run(
 pub fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             tracing::error!("cannot install signal handlers");
             return;
         };

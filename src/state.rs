@@ -1,25 +1,47 @@
-//! `AppState`: what every request shares — configuration, the database pool, the key ring and
-//! precomputed documents — plus the background tasks that keep the caches fresh.
+//! `AppState`: what every request shares — settings, the database pool, the key ring, the
+//! resource catalogue and precomputed documents — plus the background tasks that keep the
+//! caches fresh.
 
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::body::Bytes;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use crate::config::{Issuer, MasterKey};
+use crate::config::{Config, Issuer, MasterKey};
 use crate::keys::{KeyError, KeyRing};
-use crate::{http, notify};
+use crate::resources::ResourceSet;
+use crate::store::sessions::PgSessionStore;
+use crate::{http, notify, password, store};
 
 /// Settings a running server needs, already validated.
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
     pub issuer: Issuer,
     pub master_key: MasterKey,
+    /// Access-token lifetime where a resource sets none.
     pub access_token_ttl: Duration,
     pub key_rotation_delay: Option<Duration>,
+    pub refresh_idle_ttl: Duration,
+    pub refresh_max_ttl: Duration,
+    pub session_ttl: Duration,
+}
+
+impl ServerSettings {
+    pub fn from_config(config: &Config, issuer: Issuer, master_key: MasterKey) -> Self {
+        Self {
+            issuer,
+            master_key,
+            access_token_ttl: config.access_token_ttl,
+            key_rotation_delay: config.key_rotation_delay,
+            refresh_idle_ttl: config.refresh_idle_ttl,
+            refresh_max_ttl: config.refresh_max_ttl,
+            session_ttl: config.session_ttl,
+        }
+    }
 }
 
 /// How long verifiers may cache the JWKS (`Cache-Control: max-age`).
@@ -31,8 +53,10 @@ pub struct Inner {
     pub settings: ServerSettings,
     pub pool: PgPool,
     pub keys: KeyRing,
-    /// The RFC 8414 document, serialized once.
-    pub metadata: Bytes,
+    pub resources: ArcSwap<ResourceSet>,
+    /// The RFC 8414 document, serialized whenever the resources change.
+    pub metadata: ArcSwap<Bytes>,
+    pub sessions: PgSessionStore,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -47,20 +71,25 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// Load the key ring (creating the first key if needed) and start the background tasks.
+    /// Load the key ring (creating the first key if needed) and the resources, and start the
+    /// background tasks.
     pub async fn new(settings: ServerSettings, pool: PgPool) -> Result<Self, KeyError> {
-        let grace = signing_grace(settings.access_token_ttl);
+        let resources = ResourceSet::new(store::resources::list(&pool).await?);
+        let grace = signing_grace(longest_token_ttl(&settings, &resources));
         let keys = KeyRing::load(&pool, settings.master_key.clone(), grace).await?;
-        let metadata = http::metadata::document(&settings.issuer);
+        let metadata = http::metadata::document(&settings.issuer, &resources);
+        password::warm_up().await;
         let state = Self(Arc::new(Inner {
+            sessions: PgSessionStore::new(pool.clone()),
             settings,
             pool,
             keys,
-            metadata,
+            resources: ArcSwap::from_pointee(resources),
+            metadata: ArcSwap::from_pointee(metadata),
             tasks: Default::default(),
         }));
-        let listener = notify::spawn(Arc::downgrade(&state.0));
-        state.track(listener);
+        state.track(notify::spawn(Arc::downgrade(&state.0)));
+        state.track(crate::maintenance::spawn(Arc::downgrade(&state.0)));
         Ok(state)
     }
 
@@ -72,22 +101,27 @@ impl AppState {
 
     /// Re-read the signing keys (after a rotation anywhere).
     pub async fn reload_keys(&self) {
-        if let Err(e) = self
-            .keys
-            .reload(&self.pool, signing_grace(self.settings.access_token_ttl))
-            .await
-        {
+        let grace = signing_grace(longest_token_ttl(&self.settings, &self.resources.load()));
+        if let Err(e) = self.keys.reload(&self.pool, grace).await {
             tracing::error!(error = %e, "could not reload signing keys; keeping the previous set");
+        }
+    }
+
+    /// Re-read the resources (after one was added or removed anywhere), and what derives from them.
+    pub async fn reload_resources(&self) {
+        match store::resources::list(&self.pool).await {
+            Ok(list) => {
+                let set = ResourceSet::new(list);
+                self.metadata.store(Arc::new(http::metadata::document(&self.settings.issuer, &set)));
+                self.resources.store(Arc::new(set));
+            }
+            Err(e) => tracing::error!(error = %e, "could not reload resources; keeping the previous set"),
         }
     }
 
     /// Stop the background tasks (on shutdown; tests drop the state instead).
     pub async fn shutdown(&self) {
-        let tasks = self
-            .tasks
-            .lock()
-            .map(|mut t| std::mem::take(&mut *t))
-            .unwrap_or_default();
+        let tasks = self.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
         for task in tasks {
             task.abort();
         }
@@ -108,6 +142,10 @@ impl Drop for Inner {
     }
 }
 
+fn longest_token_ttl(settings: &ServerSettings, resources: &ResourceSet) -> Duration {
+    resources.max_token_ttl().unwrap_or_default().max(settings.access_token_ttl)
+}
+
 /// A retired key stays published this long after it stopped signing: the longest access-token
 /// lifetime plus clock skew, so every token it signed can still be verified.
 pub fn signing_grace(longest_token_ttl: Duration) -> Duration {
@@ -116,9 +154,6 @@ pub fn signing_grace(longest_token_ttl: Duration) -> Duration {
 
 /// Default delay between `keys rotate` and the new key signing: long enough that verifiers
 /// holding a cached JWKS have refetched it, and no shorter than the longest token lifetime.
-pub fn default_rotation_delay(
-    longest_token_ttl: Duration,
-    configured: Option<Duration>,
-) -> Duration {
+pub fn default_rotation_delay(longest_token_ttl: Duration, configured: Option<Duration>) -> Duration {
     configured.unwrap_or_else(|| longest_token_ttl.max(JWKS_MAX_AGE))
 }

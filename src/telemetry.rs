@@ -10,11 +10,7 @@ use crate::config::LogFormat;
 
 pub fn init(filter: &str, format: LogFormat) {
     // sqlx reports every NOTICE (such as "relation already exists, skipping") at info.
-    let filter = if filter.contains("sqlx") {
-        filter.to_owned()
-    } else {
-        format!("{filter},sqlx=warn")
-    };
+    let filter = if filter.contains("sqlx") { filter.to_owned() } else { format!("{filter},sqlx=warn") };
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -23,12 +19,7 @@ pub fn init(filter: &str, format: LogFormat) {
         .with_span_events(FmtSpan::NONE);
     // A second init (tests build several servers in one process) keeps the first subscriber.
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .flatten_event(true)
-            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).flatten_event(true).try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
 }

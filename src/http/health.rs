@@ -17,11 +17,7 @@ pub async fn healthz() -> Response {
 
 /// The instance can serve requests: its database answers within two seconds.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let ping = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(&state.pool),
-    )
-    .await;
+    let ping = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.pool)).await;
     match ping {
         Ok(Ok(_)) => Json(json!({"status": "ready"})).into_response(),
         Ok(Err(e)) => {
@@ -36,9 +32,6 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 fn not_ready() -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"status": "unavailable", "reason": "database unreachable"})),
-    )
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "database unreachable"})))
         .into_response()
 }

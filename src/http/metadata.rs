@@ -8,18 +8,25 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::config::Issuer;
+use crate::resources::ResourceSet;
 use crate::state::{AppState, JWKS_MAX_AGE};
 
 /// How long clients may cache the metadata document.
-const METADATA_MAX_AGE: u64 = 3600;
+const METADATA_MAX_AGE: u64 = 300;
 
 /// The authorization server metadata document. It lists only what works.
-pub fn document(issuer: &Issuer) -> Bytes {
+pub fn document(issuer: &Issuer, resources: &ResourceSet) -> Bytes {
     let doc = json!({
         "issuer": issuer.as_str(),
+        "authorization_endpoint": issuer.join("/authorize"),
+        "token_endpoint": issuer.join("/token"),
         "jwks_uri": issuer.join("/jwks.json"),
         "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": resources.scopes_supported(),
         "authorization_response_iss_parameter_supported": true,
     });
     serde_json::to_vec(&doc).unwrap_or_default().into()
@@ -28,10 +35,7 @@ pub fn document(issuer: &Issuer) -> Bytes {
 fn cacheable_json(body: Bytes, max_age: u64) -> Response {
     let mut res = body.into_response();
     let headers = res.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
         headers.insert(header::CACHE_CONTROL, v);
     }
@@ -39,7 +43,7 @@ fn cacheable_json(body: Bytes, max_age: u64) -> Response {
 }
 
 pub async fn metadata(State(state): State<AppState>) -> Response {
-    cacheable_json(state.metadata.clone(), METADATA_MAX_AGE)
+    cacheable_json(state.metadata.load().as_ref().clone(), METADATA_MAX_AGE)
 }
 
 pub async fn jwks(State(state): State<AppState>) -> Response {

@@ -1,19 +1,27 @@
 //! The HTTP surface: one file per endpoint family, and [`router`], the one place that stacks
 //! every layer.
 
+pub mod authorize;
+pub mod browser;
+pub mod consent;
 pub mod health;
+pub mod login;
 pub mod metadata;
+pub mod pages;
+pub mod token;
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::error::ApiError;
 use crate::security::{headers, request_id};
@@ -34,6 +42,36 @@ fn public_cors() -> CorsLayer {
         .max_age(Duration::from_secs(86400))
 }
 
+/// CORS for the endpoints browser-based MCP clients call directly (no cookies are involved).
+fn api_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("mcp-protocol-version"),
+        ])
+        .max_age(Duration::from_secs(86400))
+}
+
+/// The session cookie: `__Host-` prefixed (bound to this host, `Secure`, path `/`) when the
+/// issuer is https at the root; plain on a loopback http issuer, where `Secure` cannot be set.
+fn session_layer(state: &AppState) -> SessionManagerLayer<crate::store::sessions::PgSessionStore> {
+    let issuer = &state.settings.issuer;
+    let https = issuer.is_https();
+    let path = if issuer.path().is_empty() { "/".to_owned() } else { issuer.path().to_owned() };
+    let name = if https && path == "/" { "__Host-tessera_session" } else { "tessera_session" };
+    let ttl = time::Duration::seconds(i64::try_from(state.settings.session_ttl.as_secs()).unwrap_or(43200));
+    SessionManagerLayer::new(state.sessions.clone())
+        .with_name(name)
+        .with_secure(https)
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_path(path)
+        .with_expiry(Expiry::OnInactivity(ttl))
+}
+
 /// Build the whole application. Endpoints live under the issuer's path (`https://h/tenant`
 /// serves `/tenant/jwks.json`); discovery is also served at the RFC 8414 path-inserted location.
 pub fn router(state: AppState) -> Router {
@@ -41,19 +79,21 @@ pub fn router(state: AppState) -> Router {
     let path = issuer.path();
 
     let discovery = Router::new()
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(metadata::metadata),
-        )
+        .route("/.well-known/oauth-authorization-server", get(metadata::metadata))
         .route("/jwks.json", get(metadata::jwks))
         .layer(public_cors());
-    let endpoints = Router::new()
-        .merge(discovery)
-        .route("/static/tessera.css", get(stylesheet));
+    // Browser pages: sessions, no CORS.
+    let pages = Router::new()
+        .route("/authorize", get(authorize::authorize))
+        .route("/login", get(login::show).post(login::submit))
+        .route("/consent", get(consent::show).post(consent::submit))
+        .route("/logout", post(login::logout))
+        .layer(session_layer(&state));
+    let api = Router::new().route("/token", post(token::token)).layer(api_cors());
+    let endpoints =
+        Router::new().merge(discovery).merge(pages).merge(api).route("/static/tessera.css", get(stylesheet));
 
-    let mut app = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
+    let mut app = Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
     app = if path.is_empty() {
         app.merge(endpoints)
     } else {
@@ -62,9 +102,7 @@ pub fn router(state: AppState) -> Router {
             get(metadata::metadata).layer(public_cors()),
         )
     };
-    let mut app = app
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
+    let mut app = app.fallback(not_found).method_not_allowed_fallback(method_not_allowed);
 
     // Layers run outside-in in the reverse order they are added here:
     //   request id + access log  — outermost, so every response (even a panic) is logged with its id;
@@ -72,19 +110,13 @@ pub fn router(state: AppState) -> Router {
     //   panic catcher            — a bug answers 500 `server_error`, never a dropped connection;
     //   body limit, timeout      — bound what a client can make us read and how long it can hold us.
     app = app
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal("handler panicked").into_response()
-        }));
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()));
     for layer in headers::layers(issuer.is_https()) {
         app = app.layer(layer);
     }
-    app.layer(axum::middleware::from_fn(request_id::layer))
-        .with_state(state)
+    app.layer(axum::middleware::from_fn(request_id::layer)).with_state(state)
 }
 
 async fn not_found() -> Response {
@@ -96,12 +128,6 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn stylesheet() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=3600"),
-        ],
-        STYLESHEET,
-    )
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], STYLESHEET)
         .into_response()
 }

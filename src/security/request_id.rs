@@ -20,9 +20,7 @@ pub struct RequestId(pub String);
 
 fn is_safe(id: &str) -> bool {
     (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 pub async fn layer(mut req: Request, next: Next) -> Response {
@@ -33,13 +31,8 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         .filter(|v| is_safe(v))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("(unmatched)", |p| p.as_str())
-        .to_owned();
-    let span =
-        tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route);
+    let route = req.extensions().get::<MatchedPath>().map_or("(unmatched)", |p| p.as_str()).to_owned();
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route);
     req.extensions_mut().insert(RequestId(id.clone()));
     let started = Instant::now();
     let mut res = next.run(req).instrument(span.clone()).await;

@@ -41,9 +41,7 @@ pub async fn insert(
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, kid)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, kid).execute(&mut *tx).await?;
     tx.commit().await
 }
 
@@ -56,23 +54,18 @@ pub async fn ensure_initial_key<E>(
 where
     E: From<sqlx::Error>,
 {
-    let exists = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM signing_keys) AS "exists!""#)
-        .fetch_one(pool)
-        .await?;
+    let exists =
+        sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM signing_keys) AS "exists!""#).fetch_one(pool).await?;
     if exists {
         return Ok(());
     }
     let mut tx = pool.begin().await?;
-    sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('tessera.signing_keys'))")
-        .execute(&mut *tx)
-        .await?;
-    let exists = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM signing_keys) AS "exists!""#)
-        .fetch_one(&mut *tx)
-        .await?;
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('tessera.signing_keys'))").execute(&mut *tx).await?;
+    let exists =
+        sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM signing_keys) AS "exists!""#).fetch_one(&mut *tx).await?;
     if !exists {
         let key = generate()?;
-        let jwk =
-            serde_json::to_value(&key.public_jwk).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let jwk = serde_json::to_value(&key.public_jwk).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         sqlx::query!(
             "INSERT INTO signing_keys (kid, alg, public_jwk, private_key_enc, activates_at) VALUES ($1, 'ES256', $2, $3, now())",
             key.kid,

@@ -1,7 +1,13 @@
 //! Every SQL statement Tessera runs, one file per object. Plain async functions over `PgPool` or
 //! a connection; nothing here knows about HTTP.
 
+pub mod authz_requests;
+pub mod clients;
+pub mod grants;
 pub mod keys;
+pub mod resources;
+pub mod sessions;
+pub mod users;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -23,9 +29,6 @@ pub fn pool_options(max_connections: u32) -> PgPoolOptions {
 }
 
 /// Connect, failing with the connection error rather than retrying forever.
-pub async fn connect(
-    options: PgConnectOptions,
-    max_connections: u32,
-) -> Result<PgPool, sqlx::Error> {
+pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     pool_options(max_connections).connect_with(options).await
 }

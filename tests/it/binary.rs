@@ -21,56 +21,26 @@ fn expect_config_error(env: &[(&str, &str)], key: &str) {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line expected: {stderr}");
     assert!(lines[0].contains(key), "{key} not named: {stderr}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "{stderr}"
-    );
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
 }
 
 #[test]
 fn configuration_errors_exit_2_naming_the_key() {
     let key = MasterKey::generate().to_base64();
     let good_db = "postgres://tessera@127.0.0.1:1/tessera";
-    expect_config_error(
-        &[
-            ("TESSERA_ISSUER", "https://a.example"),
-            ("TESSERA_MASTER_KEY", &key),
-        ],
-        "DATABASE_URL",
-    );
-    expect_config_error(
-        &[
-            ("DATABASE_URL", good_db),
-            ("TESSERA_ISSUER", "https://a.example"),
-        ],
-        "TESSERA_MASTER_KEY",
-    );
-    expect_config_error(
-        &[("DATABASE_URL", good_db), ("TESSERA_MASTER_KEY", &key)],
-        "TESSERA_ISSUER",
-    );
-    let base = [
-        ("DATABASE_URL", good_db),
-        ("TESSERA_ISSUER", "https://a.example"),
-        ("TESSERA_MASTER_KEY", key.as_str()),
-    ];
+    expect_config_error(&[("TESSERA_ISSUER", "https://a.example"), ("TESSERA_MASTER_KEY", &key)], "DATABASE_URL");
+    expect_config_error(&[("DATABASE_URL", good_db), ("TESSERA_ISSUER", "https://a.example")], "TESSERA_MASTER_KEY");
+    expect_config_error(&[("DATABASE_URL", good_db), ("TESSERA_MASTER_KEY", &key)], "TESSERA_ISSUER");
+    let base =
+        [("DATABASE_URL", good_db), ("TESSERA_ISSUER", "https://a.example"), ("TESSERA_MASTER_KEY", key.as_str())];
     let with = |k: &'static str, v: &'static str| {
         let mut env: Vec<(&str, &str)> = base.iter().copied().filter(|(x, _)| *x != k).collect();
         env.push((k, v));
         env
     };
-    expect_config_error(
-        &with("TESSERA_ISSUER", "http://auth.example.com"),
-        "TESSERA_ISSUER",
-    );
-    expect_config_error(
-        &with("TESSERA_ISSUER", "https://a.example/?q=1"),
-        "TESSERA_ISSUER",
-    );
-    expect_config_error(
-        &with("TESSERA_MASTER_KEY", "c2hvcnQ="),
-        "TESSERA_MASTER_KEY",
-    );
+    expect_config_error(&with("TESSERA_ISSUER", "http://auth.example.com"), "TESSERA_ISSUER");
+    expect_config_error(&with("TESSERA_ISSUER", "https://a.example/?q=1"), "TESSERA_ISSUER");
+    expect_config_error(&with("TESSERA_MASTER_KEY", "c2hvcnQ="), "TESSERA_MASTER_KEY");
     expect_config_error(&with("TESSERA_MASTER_KEY", "%%%"), "TESSERA_MASTER_KEY");
     expect_config_error(&with("DATABASE_URL", "mysql://x/y"), "DATABASE_URL");
     expect_config_error(&with("TESSERA_LISTEN", "localhost"), "TESSERA_LISTEN");
@@ -81,31 +51,15 @@ fn configuration_errors_exit_2_naming_the_key() {
 fn config_file_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tessera.toml");
-    std::fs::write(
-        &file,
-        "issuer = \"https://a.example\"\nlisten_adress = \"127.0.0.1:1\"\n",
-    )
-    .unwrap();
-    let out = tessera_bin()
-        .arg("serve")
-        .arg("--config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    std::fs::write(&file, "issuer = \"https://a.example\"\nlisten_adress = \"127.0.0.1:1\"\n").unwrap();
+    let out = tessera_bin().arg("serve").arg("--config").arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("listen_adress") && stderr.contains("not a known setting"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("listen_adress") && stderr.contains("not a known setting"), "{stderr}");
 }
 
 fn sigterm(child: &Child) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
 }
 
 /// Wait for a child to exit, killing it after `timeout`.
@@ -138,23 +92,10 @@ async fn serve_runs_migrations_serves_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let res = wait_for(
-        &format!("{base}/.well-known/oauth-authorization-server"),
-        Duration::from_secs(30),
-    )
-    .await;
+    let res = wait_for(&format!("{base}/.well-known/oauth-authorization-server"), Duration::from_secs(30)).await;
     let doc: Value = res.json().await.unwrap();
-    assert_eq!(
-        doc["issuer"], base,
-        "issuer is published without the trailing slash"
-    );
-    assert_eq!(
-        reqwest::get(format!("{base}/readyz"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(doc["issuer"], base, "issuer is published without the trailing slash");
+    assert_eq!(reqwest::get(format!("{base}/readyz")).await.unwrap().status(), 200);
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(20));
     assert!(status.success(), "serve exited with {status}");
@@ -166,11 +107,7 @@ async fn serve_runs_migrations_serves_and_stops_on_sigterm() {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["span"]["route"] == "/.well-known/oauth-authorization-server")
         .unwrap_or_else(|| panic!("no JSON request log line in:\n{stderr}"));
-    assert!(
-        request_line["span"]["request_id"]
-            .as_str()
-            .is_some_and(|id| !id.is_empty())
-    );
+    assert!(request_line["span"]["request_id"].as_str().is_some_and(|id| !id.is_empty()));
 }
 
 /// Start `tessera dev` on `data_dir`, wait until it serves, and return the child and its metadata.
@@ -183,28 +120,16 @@ async fn start_dev(data_dir: &std::path::Path, port: u16) -> (Child, Value, Valu
         .spawn()
         .unwrap();
     let base = format!("http://localhost:{port}");
-    let meta = wait_for(
-        &format!("{base}/.well-known/oauth-authorization-server"),
-        Duration::from_secs(90),
-    )
-    .await;
+    let meta = wait_for(&format!("{base}/.well-known/oauth-authorization-server"), Duration::from_secs(90)).await;
     let meta: Value = meta.json().await.unwrap();
-    let jwks: Value = reqwest::get(format!("{base}/jwks.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = reqwest::get(format!("{base}/jwks.json")).await.unwrap().json().await.unwrap();
     (child, meta, jwks)
 }
 
 #[tokio::test]
 async fn dev_starts_from_an_empty_data_dir_and_reuses_it() {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::Builder::new()
-        .prefix("tessera-dev-test")
-        .tempdir()
-        .unwrap();
+    let tmp = tempfile::Builder::new().prefix("tessera-dev-test").tempdir().unwrap();
     // The private cluster runs as the postgres user when we are root: it must reach the dir.
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let data = tmp.path().join("data");
@@ -215,39 +140,22 @@ async fn dev_starts_from_an_empty_data_dir_and_reuses_it() {
     let kid = jwks["keys"][0]["kid"].as_str().unwrap().to_owned();
     assert!(data.join("master.key").exists());
     assert!(data.join("pg/PG_VERSION").exists());
-    assert!(
-        data.join("pg/postmaster.pid").exists(),
-        "the private PostgreSQL runs while dev runs"
-    );
+    assert!(data.join("pg/postmaster.pid").exists(), "the private PostgreSQL runs while dev runs");
     // It listens on a Unix socket only.
     let conf = std::fs::read_to_string(data.join("pg/postmaster.pid")).unwrap();
-    assert!(
-        conf.lines()
-            .any(|l| l.trim() == data.join("pg").to_str().unwrap()),
-        "socket dir in the data dir:\n{conf}"
-    );
+    assert!(conf.lines().any(|l| l.trim() == data.join("pg").to_str().unwrap()), "socket dir in the data dir:\n{conf}");
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(60));
     assert!(status.success(), "dev exited with {status}");
     let mut stdout = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    assert!(
-        stdout.contains(&format!("http://localhost:{port}")),
-        "banner names the issuer:\n{stdout}"
-    );
-    assert!(
-        !data.join("pg/postmaster.pid").exists(),
-        "PostgreSQL stopped cleanly with dev"
-    );
+    assert!(stdout.contains(&format!("http://localhost:{port}")), "banner names the issuer:\n{stdout}");
+    assert!(!data.join("pg/postmaster.pid").exists(), "PostgreSQL stopped cleanly with dev");
 
     // Second run: same data, same signing key.
     let (mut child, meta, jwks) = start_dev(&data, port).await;
     assert_eq!(meta["issuer"], format!("http://localhost:{port}"));
-    assert_eq!(
-        jwks["keys"][0]["kid"],
-        kid.as_str(),
-        "the second run reuses the data"
-    );
+    assert_eq!(jwks["keys"][0]["kid"], kid.as_str(), "the second run reuses the data");
     sigterm(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
     assert!(!data.join("pg/postmaster.pid").exists());

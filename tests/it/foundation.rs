@@ -23,10 +23,7 @@ async fn metadata_names_the_issuer_exactly() {
     assert!(!app.issuer.ends_with('/'));
     assert_eq!(doc["jwks_uri"], format!("{}/jwks.json", app.issuer));
     assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
-    assert_eq!(
-        doc["code_challenge_methods_supported"],
-        serde_json::json!(["S256"])
-    );
+    assert_eq!(doc["code_challenge_methods_supported"], serde_json::json!(["S256"]));
     assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
     // Every URL the document lists answers.
     for (name, value) in doc.as_object().unwrap() {
@@ -41,43 +38,19 @@ async fn metadata_names_the_issuer_exactly() {
 
 #[tokio::test]
 async fn metadata_at_path_inserted_location_when_issuer_has_a_path() {
-    let app = TestApp::spawn_with(Options {
-        issuer_path: "/tenant".into(),
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Options { issuer_path: "/tenant".into(), ..Default::default() }).await;
     assert!(app.issuer.ends_with("/tenant"));
-    let res = app
-        .client
-        .get(format!(
-            "{}/.well-known/oauth-authorization-server/tenant",
-            app.origin
-        ))
-        .send()
-        .await
-        .unwrap();
+    let res =
+        app.client.get(format!("{}/.well-known/oauth-authorization-server/tenant", app.origin)).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["access-control-allow-origin"], "*");
     let doc: Value = res.json().await.unwrap();
     assert_eq!(doc["issuer"], app.issuer.as_str());
     assert_eq!(doc["jwks_uri"], format!("{}/tenant/jwks.json", app.origin));
-    let jwks = app
-        .client
-        .get(doc["jwks_uri"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let jwks = app.client.get(doc["jwks_uri"].as_str().unwrap()).send().await.unwrap();
     assert_eq!(jwks.status(), 200);
     // The root location belongs to a different issuer (none), so it is not served.
-    let root = app
-        .client
-        .get(format!(
-            "{}/.well-known/oauth-authorization-server",
-            app.origin
-        ))
-        .send()
-        .await
-        .unwrap();
+    let root = app.client.get(format!("{}/.well-known/oauth-authorization-server", app.origin)).send().await.unwrap();
     assert_eq!(root.status(), 404);
 }
 
@@ -101,22 +74,13 @@ async fn jwks_publishes_one_es256_public_key() {
     assert!(!key["kid"].as_str().unwrap().is_empty());
     let mut members: Vec<&str> = key.keys().map(String::as_str).collect();
     members.sort();
-    assert_eq!(
-        members,
-        ["alg", "crv", "kid", "kty", "use", "x", "y"],
-        "no private member may appear"
-    );
+    assert_eq!(members, ["alg", "crv", "kid", "kty", "use", "x", "y"], "no private member may appear");
     // A token signed by the active key verifies with the published key.
     let signer = app.state.keys.signing_key().unwrap();
     assert_eq!(signer.kid, key["kid"].as_str().unwrap());
-    let token = signer
-        .sign_access_token(&serde_json::json!({"sub": "t", "exp": 4102444800u64}))
-        .unwrap();
-    let decoding = jsonwebtoken::DecodingKey::from_ec_components(
-        key["x"].as_str().unwrap(),
-        key["y"].as_str().unwrap(),
-    )
-    .unwrap();
+    let token = signer.sign_access_token(&serde_json::json!({"sub": "t", "exp": 4102444800u64})).unwrap();
+    let decoding =
+        jsonwebtoken::DecodingKey::from_ec_components(key["x"].as_str().unwrap(), key["y"].as_str().unwrap()).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     validation.validate_aud = false;
     jsonwebtoken::decode::<Value>(&token, &decoding, &validation).unwrap();
@@ -126,41 +90,28 @@ async fn jwks_publishes_one_es256_public_key() {
 async fn private_keys_are_encrypted_at_rest() {
     let app = TestApp::spawn().await;
     let (jwk, sealed): (Value, Vec<u8>) =
-        sqlx::query_as("SELECT public_jwk, private_key_enc FROM signing_keys")
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
+        sqlx::query_as("SELECT public_jwk, private_key_enc FROM signing_keys").fetch_one(&app.db.pool).await.unwrap();
     assert!(jwk.get("d").is_none());
     // PKCS#8 DER starts with a SEQUENCE (0x30); the stored form is nonce || ciphertext and must not.
     assert!(sealed.len() > 12 + 16);
     let kid = jwk["kid"].as_str().unwrap();
     let plain = tessera::keys::decrypt(&test_master_key(), kid, &sealed).unwrap();
     assert_eq!(plain[0], 0x30);
-    assert!(
-        !sealed
-            .windows(plain.len().min(32))
-            .any(|w| w == &plain[..plain.len().min(32)])
-    );
+    assert!(!sealed.windows(plain.len().min(32)).any(|w| w == &plain[..plain.len().min(32)]));
 }
 
 #[tokio::test]
 async fn wrong_master_key_is_an_error_not_a_new_key() {
     let app = TestApp::spawn().await;
-    let settings = ServerSettings {
-        issuer: tessera::config::Issuer::parse(&app.issuer).unwrap(),
-        master_key: MasterKey::generate(),
-        access_token_ttl: Duration::from_secs(600),
-        key_rotation_delay: None,
-    };
+    let config = tessera::config::Config::from_sources(&Default::default()).unwrap();
+    let issuer = tessera::config::Issuer::parse(&app.issuer).unwrap();
+    let settings = ServerSettings::from_config(&config, issuer, MasterKey::generate());
     match AppState::new(settings, app.db.pool.clone()).await {
         Err(KeyError::WrongMasterKey { .. }) => {}
         Err(other) => panic!("expected WrongMasterKey, got {other}"),
         Ok(_) => panic!("a wrong master key was accepted"),
     }
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM signing_keys")
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM signing_keys").fetch_one(&app.db.pool).await.unwrap();
     assert_eq!(count, 1, "no key may be created with the wrong master key");
 }
 
@@ -171,10 +122,7 @@ async fn instances_on_one_database_share_keys() {
     let ja: Value = a.get("/jwks.json").await.json().await.unwrap();
     let jb: Value = b.get("/jwks.json").await.json().await.unwrap();
     assert_eq!(ja, jb);
-    assert_eq!(
-        a.state.keys.signing_key().unwrap().kid,
-        b.state.keys.signing_key().unwrap().kid
-    );
+    assert_eq!(a.state.keys.signing_key().unwrap().kid, b.state.keys.signing_key().unwrap().kid);
 }
 
 #[tokio::test]
@@ -182,16 +130,10 @@ async fn several_instances_starting_at_once_create_one_key() {
     let db = TestDb::new().await;
     let starts = (0..4).map(|_| TestApp::spawn_on(db.clone(), Options::default()));
     let apps = futures_join_all(starts).await;
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM signing_keys")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM signing_keys").fetch_one(&db.pool).await.unwrap();
     assert_eq!(count, 1);
     let kid = apps[0].state.keys.signing_key().unwrap().kid.clone();
-    assert!(
-        apps.iter()
-            .all(|a| a.state.keys.signing_key().unwrap().kid == kid)
-    );
+    assert!(apps.iter().all(|a| a.state.keys.signing_key().unwrap().kid == kid));
 }
 
 async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
@@ -210,62 +152,21 @@ where
 #[tokio::test]
 async fn health_and_readiness() {
     let app = TestApp::spawn().await;
-    assert_eq!(
-        app.client
-            .get(format!("{}/healthz", app.origin))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        app.client
-            .get(format!("{}/readyz", app.origin))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.client.get(format!("{}/healthz", app.origin)).send().await.unwrap().status(), 200);
+    assert_eq!(app.client.get(format!("{}/readyz", app.origin)).send().await.unwrap().status(), 200);
     app.db.drop_now().await;
-    let res = app
-        .client
-        .get(format!("{}/readyz", app.origin))
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(format!("{}/readyz", app.origin)).send().await.unwrap();
     assert_eq!(res.status(), 503);
     // Liveness does not depend on the database.
-    assert_eq!(
-        app.client
-            .get(format!("{}/healthz", app.origin))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.client.get(format!("{}/healthz", app.origin)).send().await.unwrap().status(), 200);
 }
 
 #[tokio::test]
 async fn request_ids_are_echoed_or_generated() {
     let app = TestApp::spawn().await;
-    let res = app
-        .client
-        .get(app.url("/jwks.json"))
-        .header("x-request-id", "lb-1234.abc")
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/jwks.json")).header("x-request-id", "lb-1234.abc").send().await.unwrap();
     assert_eq!(res.headers()["x-request-id"], "lb-1234.abc");
-    let res = app
-        .client
-        .get(app.url("/jwks.json"))
-        .header("x-request-id", "bad id\twith spaces")
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/jwks.json")).header("x-request-id", "bad id\twith spaces").send().await.unwrap();
     let id = res.headers()["x-request-id"].to_str().unwrap();
     assert_ne!(id, "bad id\twith spaces");
     assert_eq!(id.len(), 32);
@@ -276,25 +177,15 @@ async fn request_ids_are_echoed_or_generated() {
 #[tokio::test]
 async fn security_headers_and_json_errors() {
     let app = TestApp::spawn().await;
-    for path in [
-        "/jwks.json",
-        "/.well-known/oauth-authorization-server",
-        "/no/such/route",
-    ] {
+    for path in ["/jwks.json", "/.well-known/oauth-authorization-server", "/no/such/route"] {
         let res = app.get(path).await;
         let h = res.headers();
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
         assert_eq!(h["x-frame-options"], "DENY", "{path}");
         assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
         let csp = h["content-security-policy"].to_str().unwrap();
-        assert!(
-            csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"),
-            "{path}: {csp}"
-        );
-        assert!(
-            !h.contains_key("strict-transport-security"),
-            "no HSTS on a plain-http loopback issuer"
-        );
+        assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert!(!h.contains_key("strict-transport-security"), "no HSTS on a plain-http loopback issuer");
     }
     let res = app.get("/no/such/route").await;
     assert_eq!(res.status(), 404);
@@ -332,11 +223,7 @@ async fn rotation_is_published_at_once_on_every_instance() {
         .env("TESSERA_MASTER_KEY", test_master_key().to_base64())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "keys rotate failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "keys rotate failed: {}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let new = stdout.split_whitespace().nth(3).unwrap().to_owned();
     // Both instances publish both keys within a second (LISTEN/NOTIFY), and keep signing with the old one.
@@ -344,45 +231,22 @@ async fn rotation_is_published_at_once_on_every_instance() {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             let jwks: Value = app.get("/jwks.json").await.json().await.unwrap();
-            let kids: Vec<&str> = jwks["keys"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|k| k["kid"].as_str().unwrap())
-                .collect();
+            let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
             if kids.len() == 2 {
-                assert!(
-                    kids.contains(&old.as_str()) && kids.contains(&new.as_str()),
-                    "{kids:?}"
-                );
+                assert!(kids.contains(&old.as_str()) && kids.contains(&new.as_str()), "{kids:?}");
                 break;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "rotation not published: {kids:?}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "rotation not published: {kids:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(
-            app.state.keys.signing_key().unwrap().kid,
-            old,
-            "the new key must not sign before its delay"
-        );
+        assert_eq!(app.state.keys.signing_key().unwrap().kid, old, "the new key must not sign before its delay");
     }
     // `keys list` shows the schedule.
-    let out = crate::common::tessera_bin()
-        .args(["keys", "list", "--json"])
-        .env("DATABASE_URL", a.db.url())
-        .output()
-        .unwrap();
+    let out =
+        crate::common::tessera_bin().args(["keys", "list", "--json"]).env("DATABASE_URL", a.db.url()).output().unwrap();
     assert!(out.status.success());
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let statuses: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["status"].as_str().unwrap())
-        .collect();
+    let statuses: Vec<&str> = list.as_array().unwrap().iter().map(|k| k["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["active", "pending"]);
 }
 
@@ -398,9 +262,6 @@ async fn rotation_with_the_wrong_master_key_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("TESSERA_MASTER_KEY"), "{stderr}");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM signing_keys")
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM signing_keys").fetch_one(&app.db.pool).await.unwrap();
     assert_eq!(count, 1);
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, Connection as _, PgPool};
-use tessera::config::{Issuer, MasterKey};
+use tessera::config::{Config, Issuer, MasterKey, Sources};
 use tessera::pgcluster::{Cluster, Durability, quote_ident};
 use tessera::state::{AppState, ServerSettings};
 use tokio::sync::OnceCell;
@@ -39,12 +39,9 @@ async fn server() -> &'static DbServer {
 }
 
 async fn init_server() -> DbServer {
-    let (admin, url_for, cluster): (PgConnectOptions, UrlFor, _) = match std::env::var(
-        "DATABASE_URL",
-    ) {
+    let (admin, url_for, cluster): (PgConnectOptions, UrlFor, _) = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => {
-            let admin: PgConnectOptions =
-                url.parse().expect("DATABASE_URL is not a PostgreSQL URL");
+            let admin: PgConnectOptions = url.parse().expect("DATABASE_URL is not a PostgreSQL URL");
             let base = url::Url::parse(&url).expect("DATABASE_URL is not a URL");
             let url_for = move |db: &str| {
                 let mut u = base.clone();
@@ -56,28 +53,19 @@ async fn init_server() -> DbServer {
         _ => {
             let dir = throwaway_dir();
             let cluster = tokio::task::spawn_blocking(move || {
-                    Cluster::start(&dir.join("pg"), &dir.join("postgres.log"), Durability { durable: false })
-                })
-                .await
-                .unwrap()
-                .expect("cannot start a throwaway PostgreSQL cluster (install PostgreSQL or set DATABASE_URL)");
+                Cluster::start(&dir.join("pg"), &dir.join("postgres.log"), Durability { durable: false })
+            })
+            .await
+            .unwrap()
+            .expect("cannot start a throwaway PostgreSQL cluster (install PostgreSQL or set DATABASE_URL)");
             let admin = cluster.connect_options("postgres");
             let data_dir = cluster.data_dir().to_owned();
             let url_for = move |db: &str| tessera::pgcluster::socket_url(&data_dir, db);
-            (
-                admin,
-                Box::new(url_for),
-                Some(std::sync::Mutex::new(cluster)),
-            )
+            (admin, Box::new(url_for), Some(std::sync::Mutex::new(cluster)))
         }
     };
     let template = ensure_template(&admin).await;
-    DbServer {
-        admin,
-        url_for,
-        template,
-        _cluster: cluster,
-    }
+    DbServer { admin, url_for, template, _cluster: cluster }
 }
 
 /// A directory for the throwaway cluster that the `postgres` user can reach; earlier runs'
@@ -88,18 +76,12 @@ fn throwaway_dir() -> PathBuf {
     if let Ok(entries) = std::fs::read_dir(&base) {
         for e in entries.flatten() {
             let name = e.file_name();
-            if name.to_string_lossy().starts_with("tessera-test-pg-")
-                && !e.path().join("pg/postmaster.pid").exists()
-            {
+            if name.to_string_lossy().starts_with("tessera-test-pg-") && !e.path().join("pg/postmaster.pid").exists() {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
-    let dir = base.join(format!(
-        "tessera-test-pg-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+    let dir = base.join(format!("tessera-test-pg-{}-{}", std::process::id(), rand::random::<u32>()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
@@ -115,14 +97,8 @@ async fn ensure_template(admin: &PgConnectOptions) -> String {
         hash.update(&m.checksum);
     }
     let name = format!("tessera_tpl_{}", &hex::encode(hash.finalize())[..16]);
-    let mut conn = admin
-        .connect()
-        .await
-        .expect("cannot connect to the test PostgreSQL server");
-    sqlx::query("SELECT pg_advisory_lock(hashtext('tessera-test-template'))")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = admin.connect().await.expect("cannot connect to the test PostgreSQL server");
+    sqlx::query("SELECT pg_advisory_lock(hashtext('tessera-test-template'))").execute(&mut conn).await.unwrap();
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
         .bind(&name)
         .fetch_optional(&mut conn)
@@ -132,31 +108,16 @@ async fn ensure_template(admin: &PgConnectOptions) -> String {
         // Build under a temporary name and rename when complete, so a crash never leaves a
         // half-migrated template behind.
         let building = format!("{name}_building_{}", rand::random::<u32>());
-        sqlx::query(&format!("CREATE DATABASE {}", quote_ident(&building)))
+        sqlx::query(&format!("CREATE DATABASE {}", quote_ident(&building))).execute(&mut conn).await.unwrap();
+        let pool = PgPool::connect_with(admin.clone().database(&building)).await.unwrap();
+        migrator.run(&pool).await.expect("migrations fail on a fresh database");
+        pool.close().await;
+        sqlx::query(&format!("ALTER DATABASE {} RENAME TO {}", quote_ident(&building), quote_ident(&name)))
             .execute(&mut conn)
             .await
             .unwrap();
-        let pool = PgPool::connect_with(admin.clone().database(&building))
-            .await
-            .unwrap();
-        migrator
-            .run(&pool)
-            .await
-            .expect("migrations fail on a fresh database");
-        pool.close().await;
-        sqlx::query(&format!(
-            "ALTER DATABASE {} RENAME TO {}",
-            quote_ident(&building),
-            quote_ident(&name)
-        ))
-        .execute(&mut conn)
-        .await
-        .unwrap();
     }
-    sqlx::query("SELECT pg_advisory_unlock(hashtext('tessera-test-template'))")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('tessera-test-template'))").execute(&mut conn).await.unwrap();
     conn.close().await.ok();
     name
 }
@@ -173,14 +134,10 @@ impl TestDb {
         let server = server().await;
         let name = format!("tessera_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = server.admin.connect().await.unwrap();
-        sqlx::query(&format!(
-            "CREATE DATABASE {} TEMPLATE {}",
-            quote_ident(&name),
-            quote_ident(&server.template)
-        ))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {} TEMPLATE {}", quote_ident(&name), quote_ident(&server.template)))
+            .execute(&mut conn)
+            .await
+            .unwrap();
         conn.close().await.ok();
         let options = server.admin.clone().database(&name);
         let pool = sqlx::postgres::PgPoolOptions::new()
@@ -189,31 +146,22 @@ impl TestDb {
             .connect_with(options.clone())
             .await
             .unwrap();
-        Arc::new(Self {
-            name,
-            pool,
-            options,
-        })
+        Arc::new(Self { name, pool, options })
     }
 
     /// A `DATABASE_URL` for this database, for tests that run the `tessera` binary.
     pub fn url(&self) -> String {
-        let server = SERVER
-            .get()
-            .expect("a TestDb exists only once the server is initialised");
+        let server = SERVER.get().expect("a TestDb exists only once the server is initialised");
         (server.url_for)(&self.name)
     }
 
     /// Drop the database now (connections are terminated): "the database is down".
     pub async fn drop_now(&self) {
         let mut conn = server().await.admin.connect().await.unwrap();
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_ident(&self.name)
-        ))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&self.name)))
+            .execute(&mut conn)
+            .await
+            .unwrap();
     }
 }
 
@@ -224,20 +172,14 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop from a thread of its own: Drop cannot await, and the test's runtime may be gone.
         let dropper = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async move {
                 if let Ok(mut conn) = admin.connect().await {
-                    let _ = sqlx::query(&format!(
-                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                        quote_ident(&name)
-                    ))
-                    .execute(&mut conn)
-                    .await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&name)))
+                        .execute(&mut conn)
+                        .await;
                 }
             });
         });
@@ -251,6 +193,8 @@ pub struct Options {
     /// Path appended to the issuer (`/tenant`).
     pub issuer_path: String,
     pub master_key: Option<MasterKey>,
+    /// Settings by environment-variable name, e.g. ("TESSERA_REFRESH_TOKEN_IDLE_TTL", "2m").
+    pub settings: Vec<(&'static str, String)>,
 }
 
 /// Tessera served on a loopback port.
@@ -282,19 +226,16 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let origin = format!("http://{addr}");
         let issuer = Issuer::parse(&format!("{origin}{}", options.issuer_path)).unwrap();
-        let settings = ServerSettings {
-            issuer: issuer.clone(),
-            master_key: options.master_key.unwrap_or_else(test_master_key),
-            access_token_ttl: Duration::from_secs(600),
-            key_rotation_delay: None,
-        };
+        let mut sources = Sources::default();
+        for (key, value) in &options.settings {
+            sources.set(key, value.clone());
+        }
+        let config = Config::from_sources(&sources).expect("test settings are valid");
+        let settings =
+            ServerSettings::from_config(&config, issuer.clone(), options.master_key.unwrap_or_else(test_master_key));
         let state = AppState::new(settings, db.pool.clone()).await.unwrap();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(tessera::server::run(
-            state.clone(),
-            vec![listener],
-            shutdown.clone(),
-        ));
+        let server = tokio::spawn(tessera::server::run(state.clone(), vec![listener], shutdown.clone()));
         Self {
             addr,
             issuer: issuer.as_str().to_owned(),
@@ -348,11 +289,7 @@ pub fn client() -> reqwest::Client {
 
 /// A free loopback port (bound and released; good enough for a test that starts a process).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The `tessera` binary built for these tests.
@@ -377,10 +314,7 @@ pub async fn wait_for(url: &str, timeout: Duration) -> reqwest::Response {
         {
             return res;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{url} did not answer 200 within {timeout:?}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "{url} did not answer 200 within {timeout:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

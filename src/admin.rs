@@ -1,0 +1,369 @@
+//! Admin commands: `resource`, `user` and `client`. They print results on standard output and
+//! announce changes to running instances through PostgreSQL notifications.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, IsTerminal as _};
+use std::time::Duration;
+
+use clap::Subcommand;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::cli::Failure;
+use crate::config::{ConfigError, format_duration, parse_duration};
+use crate::oauth::secret::{self, Secret};
+use crate::oauth::{redirect_uri, resource, scope};
+use crate::store::{self, clients::Client, resources::Resource};
+
+#[derive(Debug, Subcommand)]
+pub enum ResourceCommand {
+    /// Register an MCP server (its canonical URI, RFC 8707) that Tessera issues tokens for.
+    Add {
+        /// Canonical URI of the MCP server, e.g. https://mcp.example.com/mcp.
+        uri: String,
+        /// Name shown on the consent page.
+        #[arg(long)]
+        name: String,
+        /// A scope it accepts and its description for the consent page: SCOPE=DESCRIPTION (repeatable).
+        #[arg(long = "scope", value_name = "SCOPE=DESCRIPTION")]
+        scopes: Vec<String>,
+        /// Scope granted when a request names none (repeatable; must be one of --scope).
+        #[arg(long = "default-scope", value_name = "SCOPE")]
+        default_scopes: Vec<String>,
+        /// Access-token lifetime for this resource (1m to 24h).
+        #[arg(long, value_name = "DURATION", default_value = "10m")]
+        token_ttl: String,
+        /// Use this resource when an authorization request names none.
+        #[arg(long)]
+        default: bool,
+    },
+    /// List the registered resources.
+    List,
+    /// Remove a resource; every grant and token for it stops working.
+    Remove { uri: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a local account. The password is read from a prompt, or from standard input with --password-stdin.
+    Add {
+        username: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password.
+    Passwd {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable an account: it can no longer sign in, and every grant it made is revoked.
+    Disable { username: String },
+    /// Enable a disabled account.
+    Enable { username: String },
+    /// List the accounts.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client. Prints its client_id, and for --confidential its secret (once).
+    Add {
+        /// Name shown on the consent page.
+        #[arg(long)]
+        name: String,
+        /// Redirect URI (repeatable): https, http on a loopback host, or a private-use scheme.
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// Issue a client secret (client_secret_basic or client_secret_post).
+        #[arg(long)]
+        confidential: bool,
+        /// Extra grant type (repeatable): client_credentials. Clients with redirect URIs get
+        /// authorization_code and refresh_token.
+        #[arg(long = "grant", value_name = "GRANT_TYPE")]
+        grants: Vec<String>,
+        /// Limit the client to these resources (repeatable); default: any resource.
+        #[arg(long = "resource", value_name = "URI")]
+        resources: Vec<String>,
+    },
+    /// List the clients.
+    List,
+    /// Remove a client; its grants and tokens stop working.
+    Remove { client_id: String },
+}
+
+fn usage(key: &str, message: impl Into<String>) -> Failure {
+    ConfigError::new(key, message).into()
+}
+
+fn db(e: sqlx::Error) -> Failure {
+    Failure::Other(e.into())
+}
+
+pub async fn resource(pool: &PgPool, cmd: &ResourceCommand) -> Result<(), Failure> {
+    match cmd {
+        ResourceCommand::Add { uri, name, scopes, default_scopes, token_ttl, default } => {
+            let uri = resource::canonicalize(uri).map_err(|m| usage("URI", format!("resource URI {m}")))?;
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 200 {
+                return Err(usage("--name", "must be 1 to 200 characters"));
+            }
+            let mut scope_map = BTreeMap::new();
+            for item in scopes {
+                let (scope_name, description) = item.split_once('=').unwrap_or((item.as_str(), item.as_str()));
+                if !scope::is_valid_name(scope_name) || scope_name == scope::OFFLINE_ACCESS {
+                    return Err(usage("--scope", format!("{scope_name:?} is not a valid scope name")));
+                }
+                if description.trim().is_empty() || description.chars().count() > 300 {
+                    return Err(usage(
+                        "--scope",
+                        format!("the description of {scope_name} must be 1 to 300 characters"),
+                    ));
+                }
+                scope_map.insert(scope_name.to_owned(), description.trim().to_owned());
+            }
+            let mut defaults = default_scopes.clone();
+            defaults.sort();
+            defaults.dedup();
+            if let Some(unknown) = defaults.iter().find(|d| !scope_map.contains_key(*d)) {
+                return Err(usage("--default-scope", format!("{unknown} is not one of the --scope values")));
+            }
+            let ttl = parse_duration(token_ttl).map_err(|m| usage("--token-ttl", m))?;
+            if !(Duration::from_secs(60)..=Duration::from_secs(86400)).contains(&ttl) {
+                return Err(usage("--token-ttl", "must be between 1m and 24h"));
+            }
+            let r = Resource {
+                id: Uuid::new_v4(),
+                uri: uri.clone(),
+                name: name.to_owned(),
+                scopes: scope_map,
+                default_scopes: defaults,
+                token_ttl: ttl,
+                is_default: *default,
+            };
+            match store::resources::add(pool, &r).await {
+                Ok(()) => {}
+                Err(store::resources::AddError::Duplicate) => {
+                    return Err(usage("URI", format!("{uri} is already registered")));
+                }
+                Err(store::resources::AddError::Database(e)) => return Err(db(e)),
+            }
+            println!("resource {}", r.id);
+            println!("uri      {uri}");
+            Ok(())
+        }
+        ResourceCommand::List => {
+            let list = store::resources::list(pool).await.map_err(db)?;
+            println!("{:<44} {:<24} {:<6} {:<8} SCOPES", "URI", "NAME", "TTL", "DEFAULT");
+            for r in list {
+                let scopes: Vec<String> = r
+                    .scopes
+                    .keys()
+                    .map(|s| if r.default_scopes.contains(s) { format!("{s}*") } else { s.clone() })
+                    .collect();
+                println!(
+                    "{:<44} {:<24} {:<6} {:<8} {}",
+                    r.uri,
+                    r.name,
+                    format_duration(r.token_ttl),
+                    if r.is_default { "yes" } else { "" },
+                    scopes.join(" ")
+                );
+            }
+            Ok(())
+        }
+        ResourceCommand::Remove { uri } => {
+            let canonical = resource::canonicalize(uri).map_err(|m| usage("URI", format!("resource URI {m}")))?;
+            if store::resources::remove(pool, &canonical).await.map_err(db)? {
+                println!("removed {canonical}");
+                Ok(())
+            } else {
+                Err(usage("URI", format!("{canonical} is not registered")))
+            }
+        }
+    }
+}
+
+/// Usernames: 1 to 64 of letters, digits and `. _ @ + -`.
+fn check_username(username: &str) -> Result<(), Failure> {
+    let ok = (1..=64).contains(&username.len())
+        && username.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'+' | b'-'));
+    if ok { Ok(()) } else { Err(usage("USERNAME", "must be 1 to 64 letters, digits or . _ @ + -")) }
+}
+
+fn read_password(from_stdin: bool) -> Result<String, Failure> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| Failure::Other(e.into()))?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    } else {
+        if !std::io::stdin().is_terminal() {
+            return Err(usage(
+                "--password-stdin",
+                "standard input is not a terminal: pass --password-stdin to read the password from it",
+            ));
+        }
+        let first = rpassword::prompt_password("Password: ").map_err(|e| Failure::Other(e.into()))?;
+        let second = rpassword::prompt_password("Repeat password: ").map_err(|e| Failure::Other(e.into()))?;
+        if first != second {
+            return Err(usage("password", "the two passwords differ"));
+        }
+        first
+    };
+    crate::password::check_policy(&password).map_err(|e| usage("password", e.to_string()))?;
+    Ok(password)
+}
+
+async fn hash(password: String) -> Result<String, Failure> {
+    tokio::task::spawn_blocking(move || crate::password::hash_blocking(&password))
+        .await
+        .map_err(|e| Failure::Other(e.into()))?
+        .map_err(|e| Failure::Other(e.into()))
+}
+
+pub async fn user(pool: &PgPool, cmd: &UserCommand) -> Result<(), Failure> {
+    match cmd {
+        UserCommand::Add { username, email, password_stdin } => {
+            check_username(username)?;
+            if let Some(email) = email
+                && (email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace))
+            {
+                return Err(usage("--email", "is not an email address"));
+            }
+            let hashed = hash(read_password(*password_stdin)?).await?;
+            let id = Uuid::new_v4();
+            if !store::users::insert(pool, id, username, email.as_deref(), &hashed).await.map_err(db)? {
+                return Err(usage("USERNAME", format!("{username} already exists")));
+            }
+            println!("user {id}");
+            Ok(())
+        }
+        UserCommand::Passwd { username, password_stdin } => {
+            let hashed = hash(read_password(*password_stdin)?).await?;
+            if store::users::set_password(pool, username, &hashed).await.map_err(db)? {
+                println!("password changed for {username}");
+                Ok(())
+            } else {
+                Err(usage("USERNAME", format!("no user {username}")))
+            }
+        }
+        UserCommand::Disable { username } | UserCommand::Enable { username } => {
+            let disable = matches!(cmd, UserCommand::Disable { .. });
+            if store::users::set_disabled(pool, username, disable).await.map_err(db)? {
+                println!("{} {username}", if disable { "disabled" } else { "enabled" });
+                Ok(())
+            } else {
+                Err(usage("USERNAME", format!("no user {username}")))
+            }
+        }
+        UserCommand::List => {
+            println!("{:<36} {:<24} {:<9} EMAIL", "ID", "USERNAME", "STATUS");
+            for u in store::users::list(pool).await.map_err(db)? {
+                println!(
+                    "{:<36} {:<24} {:<9} {}",
+                    u.id,
+                    u.username,
+                    if u.disabled { "disabled" } else { "active" },
+                    u.email.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn client(pool: &PgPool, cmd: &ClientCommand) -> Result<(), Failure> {
+    match cmd {
+        ClientCommand::Add { name, redirect_uris, confidential, grants, resources } => {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 200 {
+                return Err(usage("--name", "must be 1 to 200 characters"));
+            }
+            for uri in redirect_uris {
+                redirect_uri::validate(uri).map_err(|m| usage("--redirect-uri", format!("{uri}: {m}")))?;
+            }
+            let mut grant_types: Vec<String> = Vec::new();
+            if !redirect_uris.is_empty() {
+                grant_types.extend(["authorization_code".to_owned(), "refresh_token".to_owned()]);
+            }
+            for g in grants {
+                match g.as_str() {
+                    "client_credentials" if !confidential => {
+                        return Err(usage("--grant", "client_credentials needs --confidential"));
+                    }
+                    "client_credentials" | "authorization_code" | "refresh_token" => {
+                        if !grant_types.contains(g) {
+                            grant_types.push(g.clone());
+                        }
+                    }
+                    other => return Err(usage("--grant", format!("{other} is not supported (client_credentials)"))),
+                }
+            }
+            if grant_types.is_empty() {
+                return Err(usage("--redirect-uri", "a client needs redirect URIs, or --grant client_credentials"));
+            }
+            if grant_types.iter().any(|g| g == "authorization_code") && redirect_uris.is_empty() {
+                return Err(usage("--redirect-uri", "the authorization_code grant needs at least one redirect URI"));
+            }
+            let known = store::resources::list(pool).await.map_err(db)?;
+            let mut allowed = Vec::new();
+            for uri in resources {
+                let canonical = resource::canonicalize(uri).map_err(|m| usage("--resource", format!("{uri}: {m}")))?;
+                let found = known.iter().find(|r| r.uri == canonical).ok_or_else(|| {
+                    usage("--resource", format!("{canonical} is not registered (tessera resource add)"))
+                })?;
+                allowed.push(found.id);
+            }
+            let secret = confidential.then(Secret::generate);
+            let client = Client {
+                client_id: secret::new_client_id(),
+                client_name: name.to_owned(),
+                origin: "admin".into(),
+                token_endpoint_auth_method: if *confidential { "client_secret_basic" } else { "none" }.into(),
+                secret_hash: secret.as_ref().map(|s| s.digest().to_vec()),
+                redirect_uris: redirect_uris.clone(),
+                grant_types,
+                allowed_resources: allowed,
+                metadata: serde_json::json!({}),
+                created_at: chrono::Utc::now(),
+            };
+            store::clients::insert(pool, &client).await.map_err(db)?;
+            println!("client_id     {}", client.client_id);
+            if let Some(secret) = secret {
+                println!("client_secret {}", secret.expose());
+                eprintln!("The secret is shown only now; store it safely.");
+            }
+            Ok(())
+        }
+        ClientCommand::List => {
+            println!("{:<24} {:<24} {:<7} {:<20} REDIRECT URIS", "CLIENT ID", "NAME", "ORIGIN", "AUTH");
+            for c in store::clients::list(pool).await.map_err(db)? {
+                let id: String = if c.client_id.chars().count() > 24 {
+                    format!("{}…", c.client_id.chars().take(23).collect::<String>())
+                } else {
+                    c.client_id.clone()
+                };
+                println!(
+                    "{:<24} {:<24} {:<7} {:<20} {}",
+                    id,
+                    c.client_name,
+                    c.origin,
+                    c.token_endpoint_auth_method,
+                    c.redirect_uris.join(" ")
+                );
+            }
+            Ok(())
+        }
+        ClientCommand::Remove { client_id } => {
+            if store::clients::delete(pool, client_id).await.map_err(db)? {
+                println!("removed {client_id}");
+                Ok(())
+            } else {
+                Err(usage("CLIENT_ID", format!("no client {client_id}")))
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! `grant_type=refresh_token` (RFC 6749 §6, OAuth 2.1 §4.3): rotation on every use; an
+//! already-rotated token revokes the whole grant (reuse detection); `scope` may narrow the
+//! access token but never widen the grant; `resource` must be the grant's.
+
+use super::{Issued, required};
+use crate::clients::Client;
+use crate::error::ApiError;
+use crate::oauth::params::Params;
+use crate::oauth::secret::{self, Secret};
+use crate::oauth::{OAuthError, resource, scope};
+use crate::state::AppState;
+use crate::store::grants;
+use crate::tokens;
+
+pub async fn exchange(state: &AppState, client: &Client, params: &Params) -> Result<Issued, ApiError> {
+    let presented = required(params, "refresh_token")?;
+    let wanted = match params.get("scope") {
+        Some(raw) => scope::parse(raw).map_err(OAuthError::invalid_scope)?,
+        None => Vec::new(),
+    };
+    let wanted_resource = match params.get("resource") {
+        Some(raw) => {
+            let canonical =
+                resource::canonicalize(raw).map_err(|m| OAuthError::invalid_target(format!("resource {m}")))?;
+            let resources = state.resources.load();
+            let found = resources
+                .by_uri(&canonical)
+                .ok_or_else(|| OAuthError::invalid_target("the resource is not registered with this server"))?;
+            Some(found.id)
+        }
+        None => None,
+    };
+
+    let old_hash = secret::digest(presented);
+    let new = Secret::generate();
+    let request = grants::RefreshRequest {
+        old_hash: &old_hash,
+        new_hash: &new.digest(),
+        client_id: &client.client_id,
+        wanted_scopes: &wanted,
+        wanted_resource,
+        idle_ttl_seconds: state.settings.refresh_idle_ttl.as_secs_f64(),
+    };
+    let Some(rotated) = grants::rotate_refresh(&state.pool, &request).await? else {
+        return Err(explain_unrotatable(state, &request).await);
+    };
+    let resources = state.resources.load();
+    let Some(resource) = resources.by_id(rotated.resource_id).cloned() else {
+        return Err(OAuthError::invalid_grant("the resource of this grant no longer exists").into());
+    };
+    let scopes = if wanted.is_empty() { rotated.scopes.clone() } else { wanted };
+    let sub = rotated.user_id.map_or_else(|| client.client_id.clone(), |u| u.to_string());
+    let access = tokens::mint(state, &sub, &client.client_id, &resource, &scopes, Some(rotated.grant_id))?;
+    Ok(Issued { access, refresh: Some(new), scopes })
+}
+
+/// Nothing was rotated: say why, and revoke the grant on reuse of a rotated token.
+async fn explain_unrotatable(state: &AppState, request: &grants::RefreshRequest<'_>) -> ApiError {
+    let token = match grants::refresh_state(&state.pool, request.old_hash).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return OAuthError::invalid_grant("the refresh token is invalid").into(),
+        Err(e) => return e.into(),
+    };
+    if token.client_id != request.client_id {
+        return OAuthError::invalid_grant("the refresh token was issued to another client").into();
+    }
+    if token.grant_revoked {
+        return OAuthError::invalid_grant("the grant of this refresh token is revoked").into();
+    }
+    if token.rotated {
+        tracing::warn!(client_id = %request.client_id, grant_id = %token.grant_id, "refresh token reused; revoking its grant");
+        if let Err(e) = grants::revoke(&state.pool, token.grant_id, "refresh_reuse").await {
+            return e.into();
+        }
+        return OAuthError::invalid_grant("the refresh token was already used; the grant is revoked").into();
+    }
+    if token.expired {
+        return OAuthError::invalid_grant("the refresh token has expired").into();
+    }
+    if request.wanted_resource.is_some_and(|id| id != token.resource_id) {
+        return OAuthError::invalid_target("resource differs from the one this grant is for").into();
+    }
+    if !scope::is_subset(request.wanted_scopes, &token.scopes) {
+        return OAuthError::invalid_scope("scope may only narrow what was granted").into();
+    }
+    OAuthError::invalid_grant("the refresh token is invalid").into()
+}

@@ -1,0 +1,153 @@
+//! What the browser pages share: the session (signed-in user, CSRF token, the authorization
+//! requests this browser started), form parsing, and the cross-site checks on every form POST.
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, header};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
+use tower_sessions::Session;
+use uuid::Uuid;
+
+use crate::config::Issuer;
+use crate::oauth::params::{ParamError, Params};
+
+const USER: &str = "user";
+const CSRF: &str = "csrf";
+const REQUESTS: &str = "requests";
+/// Authorization requests one browser may have pending at once.
+const MAX_PENDING: usize = 10;
+
+/// The signed-in user, as kept in the session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionUser {
+    pub id: Uuid,
+    pub username: String,
+    /// When the user last entered their password (Unix seconds).
+    pub auth_time: i64,
+}
+
+pub async fn user(session: &Session) -> Option<SessionUser> {
+    session.get::<SessionUser>(USER).await.ok().flatten()
+}
+
+/// Log the user in: a new session id (so a session fixed by an attacker is worthless), a new
+/// CSRF token, and the user. Pending requests are kept.
+pub async fn log_in(session: &Session, user: SessionUser) -> Result<(), tower_sessions::session::Error> {
+    session.cycle_id().await?;
+    session.insert(CSRF, crate::oauth::secret::Secret::generate().expose()).await?;
+    session.insert(USER, user).await
+}
+
+pub async fn log_out(session: &Session) -> Result<(), tower_sessions::session::Error> {
+    session.flush().await
+}
+
+/// The session's CSRF token, created on first use.
+pub async fn csrf_token(session: &Session) -> Result<String, tower_sessions::session::Error> {
+    if let Some(token) = session.get::<String>(CSRF).await? {
+        return Ok(token);
+    }
+    let token = crate::oauth::secret::Secret::generate().expose().to_owned();
+    session.insert(CSRF, &token).await?;
+    Ok(token)
+}
+
+pub async fn csrf_ok(session: &Session, presented: Option<&str>) -> bool {
+    let (Some(presented), Ok(Some(expected))) = (presented, session.get::<String>(CSRF).await) else { return false };
+    presented.as_bytes().ct_eq(expected.as_bytes()).into()
+}
+
+/// Fetch-metadata and Origin checks: a form POST must come from our own pages. Browsers send
+/// `Sec-Fetch-Site` and `Origin` on POST; a value naming another site is refused.
+pub fn same_origin(headers: &HeaderMap, issuer: &Issuer) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return false;
+    }
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(origin) => origin == issuer_origin(issuer),
+    }
+}
+
+fn issuer_origin(issuer: &Issuer) -> &str {
+    let s = issuer.as_str();
+    let after = s.find("://").map_or(0, |i| i + 3);
+    match s[after..].find('/') {
+        Some(i) => &s[..after + i],
+        None => s,
+    }
+}
+
+/// Remember that this browser started an authorization request (by its handle's digest).
+pub async fn add_request(session: &Session, handle_digest: &str) -> Result<(), tower_sessions::session::Error> {
+    let mut pending: Vec<String> = session.get(REQUESTS).await?.unwrap_or_default();
+    pending.retain(|h| h != handle_digest);
+    pending.push(handle_digest.to_owned());
+    if pending.len() > MAX_PENDING {
+        pending.remove(0);
+    }
+    session.insert(REQUESTS, pending).await
+}
+
+/// Whether this browser started the request, so another browser cannot complete it.
+pub async fn owns_request(session: &Session, handle_digest: &str) -> bool {
+    let pending: Vec<String> = session.get(REQUESTS).await.ok().flatten().unwrap_or_default();
+    pending.iter().any(|h| h == handle_digest)
+}
+
+#[derive(Debug)]
+pub enum FormError {
+    ContentType,
+    Params(ParamError),
+    Repeated(String),
+}
+
+impl std::fmt::Display for FormError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ContentType => f.write_str("the body must be application/x-www-form-urlencoded"),
+            Self::Params(e) => e.fmt(f),
+            Self::Repeated(name) => write!(f, "parameter {name} must not be repeated"),
+        }
+    }
+}
+
+/// Parse an `application/x-www-form-urlencoded` body, refusing other content types and
+/// repeated parameters.
+pub fn form(headers: &HeaderMap, body: &Bytes) -> Result<Params, FormError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(FormError::ContentType);
+    }
+    let params = Params::parse(body).map_err(FormError::Params)?;
+    if let Some(name) = params.first_repeated() {
+        return Err(FormError::Repeated(name.to_owned()));
+    }
+    Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_checks() {
+        let issuer = Issuer::parse("https://auth.example.com/tenant").unwrap();
+        assert_eq!(issuer_origin(&issuer), "https://auth.example.com");
+        let mut h = HeaderMap::new();
+        assert!(same_origin(&h, &issuer));
+        h.insert("sec-fetch-site", "same-origin".parse().unwrap());
+        h.insert(header::ORIGIN, "https://auth.example.com".parse().unwrap());
+        assert!(same_origin(&h, &issuer));
+        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert!(!same_origin(&h, &issuer));
+        h.insert(header::ORIGIN, "https://auth.example.com".parse().unwrap());
+        h.insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert!(!same_origin(&h, &issuer));
+        h.insert("sec-fetch-site", "same-site".parse().unwrap());
+        assert!(!same_origin(&h, &issuer));
+    }
+}

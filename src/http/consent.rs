@@ -1,0 +1,136 @@
+//! `GET/POST /consent`: the person sees who asks for what, and allows or denies. The decision
+//! uses up the authorization request, which is bound to this browser and this user.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tower_sessions::Session;
+
+use super::authorize::{error_redirect, expired_request, issue_code, see_other, signed_in};
+use super::browser;
+use super::login::valid_handle;
+use super::pages::{ConsentPage, PageError, render};
+use crate::clients;
+use crate::oauth::params::Params;
+use crate::oauth::scope::OFFLINE_ACCESS;
+use crate::oauth::{ErrorCode, OAuthError, redirect_uri, secret};
+use crate::state::AppState;
+use crate::store::{authz_requests, grants};
+
+const OFFLINE_DESCRIPTION: &str = "Keep access while you are away (it receives a refresh token)";
+
+pub async fn show(State(state): State<AppState>, session: Session, RawQuery(query): RawQuery) -> Response {
+    let base = state.settings.issuer.path();
+    let params = Params::parse(query.as_deref().unwrap_or("").as_bytes()).unwrap_or_default();
+    let Some(handle) = params.get("request").filter(|h| valid_handle(h)) else {
+        return expired_request(base).into_response();
+    };
+    let user = match signed_in(&state, &session).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return see_other(&format!("{}?request={handle}", state.settings.issuer.join("/login"))),
+        Err(e) => return PageError::internal(base, e).into_response(),
+    };
+    let digest = secret::digest(handle);
+    if !browser::owns_request(&session, &hex::encode(digest)).await {
+        return expired_request(base).into_response();
+    }
+    let request = match authz_requests::get(&state.pool, &digest).await {
+        Ok(Some(r)) if r.user_id == Some(user.id) => r,
+        Ok(_) => return expired_request(base).into_response(),
+        Err(e) => return PageError::internal(base, e).into_response(),
+    };
+    let client = match clients::find(&state, &request.client_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return PageError::bad_request(base, "The application is no longer registered.").into_response(),
+        Err(e) => return PageError::internal(base, e).into_response(),
+    };
+    let resources = state.resources.load();
+    let Some(resource) = resources.by_id(request.resource_id) else {
+        return expired_request(base).into_response();
+    };
+    let scopes = request
+        .scopes
+        .iter()
+        .map(|s| {
+            let description = if s == OFFLINE_ACCESS {
+                OFFLINE_DESCRIPTION.to_owned()
+            } else {
+                resource.scopes.get(s).cloned().unwrap_or_default()
+            };
+            (s.clone(), description)
+        })
+        .collect();
+    let csrf = match browser::csrf_token(&session).await {
+        Ok(t) => t,
+        Err(e) => return PageError::internal(base, e).into_response(),
+    };
+    let metadata_document_host = (client.origin == "cimd").then(|| redirect_uri::display_host(&client.client_id));
+    render(
+        StatusCode::OK,
+        &ConsentPage {
+            base,
+            csrf_token: &csrf,
+            request: handle,
+            client_name: &client.client_name,
+            unverified: client.is_self_registered(),
+            metadata_document_host,
+            localhost_only: client.is_self_registered() && redirect_uri::all_loopback(&client.redirect_uris),
+            username: &user.username,
+            redirect_host: redirect_uri::display_host(&request.redirect_uri),
+            resource_name: &resource.name,
+            resource_uri: &resource.uri,
+            scopes,
+        },
+    )
+}
+
+pub async fn submit(State(state): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
+    let base = state.settings.issuer.path();
+    if !browser::same_origin(&headers, &state.settings.issuer) {
+        return PageError::forbidden(base, "This form was submitted from another site.").into_response();
+    }
+    let params = match browser::form(&headers, &body) {
+        Ok(p) => p,
+        Err(e) => return PageError::bad_request(base, format!("The form could not be read: {e}.")).into_response(),
+    };
+    if !browser::csrf_ok(&session, params.get("csrf_token")).await {
+        return PageError::forbidden(base, "This form expired. Go back to the application and start again.")
+            .into_response();
+    }
+    let Some(handle) = params.get("request").filter(|h| valid_handle(h)) else {
+        return expired_request(base).into_response();
+    };
+    let allow = match params.get("decision") {
+        Some("allow") => true,
+        Some("deny") => false,
+        _ => return PageError::bad_request(base, "Choose Allow or Deny.").into_response(),
+    };
+    let user = match signed_in(&state, &session).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return PageError::forbidden(base, "You are not signed in.").into_response(),
+        Err(e) => return PageError::internal(base, e).into_response(),
+    };
+    let digest = secret::digest(handle);
+    if !browser::owns_request(&session, &hex::encode(digest)).await {
+        return expired_request(base).into_response();
+    }
+    // The decision uses the request up: a second submission finds nothing.
+    let request = match authz_requests::claim(&state.pool, &digest, user.id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return expired_request(base).into_response(),
+        Err(e) => return PageError::internal(base, e).into_response(),
+    };
+    if !allow {
+        tracing::info!(client_id = %request.client_id, user_id = %user.id, "authorization denied by the user");
+        let error = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
+        return error_redirect(&state, &request.redirect_uri, request.state.as_deref(), &error);
+    }
+    if let Err(e) =
+        grants::remember_consent(&state.pool, user.id, &request.client_id, request.resource_id, &request.scopes).await
+    {
+        return PageError::internal(base, e).into_response();
+    }
+    tracing::info!(client_id = %request.client_id, user_id = %user.id, "authorization approved");
+    issue_code(&state, &request, user.id).await
+}

@@ -1,0 +1,14 @@
+//! Protocol rules with no I/O: parameter parsing, PKCE, redirect URIs, resource indicators,
+//! scopes, client authentication, secrets. Pure functions, unit-tested here; the HTTP layer calls
+//! them and the store never sees an unchecked value.
+
+pub mod client_auth;
+pub mod error;
+pub mod params;
+pub mod pkce;
+pub mod redirect_uri;
+pub mod resource;
+pub mod scope;
+pub mod secret;
+
+pub use error::{ErrorCode, OAuthError};

@@ -1,0 +1,281 @@
+//! Grants and what hangs off them: authorization codes, refresh tokens, and remembered consents.
+//! Codes and refresh tokens are keyed by their SHA-256; single use is enforced by one atomic
+//! `UPDATE ... WHERE used_at IS NULL` (or `rotated_at IS NULL`) per use.
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Channel announcing a revoked grant (payload: the grant id).
+pub const CHANNEL: &str = "tessera_grants";
+
+/// Lifetime of an authorization code.
+pub const CODE_TTL_SECONDS: f64 = 60.0;
+
+pub struct NewCode<'a> {
+    pub grant_id: Uuid,
+    pub client_id: &'a str,
+    pub user_id: Uuid,
+    pub resource_id: Uuid,
+    pub scopes: &'a [String],
+    pub code_hash: &'a [u8],
+    pub redirect_uri: &'a str,
+    pub redirect_uri_sent: bool,
+    pub code_challenge: &'a str,
+}
+
+/// Create the grant of an approval and its authorization code, together.
+pub async fn create_with_code(pool: &PgPool, c: &NewCode<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "WITH g AS (
+            INSERT INTO grants (id, client_id, user_id, resource_id, scopes) VALUES ($1, $2, $3, $4, $5) RETURNING id
+         )
+         INSERT INTO authorization_codes (code_hash, grant_id, client_id, redirect_uri, redirect_uri_sent, code_challenge, expires_at)
+         SELECT $6, g.id, $2, $7, $8, $9, now() + make_interval(secs => $10) FROM g",
+        c.grant_id,
+        c.client_id,
+        c.user_id,
+        c.resource_id,
+        c.scopes,
+        c.code_hash,
+        c.redirect_uri,
+        c.redirect_uri_sent,
+        c.code_challenge,
+        CODE_TTL_SECONDS
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A code claimed for one use.
+pub struct ClaimedCode {
+    pub grant_id: Uuid,
+    pub redirect_uri: String,
+    pub redirect_uri_sent: bool,
+    pub code_challenge: String,
+    pub user_id: Option<Uuid>,
+    pub resource_id: Uuid,
+    pub scopes: Vec<String>,
+}
+
+/// Claim an unused, unexpired code issued to `client_id` whose grant still stands.
+pub async fn claim_code(pool: &PgPool, code_hash: &[u8], client_id: &str) -> Result<Option<ClaimedCode>, sqlx::Error> {
+    sqlx::query_as!(
+        ClaimedCode,
+        "UPDATE authorization_codes c SET used_at = now()
+         FROM grants g
+         WHERE c.code_hash = $1 AND c.used_at IS NULL AND c.client_id = $2 AND c.expires_at > now()
+           AND g.id = c.grant_id AND g.revoked_at IS NULL
+         RETURNING c.grant_id, c.redirect_uri, c.redirect_uri_sent, c.code_challenge, g.user_id, g.resource_id, g.scopes",
+        code_hash,
+        client_id
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Why a code could not be claimed.
+pub struct CodeState {
+    pub grant_id: Uuid,
+    pub client_id: String,
+    pub used: bool,
+}
+
+pub async fn code_state(pool: &PgPool, code_hash: &[u8]) -> Result<Option<CodeState>, sqlx::Error> {
+    sqlx::query_as!(
+        CodeState,
+        r#"SELECT grant_id, client_id, used_at IS NOT NULL AS "used!" FROM authorization_codes WHERE code_hash = $1"#,
+        code_hash
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Revoke a grant (idempotent) and announce it; `true` if it was standing.
+pub async fn revoke(pool: &PgPool, grant_id: Uuid, reason: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query!(
+        "UPDATE grants SET revoked_at = now(), revoked_reason = $2 WHERE id = $1 AND revoked_at IS NULL",
+        grant_id,
+        reason
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, grant_id.to_string()).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn revoke_user_grants(conn: &mut PgConnection, user_id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+    let ids = sqlx::query_scalar!(
+        "UPDATE grants SET revoked_at = now(), revoked_reason = $2 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
+        user_id,
+        reason
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in ids {
+        sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, id.to_string()).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Issue the first refresh token of a grant.
+pub async fn insert_refresh(
+    pool: &PgPool,
+    token_hash: &[u8],
+    grant_id: Uuid,
+    client_id: &str,
+    idle_ttl_seconds: f64,
+    absolute_ttl_seconds: f64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO refresh_tokens (token_hash, grant_id, client_id, expires_at, absolute_expires_at)
+         VALUES ($1, $2, $3, now() + make_interval(secs => least($4::float8, $5::float8)), now() + make_interval(secs => $5::float8))",
+        token_hash,
+        grant_id,
+        client_id,
+        idle_ttl_seconds,
+        absolute_ttl_seconds
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The grant behind a rotated refresh token.
+pub struct Rotated {
+    pub grant_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub resource_id: Uuid,
+    pub scopes: Vec<String>,
+}
+
+/// What a refresh request asks for.
+pub struct RefreshRequest<'a> {
+    pub old_hash: &'a [u8],
+    pub new_hash: &'a [u8],
+    pub client_id: &'a str,
+    /// Scopes the new access token should carry (empty: all of the grant's).
+    pub wanted_scopes: &'a [String],
+    /// The resource the client named, if any.
+    pub wanted_resource: Option<Uuid>,
+    pub idle_ttl_seconds: f64,
+}
+
+/// Rotate in one statement: mark the presented token used and insert its successor, provided
+/// it is unused, unexpired, issued to this client, its grant stands, is for the named resource
+/// and covers the wanted scopes. `None` means nothing changed; [`refresh_state`] tells why.
+pub async fn rotate_refresh(pool: &PgPool, r: &RefreshRequest<'_>) -> Result<Option<Rotated>, sqlx::Error> {
+    sqlx::query_as!(
+        Rotated,
+        "WITH old AS (
+            UPDATE refresh_tokens r SET rotated_at = now()
+            FROM grants g
+            WHERE r.token_hash = $1 AND r.rotated_at IS NULL AND r.client_id = $3 AND r.expires_at > now()
+              AND g.id = r.grant_id AND g.revoked_at IS NULL AND g.scopes @> $4::text[]
+              AND ($6::uuid IS NULL OR g.resource_id = $6)
+            RETURNING r.grant_id, r.absolute_expires_at, g.user_id, g.resource_id, g.scopes
+         ), new AS (
+            INSERT INTO refresh_tokens (token_hash, grant_id, client_id, expires_at, absolute_expires_at)
+            SELECT $2, old.grant_id, $3, least(now() + make_interval(secs => $5), old.absolute_expires_at), old.absolute_expires_at
+            FROM old
+            RETURNING grant_id
+         )
+         SELECT old.grant_id, old.user_id, old.resource_id, old.scopes FROM old JOIN new USING (grant_id)",
+        r.old_hash,
+        r.new_hash,
+        r.client_id,
+        r.wanted_scopes,
+        r.idle_ttl_seconds,
+        r.wanted_resource
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// What a refresh token is, when it could not be rotated.
+pub struct RefreshState {
+    pub grant_id: Uuid,
+    pub client_id: String,
+    pub rotated: bool,
+    pub expired: bool,
+    pub grant_revoked: bool,
+    pub scopes: Vec<String>,
+    pub resource_id: Uuid,
+}
+
+pub async fn refresh_state(pool: &PgPool, token_hash: &[u8]) -> Result<Option<RefreshState>, sqlx::Error> {
+    sqlx::query_as!(
+        RefreshState,
+        r#"SELECT r.grant_id, r.client_id, r.rotated_at IS NOT NULL AS "rotated!", r.expires_at <= now() AS "expired!",
+                  g.revoked_at IS NOT NULL AS "grant_revoked!", g.scopes, g.resource_id
+           FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1"#,
+        token_hash
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// The scopes a user already approved for a client and resource.
+pub async fn consented_scopes(
+    pool: &PgPool,
+    user_id: Uuid,
+    client_id: &str,
+    resource_id: Uuid,
+) -> Result<Option<Vec<String>>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT scopes FROM consents WHERE user_id = $1 AND client_id = $2 AND resource_id = $3",
+        user_id,
+        client_id,
+        resource_id
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Remember an approval, adding its scopes to those approved before.
+pub async fn remember_consent(
+    pool: &PgPool,
+    user_id: Uuid,
+    client_id: &str,
+    resource_id: Uuid,
+    scopes: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO consents (user_id, client_id, resource_id, scopes) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (user_id, client_id, resource_id) DO UPDATE
+         SET scopes = ARRAY(SELECT DISTINCT s FROM unnest(consents.scopes || EXCLUDED.scopes) AS s ORDER BY s),
+             granted_at = now()",
+        user_id,
+        client_id,
+        resource_id,
+        scopes
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Delete what has expired: codes, rotated or expired refresh tokens, and grants left with
+/// nothing alive that are older than `grant_retention`.
+pub async fn prune(pool: &PgPool, grant_retention_seconds: f64) -> Result<u64, sqlx::Error> {
+    let codes = sqlx::query!("DELETE FROM authorization_codes WHERE expires_at < now() - interval '1 hour'")
+        .execute(pool)
+        .await?
+        .rows_affected();
+    let tokens = sqlx::query!("DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'")
+        .execute(pool)
+        .await?
+        .rows_affected();
+    let grants = sqlx::query!(
+        "DELETE FROM grants g WHERE g.created_at < now() - make_interval(secs => $1)
+           AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)
+           AND NOT EXISTS (SELECT 1 FROM authorization_codes c WHERE c.grant_id = g.id)",
+        grant_retention_seconds
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(codes + tokens + grants)
+}

@@ -1,0 +1,103 @@
+//! The `resources` table: the MCP servers Tessera issues tokens for.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Channel announcing that the resources changed.
+pub const CHANNEL: &str = "tessera_resources";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    pub id: Uuid,
+    /// Canonical URI (RFC 8707): the `aud` of its tokens.
+    pub uri: String,
+    pub name: String,
+    /// Scope name -> description shown on the consent page.
+    pub scopes: BTreeMap<String, String>,
+    pub default_scopes: Vec<String>,
+    pub token_ttl: Duration,
+    pub is_default: bool,
+}
+
+struct Row {
+    id: Uuid,
+    uri: String,
+    name: String,
+    scopes: serde_json::Value,
+    default_scopes: Vec<String>,
+    token_ttl_seconds: i32,
+    is_default: bool,
+}
+
+impl From<Row> for Resource {
+    fn from(r: Row) -> Self {
+        Self {
+            id: r.id,
+            uri: r.uri,
+            name: r.name,
+            scopes: serde_json::from_value(r.scopes).unwrap_or_default(),
+            default_scopes: r.default_scopes,
+            token_ttl: Duration::from_secs(u64::try_from(r.token_ttl_seconds).unwrap_or(600)),
+            is_default: r.is_default,
+        }
+    }
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<Resource>, sqlx::Error> {
+    let rows = sqlx::query_as!(
+        Row,
+        "SELECT id, uri, name, scopes, default_scopes, token_ttl_seconds, is_default FROM resources ORDER BY uri"
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Resource::from).collect())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    #[error("a resource with this URI already exists")]
+    Duplicate,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Register a resource (making it the only default when `is_default`), and announce it.
+pub async fn add(pool: &PgPool, r: &Resource) -> Result<(), AddError> {
+    let mut tx = pool.begin().await?;
+    if r.is_default {
+        sqlx::query!("UPDATE resources SET is_default = false WHERE is_default").execute(&mut *tx).await?;
+    }
+    let scopes = serde_json::to_value(&r.scopes).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let ttl = i32::try_from(r.token_ttl.as_secs()).unwrap_or(i32::MAX);
+    let inserted = sqlx::query!(
+        "INSERT INTO resources (id, uri, name, scopes, default_scopes, token_ttl_seconds, is_default)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (uri) DO NOTHING",
+        r.id,
+        r.uri,
+        r.name,
+        scopes,
+        &r.default_scopes,
+        ttl,
+        r.is_default
+    )
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(AddError::Duplicate);
+    }
+    sqlx::query!("SELECT pg_notify($1, '')", CHANNEL).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Remove a resource; its grants, codes and refresh tokens go with it.
+pub async fn remove(pool: &PgPool, uri: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let removed = sqlx::query!("DELETE FROM resources WHERE uri = $1", uri).execute(&mut *tx).await?;
+    sqlx::query!("SELECT pg_notify($1, '')", CHANNEL).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(removed.rows_affected() > 0)
+}

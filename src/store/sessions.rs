@@ -1,0 +1,93 @@
+//! Browser sessions for tower-sessions, stored in PostgreSQL under the SHA-256 of the session id,
+//! so the database never holds a usable cookie value.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{self, SessionStore};
+
+#[derive(Clone, Debug)]
+pub struct PgSessionStore {
+    pool: PgPool,
+}
+
+impl PgSessionStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query!("DELETE FROM sessions WHERE expires_at < now()").execute(&self.pool).await?.rows_affected())
+    }
+}
+
+fn key(id: &Id) -> Vec<u8> {
+    crate::oauth::secret::digest(&id.to_string()).to_vec()
+}
+
+fn expiry(record: &Record) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(record.expiry_date.unix_timestamp(), 0).unwrap_or_else(Utc::now)
+}
+
+fn backend(e: impl std::fmt::Display) -> session_store::Error {
+    session_store::Error::Backend(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl SessionStore for PgSessionStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        let data = serde_json::to_value(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        // A 128-bit id collides essentially never; if it does, draw another.
+        for _ in 0..4 {
+            let inserted = sqlx::query!(
+                "INSERT INTO sessions (id_hash, data, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                key(&record.id),
+                data,
+                expiry(record)
+            )
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+            if inserted.rows_affected() == 1 {
+                return Ok(());
+            }
+            record.id = Id::default();
+        }
+        Err(backend("could not allocate a session id"))
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let data = serde_json::to_value(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        sqlx::query!(
+            "INSERT INTO sessions (id_hash, data, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (id_hash) DO UPDATE SET data = EXCLUDED.data, expires_at = EXCLUDED.expires_at",
+            key(&record.id),
+            data,
+            expiry(record)
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        let row =
+            sqlx::query!("SELECT data, expires_at FROM sessions WHERE id_hash = $1 AND expires_at > now()", key(id))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        let data: HashMap<String, serde_json::Value> =
+            serde_json::from_value(row.data).map_err(|e| session_store::Error::Decode(e.to_string()))?;
+        let expiry_date = time::OffsetDateTime::from_unix_timestamp(row.expires_at.timestamp()).map_err(backend)?;
+        Ok(Some(Record { id: *id, data, expiry_date }))
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        sqlx::query!("DELETE FROM sessions WHERE id_hash = $1", key(id)).execute(&self.pool).await.map_err(backend)?;
+        Ok(())
+    }
+}
