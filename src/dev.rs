@@ -226,8 +226,10 @@ fn print_banner(issuer: &Issuer, data_dir: &Path, external_db: bool) {
          jwks      {jwks}\n  \
          data      {storage}; master key in {key}\n\n\
          Next, in another terminal from this directory:\n  \
-         curl {metadata}\n  \
-         {me} keys list\n\n\
+         {me} resource add http://localhost:3000/mcp --name \"My MCP server\" --scope tools=\"Use the tools\" --default\n  \
+         {me} user add alice\n  \
+         {me} client add --name \"My app\" --redirect-uri http://127.0.0.1/callback\n  \
+         curl {metadata}\n\n\
          Press Ctrl-C to stop (PostgreSQL stops with it).\n",
         metadata = issuer.join("/.well-known/oauth-authorization-server"),
         jwks = issuer.join("/jwks.json"),

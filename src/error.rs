@@ -68,6 +68,10 @@ impl IntoResponse for ApiError {
         let body = ErrorBody { error: self.code, error_description: &self.description };
         let mut res = (self.status, Json(body)).into_response();
         res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if let Some(challenge) = self.challenge {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
         res
     }
 }

@@ -40,6 +40,9 @@ pub fn spawn(state: Weak<Inner>) -> JoinHandle<()> {
             if !reload_all(&state).await {
                 return;
             }
+            if let Some(app) = AppState::upgrade(&state) {
+                app.listening.send_replace(true);
+            }
             let mut tick = tokio::time::interval(PERIODIC_RELOAD);
             tick.tick().await;
             loop {
@@ -72,6 +75,10 @@ pub fn spawn(state: Weak<Inner>) -> JoinHandle<()> {
                     }
                 }
             }
+            // Not listening until the reconnect: notifications sent meanwhile are lost.
+            if let Some(app) = AppState::upgrade(&state) {
+                app.listening.send_replace(false);
+            }
         }
     })
 }
@@ -81,6 +88,7 @@ async fn reload_all(state: &Weak<Inner>) -> bool {
     let Some(app) = AppState::upgrade(state) else {
         return false;
     };
+    app.reload_resources().await;
     app.reload_keys().await;
     true
 }

@@ -57,6 +57,8 @@ pub struct Inner {
     /// The RFC 8414 document, serialized whenever the resources change.
     pub metadata: ArcSwap<Bytes>,
     pub sessions: PgSessionStore,
+    /// True once this instance listens for cache invalidations (and has reloaded after starting to).
+    pub(crate) listening: tokio::sync::watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -86,6 +88,7 @@ impl AppState {
             keys,
             resources: ArcSwap::from_pointee(resources),
             metadata: ArcSwap::from_pointee(metadata),
+            listening: tokio::sync::watch::Sender::new(false),
             tasks: Default::default(),
         }));
         state.track(notify::spawn(Arc::downgrade(&state.0)));
@@ -117,6 +120,13 @@ impl AppState {
             }
             Err(e) => tracing::error!(error = %e, "could not reload resources; keeping the previous set"),
         }
+    }
+
+    /// Wait until this instance receives cross-instance invalidations (tests use it to avoid
+    /// racing the listener's start).
+    pub async fn until_listening(&self) {
+        let mut rx = self.listening.subscribe();
+        let _ = rx.wait_for(|listening| *listening).await;
     }
 
     /// Stop the background tasks (on shutdown; tests drop the state instead).

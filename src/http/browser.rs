@@ -57,13 +57,14 @@ pub async fn csrf_ok(session: &Session, presented: Option<&str>) -> bool {
     presented.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
-/// Fetch-metadata and Origin checks: a form POST must come from our own pages. Browsers send
-/// `Sec-Fetch-Site` and `Origin` on POST; a value naming another site is refused.
+/// Fetch-metadata and Origin checks: a form POST must come from our own pages.
+///
+/// Browsers send `Sec-Fetch-Site` (which a page cannot forge) and decide on it alone: our pages
+/// use `Referrer-Policy: no-referrer`, under which browsers send `Origin: null` even on
+/// same-origin POSTs. Without it (older browsers, scripts), a present `Origin` must be ours.
 pub fn same_origin(headers: &HeaderMap, issuer: &Issuer) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-        && !matches!(site, "same-origin" | "none")
-    {
-        return false;
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return matches!(site.to_str(), Ok("same-origin" | "none"));
     }
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => true,
@@ -142,12 +143,20 @@ mod tests {
         h.insert("sec-fetch-site", "same-origin".parse().unwrap());
         h.insert(header::ORIGIN, "https://auth.example.com".parse().unwrap());
         assert!(same_origin(&h, &issuer));
-        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
-        assert!(!same_origin(&h, &issuer));
-        h.insert(header::ORIGIN, "https://auth.example.com".parse().unwrap());
+        // Under no-referrer, browsers send Origin: null on same-origin form posts.
+        h.insert(header::ORIGIN, "null".parse().unwrap());
+        assert!(same_origin(&h, &issuer));
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());
         assert!(!same_origin(&h, &issuer));
         h.insert("sec-fetch-site", "same-site".parse().unwrap());
         assert!(!same_origin(&h, &issuer));
+        // Without fetch metadata, Origin decides.
+        h.remove("sec-fetch-site");
+        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert!(!same_origin(&h, &issuer));
+        h.insert(header::ORIGIN, "null".parse().unwrap());
+        assert!(!same_origin(&h, &issuer));
+        h.insert(header::ORIGIN, "https://auth.example.com".parse().unwrap());
+        assert!(same_origin(&h, &issuer));
     }
 }

@@ -160,3 +160,117 @@ async fn dev_starts_from_an_empty_data_dir_and_reuses_it() {
     assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
     assert!(!data.join("pg/postmaster.pid").exists());
 }
+
+/// Run the binary against `db` with `stdin`, expecting success; returns stdout.
+fn admin(db: &TestDb, args: &[&str], stdin: &str) -> String {
+    use std::io::Write as _;
+    let mut child = tessera_bin()
+        .args(args)
+        .env("DATABASE_URL", db.url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn admin_fails(db: &TestDb, args: &[&str]) -> String {
+    let out = tessera_bin().args(args).env("DATABASE_URL", db.url()).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?} should fail with 2");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn admin_commands_manage_resources_users_and_clients() {
+    let app = crate::common::TestApp::spawn().await;
+    let db = &app.db;
+    let out = admin(
+        db,
+        &[
+            "resource",
+            "add",
+            "https://MCP.example.com/mcp/",
+            "--name",
+            "Example",
+            "--scope",
+            "tools:read=Read tools",
+            "--scope",
+            "tools:write=Write",
+            "--default-scope",
+            "tools:read",
+            "--token-ttl",
+            "5m",
+            "--default",
+        ],
+        "",
+    );
+    assert!(out.contains("https://mcp.example.com/mcp"), "canonical URI printed: {out}");
+    let list = admin(db, &["resource", "list"], "");
+    assert!(list.contains("https://mcp.example.com/mcp") && list.contains("5m") && list.contains("yes"), "{list}");
+    assert!(
+        admin_fails(db, &["resource", "add", "https://mcp.example.com/mcp", "--name", "Again"]).contains("already")
+    );
+    assert!(admin_fails(db, &["resource", "add", "https://x.example/#f", "--name", "X"]).contains("fragment"));
+    assert!(
+        admin_fails(db, &["resource", "add", "https://y.example", "--name", "Y", "--default-scope", "nope"])
+            .contains("--default-scope")
+    );
+    // The running server learns about the resource through a notification.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.state.resources.load().default_resource().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "resource not picked up: {:?}",
+            app.state.resources.load().all().iter().map(|r| (r.uri.clone(), r.is_default)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let meta: Value = app.get("/.well-known/oauth-authorization-server").await.json().await.unwrap();
+    assert!(meta["scopes_supported"].as_array().unwrap().iter().any(|s| s == "tools:write"));
+
+    let out = admin(
+        db,
+        &["user", "add", "bob", "--email", "bob@example.com", "--password-stdin"],
+        "a long enough password\n",
+    );
+    assert!(out.starts_with("user "), "{out}");
+    assert!(admin_fails(db, &["user", "add", "carol", "--password-stdin"]).contains("password"));
+    assert!(admin(db, &["user", "list"], "").contains("bob@example.com"));
+    let stored: String =
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE username = 'bob'").fetch_one(&db.pool).await.unwrap();
+    assert!(stored.starts_with("$argon2id$") && !stored.contains("a long enough password"));
+    admin(db, &["user", "passwd", "bob", "--password-stdin"], "another long password\n");
+    admin(db, &["user", "disable", "bob"], "");
+    assert!(admin(db, &["user", "list"], "").contains("disabled"));
+    admin(db, &["user", "enable", "bob"], "");
+
+    let out = admin(db, &["client", "add", "--name", "Service", "--confidential", "--grant", "client_credentials"], "");
+    let id = out.lines().find_map(|l| l.strip_prefix("client_id")).unwrap().trim().to_owned();
+    let secret = out.lines().find_map(|l| l.strip_prefix("client_secret")).unwrap().trim().to_owned();
+    let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT secret_hash FROM clients WHERE client_id = $1")
+        .bind(&id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored.unwrap().len(), 32, "the secret is stored as a SHA-256 digest");
+    let (status, _, body) = app.token(&[("grant_type", "client_credentials")], Some((&id, &secret))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        admin_fails(db, &["client", "add", "--name", "Bad", "--redirect-uri", "javascript:alert(1)"])
+            .contains("javascript")
+    );
+    assert!(
+        admin_fails(db, &["client", "add", "--name", "Bad", "--grant", "client_credentials"])
+            .contains("--confidential")
+    );
+    assert!(admin(db, &["client", "list"], "").contains("Service"));
+    admin(db, &["client", "remove", &id], "");
+    let (status, _, _) = app.token(&[("grant_type", "client_credentials")], Some((&id, &secret))).await;
+    assert_eq!(status, 401);
+    admin(db, &["resource", "remove", "https://mcp.example.com/mcp"], "");
+    assert!(!admin(db, &["resource", "list"], "").contains("mcp.example.com"));
+}

@@ -5,5 +5,7 @@
 
 mod common;
 
+mod authorization;
 mod binary;
+mod browser;
 mod foundation;

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod flow;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -105,17 +107,40 @@ async fn ensure_template(admin: &PgConnectOptions) -> String {
         .await
         .unwrap();
     if exists.is_none() {
+        // Under the lock nobody else is building: leftovers of a crashed build can go.
+        let stale: Vec<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'tessera\\_tpl\\_%\\_building\\_%'")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        for db in stale {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&db)))
+                .execute(&mut conn)
+                .await;
+        }
         // Build under a temporary name and rename when complete, so a crash never leaves a
         // half-migrated template behind.
         let building = format!("{name}_building_{}", rand::random::<u32>());
         sqlx::query(&format!("CREATE DATABASE {}", quote_ident(&building))).execute(&mut conn).await.unwrap();
-        let pool = PgPool::connect_with(admin.clone().database(&building)).await.unwrap();
-        migrator.run(&pool).await.expect("migrations fail on a fresh database");
-        pool.close().await;
-        sqlx::query(&format!("ALTER DATABASE {} RENAME TO {}", quote_ident(&building), quote_ident(&name)))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let mut migrating = admin.clone().database(&building).connect().await.unwrap();
+        migrator.run(&mut migrating).await.expect("migrations fail on a fresh database");
+        migrating.close().await.unwrap();
+        // The server may take a moment to end the closed pool's backends.
+        let rename = format!("ALTER DATABASE {} RENAME TO {}", quote_ident(&building), quote_ident(&name));
+        let mut attempts = 0;
+        while let Err(e) = sqlx::query(&rename).execute(&mut conn).await {
+            attempts += 1;
+            if attempts >= 20 {
+                let who: Vec<(Option<String>, Option<String>, Option<String>)> =
+                    sqlx::query_as("SELECT application_name, state, query FROM pg_stat_activity WHERE datname = $1")
+                        .bind(&building)
+                        .fetch_all(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                panic!("cannot rename the template: {e}; sessions: {who:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     sqlx::query("SELECT pg_advisory_unlock(hashtext('tessera-test-template'))").execute(&mut conn).await.unwrap();
     conn.close().await.ok();
@@ -222,6 +247,9 @@ impl TestApp {
 
     /// A second instance on the same database (cross-instance tests).
     pub async fn spawn_on(db: Arc<TestDb>, options: Options) -> Self {
+        if let Ok(filter) = std::env::var("TESSERA_TEST_LOG") {
+            tessera::telemetry::init(&filter, tessera::config::LogFormat::Pretty);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let origin = format!("http://{addr}");
@@ -234,6 +262,9 @@ impl TestApp {
         let settings =
             ServerSettings::from_config(&config, issuer.clone(), options.master_key.unwrap_or_else(test_master_key));
         let state = AppState::new(settings, db.pool.clone()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), state.until_listening())
+            .await
+            .expect("invalidation listener did not start");
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(tessera::server::run(state.clone(), vec![listener], shutdown.clone()));
         Self {

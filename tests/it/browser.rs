@@ -1,0 +1,147 @@
+//! A real browser (headless Debian Chromium, driven over WebDriver by chromedriver) opens an
+//! authorization URL, signs in, approves, and lands on the client's redirect URI.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{ClientBuilder, Locator};
+
+use crate::common::flow::{PASSWORD, authorize_url, pkce, query};
+use crate::common::{TestApp, free_port};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver, killed when dropped.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_driver() -> (Driver, u16) {
+    assert!(
+        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
+        "browser tests need Debian's chromium and chromium-driver: apt-get install chromium chromium-driver (./test.sh and .ci/run install them)"
+    );
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start chromedriver");
+    let driver = Driver(child);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "chromedriver did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (driver, port)
+}
+
+async fn browser(driver_port: u16, profile: &std::path::Path) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-quic", format!("--user-data-dir={}", profile.display()), "--window-size=390,844",
+            ],
+        }),
+    );
+    // WebDriver on loopback: plain HTTP, no TLS stack needed.
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{driver_port}"))
+        .await
+        .expect("cannot open a Chromium session")
+}
+
+/// A loopback HTTP server standing in for the client's redirect URI.
+async fn callback_server() -> (u16, tokio::sync::mpsc::Receiver<String>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let app = axum::Router::new().route(
+        "/callback",
+        axum::routing::get(move |uri: axum::http::Uri| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(uri.to_string()).await;
+                "You can close this window."
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, rx)
+}
+
+async fn wait_for(c: &fantoccini::Client, selector: &str) -> fantoccini::elements::Element {
+    match c.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css(selector)).await {
+        Ok(element) => element,
+        Err(e) => {
+            let url = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+            let source = c.source().await.unwrap_or_default();
+            panic!("{selector} did not appear ({e}) on {url}:\n{source}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_signs_in_and_approves() {
+    let app = TestApp::spawn().await;
+    let f = app.fixture().await;
+    let (cb_port, mut callbacks) = callback_server().await;
+    let (_driver, driver_port) = start_driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(driver_port, profile.path()).await;
+
+    let redirect = format!("http://127.0.0.1:{cb_port}/callback");
+    let p = pkce();
+    let url = authorize_url(&app, &f.client_id, &redirect, &p, &[("scope", "tools:read tools:write")]);
+    c.goto(&url).await.unwrap();
+
+    wait_for(&c, "input#username").await.send_keys("alice").await.unwrap();
+    wait_for(&c, "input#password").await.send_keys(PASSWORD).await.unwrap();
+    // The stylesheet loaded under the CSP (no inline styles): the primary button is styled.
+    let button = wait_for(&c, "button.primary").await;
+    let color = button.css_value("background-color").await.unwrap();
+    assert_ne!(color, "rgba(0, 0, 0, 0)", "stylesheet applied");
+    button.click().await.unwrap();
+
+    let allow = wait_for(&c, "button[name=decision][value=allow]").await;
+    let text = c.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("Test Client") && text.contains("tools:write"), "{text}");
+    allow.click().await.unwrap();
+
+    let landed = tokio::time::timeout(Duration::from_secs(15), callbacks.recv()).await.expect("no callback").unwrap();
+    let q = query(&format!("http://127.0.0.1{landed}"));
+    assert!(q.get("code").is_some_and(|c| c.len() == 43), "{landed}");
+    assert_eq!(q["state"], "xyz");
+    assert_eq!(q["iss"], app.issuer);
+    let current = c.current_url().await.unwrap();
+    assert!(current.as_str().starts_with(&redirect), "{current}");
+    c.close().await.unwrap();
+
+    // The code the browser carried works at the token endpoint.
+    let (status, _, body) = app
+        .token(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &q["code"]),
+                ("redirect_uri", &redirect),
+                ("code_verifier", &p.verifier),
+                ("client_id", &f.client_id),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
