@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test: Rust unit and integration tests against a real PostgreSQL (DATABASE_URL, or a
+# throwaway cluster from the local PostgreSQL binaries) and a real headless Chromium.
+# Installs Debian's chromium and chromium-driver first when they are missing and we are root.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: installing chromium and chromium-driver for the browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+  else
+    echo "test.sh: the browser tests need Debian's chromium and chromium-driver:" >&2
+    echo "  sudo apt-get install chromium chromium-driver" >&2
+    exit 1
+  fi
+fi
+
+cargo test --locked "$@"
