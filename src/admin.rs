@@ -93,6 +93,18 @@ pub enum ClientCommand {
     List,
     /// Remove a client; its grants and tokens stop working.
     Remove { client_id: String },
+    /// Create an initial access token for dynamic registration when TESSERA_REGISTRATION=token.
+    RegistrationToken {
+        /// How long the token is valid.
+        #[arg(long, value_name = "DURATION", default_value = "7d")]
+        expires: String,
+        /// How many registrations it allows (default: any number until it expires).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// A note for yourself (who it is for).
+        #[arg(long)]
+        note: Option<String>,
+    },
 }
 
 fn usage(key: &str, message: impl Into<String>) -> Failure {
@@ -318,18 +330,14 @@ pub async fn client(pool: &PgPool, cmd: &ClientCommand) -> Result<(), Failure> {
                 allowed.push(found.id);
             }
             let secret = confidential.then(Secret::generate);
-            let client = Client {
-                client_id: secret::new_client_id(),
-                client_name: name.to_owned(),
-                origin: "admin".into(),
-                token_endpoint_auth_method: if *confidential { "client_secret_basic" } else { "none" }.into(),
-                secret_hash: secret.as_ref().map(|s| s.digest().to_vec()),
-                redirect_uris: redirect_uris.clone(),
-                grant_types,
-                allowed_resources: allowed,
-                metadata: serde_json::json!({}),
-                created_at: chrono::Utc::now(),
-            };
+            let mut client = Client::new(secret::new_client_id(), name.to_owned(), "admin");
+            if *confidential {
+                client.token_endpoint_auth_method = "client_secret_basic".into();
+            }
+            client.secret_hash = secret.as_ref().map(|s| s.digest().to_vec());
+            client.redirect_uris = redirect_uris.clone();
+            client.grant_types = grant_types;
+            client.allowed_resources = allowed;
             store::clients::insert(pool, &client).await.map_err(db)?;
             println!("client_id     {}", client.client_id);
             if let Some(secret) = secret {
@@ -355,6 +363,26 @@ pub async fn client(pool: &PgPool, cmd: &ClientCommand) -> Result<(), Failure> {
                     c.redirect_uris.join(" ")
                 );
             }
+            Ok(())
+        }
+        ClientCommand::RegistrationToken { expires, uses, note } => {
+            let ttl = parse_duration(expires).map_err(|m| usage("--expires", m))?;
+            if ttl.is_zero() || ttl > Duration::from_secs(365 * 86400) {
+                return Err(usage("--expires", "must be between 1s and 365d"));
+            }
+            let uses = uses.map(|u| i32::try_from(u).unwrap_or(i32::MAX));
+            if uses == Some(0) {
+                return Err(usage("--uses", "must be at least 1"));
+            }
+            if note.as_ref().is_some_and(|n| n.chars().count() > 200) {
+                return Err(usage("--note", "must be at most 200 characters"));
+            }
+            let token = Secret::generate();
+            store::registration_tokens::insert(pool, &token.digest(), note.as_deref(), ttl.as_secs_f64(), uses)
+                .await
+                .map_err(db)?;
+            println!("registration_token {}", token.expose());
+            eprintln!("Clients send it as `Authorization: Bearer <token>` to /register. It is shown only now.");
             Ok(())
         }
         ClientCommand::Remove { client_id } => {

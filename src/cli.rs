@@ -207,6 +207,12 @@ async fn serve(config: Config) -> Result<(), Failure> {
     let settings =
         ServerSettings::from_config(&config, config.require_issuer()?.clone(), config.require_master_key()?.clone());
     telemetry::init(&config.log, config.log_format.unwrap_or(LogFormat::Json));
+    if settings.cimd.allow_loopback {
+        tracing::warn!(
+            "TESSERA_CIMD_ALLOW_LOOPBACK=true: client metadata documents may be fetched from loopback addresses over http. \
+             This is for tests only; never use it in production."
+        );
+    }
     let options = database_url
         .0
         .parse()

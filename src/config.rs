@@ -178,6 +178,32 @@ pub struct Config {
     pub refresh_max_ttl: Duration,
     /// A browser session unused this long ends.
     pub session_ttl: Duration,
+    /// Who may use dynamic client registration.
+    pub registration: RegistrationPolicy,
+    /// Registrations allowed per source address: (count, period).
+    pub registration_rate: (u32, Duration),
+    /// Self-registered clients that never complete an authorization are deleted after this.
+    pub registration_unauthorized_ttl: Duration,
+    /// Self-registered and metadata-document clients unused this long are deleted.
+    pub registration_idle_ttl: Duration,
+    /// Test-only: fetch client metadata documents from loopback addresses over http.
+    /// `None` when not set (dev turns it on, serve keeps it off).
+    pub cimd_allow_loopback: Option<bool>,
+    /// Non-default ports allowed in metadata document URLs.
+    pub cimd_allowed_ports: Vec<u16>,
+    /// Metadata document fetches per host per minute.
+    pub cimd_fetches_per_minute: u32,
+}
+
+/// `TESSERA_REGISTRATION`: who may register clients at `/register`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistrationPolicy {
+    /// Anyone (MCP clients need it), within the rate limit.
+    Open,
+    /// Only with an initial access token from `tessera client registration-token`.
+    Token,
+    /// Nobody: `/register` answers 403 and is not advertised.
+    Closed,
 }
 
 /// Every setting: environment variable, file key, and what it means (the README's table mirrors this).
@@ -194,6 +220,13 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("TESSERA_REFRESH_TOKEN_IDLE_TTL", "refresh_token_idle_ttl"),
     ("TESSERA_REFRESH_TOKEN_MAX_TTL", "refresh_token_max_ttl"),
     ("TESSERA_SESSION_TTL", "session_ttl"),
+    ("TESSERA_REGISTRATION", "registration"),
+    ("TESSERA_REGISTRATION_RATE_LIMIT", "registration_rate_limit"),
+    ("TESSERA_REGISTRATION_UNAUTHORIZED_TTL", "registration_unauthorized_ttl"),
+    ("TESSERA_REGISTRATION_IDLE_TTL", "registration_idle_ttl"),
+    ("TESSERA_CIMD_ALLOW_LOOPBACK", "cimd_allow_loopback"),
+    ("TESSERA_CIMD_ALLOWED_PORTS", "cimd_allowed_ports"),
+    ("TESSERA_CIMD_FETCHES_PER_MINUTE", "cimd_fetches_per_minute"),
 ];
 
 /// Raw values by environment-variable name, before parsing.
@@ -311,6 +344,34 @@ impl Config {
             ));
         }
         let session_ttl = parse_duration_setting(src, "TESSERA_SESSION_TTL", "12h", (60, 30 * 86400))?;
+        let registration = match src.get("TESSERA_REGISTRATION").map(|v| v.trim().to_ascii_lowercase()) {
+            None => RegistrationPolicy::Open,
+            Some(v) => match v.as_str() {
+                "open" => RegistrationPolicy::Open,
+                "token" => RegistrationPolicy::Token,
+                "closed" => RegistrationPolicy::Closed,
+                _ => return Err(ConfigError::new("TESSERA_REGISTRATION", format!("must be open, token or closed, not {v:?}"))),
+            },
+        };
+        let registration_rate = parse_rate(src, "TESSERA_REGISTRATION_RATE_LIMIT", "30/1h")?;
+        let registration_unauthorized_ttl =
+            parse_duration_setting(src, "TESSERA_REGISTRATION_UNAUTHORIZED_TTL", "24h", (60, 365 * 86400))?;
+        let registration_idle_ttl = parse_duration_setting(src, "TESSERA_REGISTRATION_IDLE_TTL", "90d", (3600, 10 * 365 * 86400))?;
+        let cimd_allow_loopback = src.get("TESSERA_CIMD_ALLOW_LOOPBACK").map(|v| parse_bool("TESSERA_CIMD_ALLOW_LOOPBACK", v)).transpose()?;
+        let cimd_allowed_ports = match src.get("TESSERA_CIMD_ALLOWED_PORTS") {
+            None => Vec::new(),
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse::<u16>().ok().filter(|n| *n != 0).ok_or_else(|| {
+                        ConfigError::new("TESSERA_CIMD_ALLOWED_PORTS", format!("{p:?} is not a port; use a comma-separated list such as 8443,9443"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let cimd_fetches_per_minute = parse_int_setting(src, "TESSERA_CIMD_FETCHES_PER_MINUTE", 20, (1, 100_000))?;
         Ok(Self {
             database_url,
             issuer,
@@ -324,6 +385,13 @@ impl Config {
             refresh_idle_ttl,
             refresh_max_ttl,
             session_ttl,
+            registration,
+            registration_rate,
+            registration_unauthorized_ttl,
+            registration_idle_ttl,
+            cimd_allow_loopback,
+            cimd_allowed_ports,
+            cimd_fetches_per_minute,
         })
     }
 
@@ -364,6 +432,31 @@ fn parse_database_url(value: &str) -> Result<DatabaseUrl, String> {
         .parse::<sqlx::postgres::PgConnectOptions>()
         .map_err(|_| "is not a valid PostgreSQL connection URL".to_owned())?;
     Ok(DatabaseUrl(value.to_owned()))
+}
+
+/// A rate: `N/DURATION` (`30/1h`, `10/1m`), or a bare `N` per hour.
+fn parse_rate(src: &Sources, key: &str, default: &str) -> Result<(u32, Duration), ConfigError> {
+    let raw = src.get(key).unwrap_or(default).trim();
+    let (count, period) = raw.split_once('/').unwrap_or((raw, "1h"));
+    let count: u32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| ConfigError::new(key, format!("{raw:?} is not a rate such as 30/1h or 10/1m")))?;
+    let period = parse_duration(period.trim()).map_err(|m| ConfigError::new(key, m))?;
+    if period.is_zero() {
+        return Err(ConfigError::new(key, "the period must be at least 1s"));
+    }
+    Ok((count, period))
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::new(key, format!("must be true or false, not {value:?}"))),
+    }
 }
 
 fn parse_int_setting(src: &Sources, key: &str, default: u32, (min, max): (u32, u32)) -> Result<u32, ConfigError> {

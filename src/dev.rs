@@ -179,7 +179,15 @@ pub async fn run(config: Config, data_dir: &Path, port: u16) -> Result<(), Failu
         Some(key) => key,
         None => config.require_master_key()?.clone(),
     };
-    let settings = ServerSettings::from_config(&config, issuer.clone(), master_key);
+    let mut settings = ServerSettings::from_config(&config, issuer.clone(), master_key);
+    // A developer runs clients on this machine: let metadata documents come from localhost too,
+    // unless the setting says otherwise.
+    if config.cimd_allow_loopback.is_none() {
+        settings.cimd.allow_loopback = true;
+    }
+    if settings.cimd.allow_loopback {
+        tracing::warn!("TESSERA_CIMD_ALLOW_LOOPBACK is on: client metadata documents may be fetched from loopback over http (development and tests only)");
+    }
     let state = match AppState::new(settings, db.pool.clone()).await {
         Ok(state) => state,
         Err(e) => {

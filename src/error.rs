@@ -85,6 +85,16 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<crate::clients::LookupError> for ApiError {
+    /// A metadata document that cannot be used makes the client unknown: `invalid_client`.
+    fn from(e: crate::clients::LookupError) -> Self {
+        match e {
+            crate::clients::LookupError::Database(e) => e.into(),
+            crate::clients::LookupError::Document(e) => OAuthError::invalid_client(e.to_string()).into(),
+        }
+    }
+}
+
 impl From<OAuthError> for ApiError {
     /// RFC 6749 §5.2: 400, except `invalid_client` (401 with a Basic challenge) and the 5xx codes.
     fn from(e: OAuthError) -> Self {

@@ -4,6 +4,7 @@
 //! application with [`http::router`] from an [`state::AppState`].
 
 pub mod admin;
+pub mod cimd;
 pub mod cli;
 pub mod clients;
 pub mod config;

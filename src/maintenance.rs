@@ -1,5 +1,5 @@
 //! Periodic pruning of what has expired: sessions, pending authorization requests, codes,
-//! refresh tokens and spent grants. Every instance runs it; the deletes are idempotent.
+//! refresh tokens, spent grants, and self-registered clients never used or long unused. Every instance runs it; the deletes are idempotent.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -27,6 +27,23 @@ pub fn spawn(state: Weak<Inner>) -> JoinHandle<()> {
 }
 
 pub async fn run_once(app: &AppState) {
+    app.registration_limiter.prune();
+    app.cimd.prune();
+    let settings = &app.settings;
+    match store::clients::delete_stale(
+        &app.pool,
+        settings.registration_unauthorized_ttl.as_secs_f64(),
+        settings.registration_idle_ttl.as_secs_f64(),
+    )
+    .await
+    {
+        Ok(deleted) => {
+            for (client_id, reason) in deleted {
+                tracing::info!(client_id, reason, "self-registered client cleaned up");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "client cleanup failed"),
+    }
     let results = [
         ("sessions", app.sessions.prune().await),
         ("authorization requests", store::authz_requests::prune(&app.pool).await),

@@ -11,7 +11,10 @@ use axum::body::Bytes;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Issuer, MasterKey};
+use std::net::IpAddr;
+
+use crate::config::{Config, Issuer, MasterKey, RegistrationPolicy};
+use crate::security::rate_limit::Limiter;
 use crate::keys::{KeyError, KeyRing};
 use crate::resources::ResourceSet;
 use crate::store::sessions::PgSessionStore;
@@ -28,6 +31,11 @@ pub struct ServerSettings {
     pub refresh_idle_ttl: Duration,
     pub refresh_max_ttl: Duration,
     pub session_ttl: Duration,
+    pub registration: RegistrationPolicy,
+    pub registration_rate: (u32, Duration),
+    pub registration_unauthorized_ttl: Duration,
+    pub registration_idle_ttl: Duration,
+    pub cimd: crate::cimd::CimdSettings,
 }
 
 impl ServerSettings {
@@ -40,6 +48,15 @@ impl ServerSettings {
             refresh_idle_ttl: config.refresh_idle_ttl,
             refresh_max_ttl: config.refresh_max_ttl,
             session_ttl: config.session_ttl,
+            registration: config.registration,
+            registration_rate: config.registration_rate,
+            registration_unauthorized_ttl: config.registration_unauthorized_ttl,
+            registration_idle_ttl: config.registration_idle_ttl,
+            cimd: crate::cimd::CimdSettings {
+                allow_loopback: config.cimd_allow_loopback.unwrap_or(false),
+                allowed_ports: config.cimd_allowed_ports.clone(),
+                fetches_per_minute: config.cimd_fetches_per_minute,
+            },
         }
     }
 }
@@ -57,6 +74,13 @@ pub struct Inner {
     /// The RFC 8414 document, serialized whenever the resources change.
     pub metadata: ArcSwap<Bytes>,
     pub sessions: PgSessionStore,
+    /// Client ID metadata document fetcher (per-host limits, in-flight de-duplication).
+    pub cimd: crate::cimd::Fetcher,
+    /// Registrations per source address.
+    pub registration_limiter: Limiter<IpAddr>,
+    /// Clients whose `last_used_at` this instance updated recently (so the token path writes it
+    /// at most about hourly per client).
+    pub(crate) recently_used: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// True once this instance listens for cache invalidations (and has reloaded after starting to).
     pub(crate) listening: tokio::sync::watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -79,10 +103,13 @@ impl AppState {
         let resources = ResourceSet::new(store::resources::list(&pool).await?);
         let grace = signing_grace(longest_token_ttl(&settings, &resources));
         let keys = KeyRing::load(&pool, settings.master_key.clone(), grace).await?;
-        let metadata = http::metadata::document(&settings.issuer, &resources);
+        let metadata = http::metadata::document(&settings, &resources);
         password::warm_up().await;
         let state = Self(Arc::new(Inner {
             sessions: PgSessionStore::new(pool.clone()),
+            cimd: crate::cimd::Fetcher::new(settings.cimd.clone()),
+            registration_limiter: Limiter::new(settings.registration_rate.0, settings.registration_rate.1),
+            recently_used: Default::default(),
             settings,
             pool,
             keys,
@@ -115,7 +142,7 @@ impl AppState {
         match store::resources::list(&self.pool).await {
             Ok(list) => {
                 let set = ResourceSet::new(list);
-                self.metadata.store(Arc::new(http::metadata::document(&self.settings.issuer, &set)));
+                self.metadata.store(Arc::new(http::metadata::document(&self.settings, &set)));
                 self.resources.store(Arc::new(set));
             }
             Err(e) => tracing::error!(error = %e, "could not reload resources; keeping the previous set"),
@@ -127,6 +154,39 @@ impl AppState {
     pub async fn until_listening(&self) {
         let mut rx = self.listening.subscribe();
         let _ = rx.wait_for(|listening| *listening).await;
+    }
+
+    /// Note that a client obtained a token: updates `last_used_at` in the background, at most
+    /// about once an hour per client and instance, so the token path never waits for it.
+    pub fn client_used(&self, client: &crate::clients::Client) {
+        const EVERY: Duration = Duration::from_secs(3600);
+        let fresh_in_db = client.last_used_at.is_some_and(|t| chrono::Utc::now() - t < chrono::Duration::hours(1));
+        if fresh_in_db {
+            return;
+        }
+        let Ok(mut recent) = self.recently_used.lock() else { return };
+        let now = std::time::Instant::now();
+        if recent.get(&client.client_id).is_some_and(|t| now.duration_since(*t) < EVERY) {
+            return;
+        }
+        if recent.len() > 100_000 {
+            recent.retain(|_, t| now.duration_since(*t) < EVERY);
+        }
+        recent.insert(client.client_id.clone(), now);
+        drop(recent);
+        let pool = self.pool.clone();
+        let client_id = client.client_id.clone();
+        let first = client.first_authorized_at.is_none() && client.is_self_registered();
+        tokio::spawn(async move {
+            let done = if first {
+                store::clients::mark_authorized(&pool, &client_id).await
+            } else {
+                store::clients::mark_used(&pool, &client_id).await
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "could not record client use");
+            }
+        });
     }
 
     /// Stop the background tasks (on shutdown; tests drop the state instead).

@@ -65,7 +65,7 @@ async fn validate(state: &AppState, query: &str) -> Result<AuthzRequest, Rejecti
     let client_id = params
         .get("client_id")
         .ok_or_else(|| PageError::bad_request(base, "The authorization request has no client_id."))?;
-    let client = clients::find(state, client_id).await.map_err(|e| PageError::internal(base, e))?.ok_or_else(|| {
+    let client = clients::find(state, client_id).await.map_err(|e| PageError::client_lookup(base, e))?.ok_or_else(|| {
         PageError::bad_request(
             base,
             "The application that sent you here is not registered with this server (unknown client_id).",
@@ -234,14 +234,23 @@ async fn start(state: &AppState, session: &Session, request: AuthzRequest) -> Re
     }
 }
 
+/// The client of a pending request, still registered (or its document still valid).
+pub async fn registered_client(state: &AppState, client_id: &str) -> Result<Client, PageError> {
+    let base = state.settings.issuer.path();
+    match clients::find(state, client_id).await {
+        Ok(Some(client)) => Ok(client),
+        Ok(None) => Err(PageError::bad_request(base, "The application is no longer registered.")),
+        Err(e) => Err(PageError::client_lookup(base, e)),
+    }
+}
+
 /// With a signed-in user bound to the request: ask for consent, or issue the code at once when
 /// the user already approved these scopes for this (operator-registered) client.
 pub async fn proceed(state: &AppState, handle: &str, request: AuthzRequest, user: &SessionUser) -> Response {
     let base = state.settings.issuer.path();
-    let client = match clients::find(state, &request.client_id).await {
-        Ok(Some(client)) => client,
-        Ok(None) => return PageError::bad_request(base, "The application is no longer registered.").into_response(),
-        Err(e) => return PageError::internal(base, e).into_response(),
+    let client = match registered_client(state, &request.client_id).await {
+        Ok(client) => client,
+        Err(page) => return page.into_response(),
     };
     let consented = match grants::consented_scopes(&state.pool, user.id, &client.client_id, request.resource_id).await {
         Ok(c) => c,

@@ -7,11 +7,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
 
-use super::authorize::{error_redirect, expired_request, issue_code, see_other, signed_in};
+use super::authorize::{error_redirect, expired_request, issue_code, registered_client, see_other, signed_in};
 use super::browser;
 use super::login::valid_handle;
 use super::pages::{ConsentPage, PageError, render};
-use crate::clients;
 use crate::oauth::params::Params;
 use crate::oauth::scope::OFFLINE_ACCESS;
 use crate::oauth::{ErrorCode, OAuthError, redirect_uri, secret};
@@ -40,10 +39,9 @@ pub async fn show(State(state): State<AppState>, session: Session, RawQuery(quer
         Ok(_) => return expired_request(base).into_response(),
         Err(e) => return PageError::internal(base, e).into_response(),
     };
-    let client = match clients::find(&state, &request.client_id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return PageError::bad_request(base, "The application is no longer registered.").into_response(),
-        Err(e) => return PageError::internal(base, e).into_response(),
+    let client = match registered_client(&state, &request.client_id).await {
+        Ok(c) => c,
+        Err(page) => return page.into_response(),
     };
     let resources = state.resources.load();
     let Some(resource) = resources.by_id(request.resource_id) else {

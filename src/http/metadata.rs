@@ -7,16 +7,17 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::config::Issuer;
+use crate::config::RegistrationPolicy;
 use crate::resources::ResourceSet;
-use crate::state::{AppState, JWKS_MAX_AGE};
+use crate::state::{AppState, JWKS_MAX_AGE, ServerSettings};
 
 /// How long clients may cache the metadata document.
 const METADATA_MAX_AGE: u64 = 300;
 
 /// The authorization server metadata document. It lists only what works.
-pub fn document(issuer: &Issuer, resources: &ResourceSet) -> Bytes {
-    let doc = json!({
+pub fn document(settings: &ServerSettings, resources: &ResourceSet) -> Bytes {
+    let issuer = &settings.issuer;
+    let mut doc = json!({
         "issuer": issuer.as_str(),
         "authorization_endpoint": issuer.join("/authorize"),
         "token_endpoint": issuer.join("/token"),
@@ -28,7 +29,11 @@ pub fn document(issuer: &Issuer, resources: &ResourceSet) -> Bytes {
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": resources.scopes_supported(),
         "authorization_response_iss_parameter_supported": true,
+        "client_id_metadata_document_supported": true,
     });
+    if settings.registration != RegistrationPolicy::Closed {
+        doc["registration_endpoint"] = json!(issuer.join("/register"));
+    }
     serde_json::to_vec(&doc).unwrap_or_default().into()
 }
 

@@ -8,6 +8,7 @@ pub mod health;
 pub mod login;
 pub mod metadata;
 pub mod pages;
+pub mod register;
 pub mod token;
 
 use std::time::Duration;
@@ -55,6 +56,15 @@ fn api_cors() -> CorsLayer {
         .max_age(Duration::from_secs(86400))
 }
 
+/// CORS for registration: browser-based MCP clients (such as MCP Inspector) register this way.
+fn registration_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::HeaderName::from_static("mcp-protocol-version")])
+        .max_age(Duration::from_secs(86400))
+}
+
 /// The session cookie: `__Host-` prefixed (bound to this host, `Secure`, path `/`) when the
 /// issuer is https at the root; plain on a loopback http issuer, where `Secure` cannot be set.
 fn session_layer(state: &AppState) -> SessionManagerLayer<crate::store::sessions::PgSessionStore> {
@@ -90,8 +100,12 @@ pub fn router(state: AppState) -> Router {
         .route("/logout", post(login::logout))
         .layer(session_layer(&state));
     let api = Router::new().route("/token", post(token::token)).layer(api_cors());
+    let registration = Router::new()
+        .route("/register", post(register::create))
+        .route("/register/{client_id}", get(register::read).put(register::update).delete(register::delete))
+        .layer(registration_cors());
     let endpoints =
-        Router::new().merge(discovery).merge(pages).merge(api).route("/static/tessera.css", get(stylesheet));
+        Router::new().merge(discovery).merge(pages).merge(api).merge(registration).route("/static/tessera.css", get(stylesheet));
 
     let mut app = Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
     app = if path.is_empty() {

@@ -84,6 +84,15 @@ impl PageError {
         Self::new(base, StatusCode::FORBIDDEN, "Request refused", message)
     }
 
+    /// A client that could not be looked up: a metadata document problem is shown, a database
+    /// problem is not.
+    pub fn client_lookup(base: &str, e: crate::clients::LookupError) -> Self {
+        match e {
+            crate::clients::LookupError::Database(e) => Self::internal(base, e),
+            crate::clients::LookupError::Document(e) => Self::bad_request(base, format!("The application cannot be used: {e}.")),
+        }
+    }
+
     /// Log the cause; show a page that says nothing about internals.
     pub fn internal(base: &str, cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error on a page");

@@ -92,5 +92,6 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<I
         _ => grant::client_credentials::exchange(state, &client, &params).await?,
     };
     tracing::info!(client_id = %client.client_id, grant_type, jti = %issued.access.claims.jti, "token issued");
+    state.client_used(&client);
     Ok(issued)
 }

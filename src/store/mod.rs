@@ -5,6 +5,7 @@ pub mod authz_requests;
 pub mod clients;
 pub mod grants;
 pub mod keys;
+pub mod registration_tokens;
 pub mod resources;
 pub mod sessions;
 pub mod users;

@@ -78,18 +78,15 @@ impl TestApp {
 
     pub async fn add_client(&self, spec: ClientSpec<'_>) -> (String, Option<String>) {
         let secret = spec.confidential.then(Secret::generate);
-        let client = store::clients::Client {
-            client_id: tessera::oauth::secret::new_client_id(),
-            client_name: spec.name.to_owned(),
-            origin: spec.origin.to_owned(),
-            token_endpoint_auth_method: if spec.confidential { "client_secret_basic" } else { "none" }.into(),
-            secret_hash: secret.as_ref().map(|s| s.digest().to_vec()),
-            redirect_uris: spec.redirect_uris,
-            grant_types: spec.grant_types.into_iter().map(str::to_owned).collect(),
-            allowed_resources: spec.allowed_resources,
-            metadata: serde_json::json!({}),
-            created_at: chrono::Utc::now(),
-        };
+        let mut client =
+            store::clients::Client::new(tessera::oauth::secret::new_client_id(), spec.name.to_owned(), spec.origin);
+        if spec.confidential {
+            client.token_endpoint_auth_method = "client_secret_basic".into();
+        }
+        client.secret_hash = secret.as_ref().map(|s| s.digest().to_vec());
+        client.redirect_uris = spec.redirect_uris;
+        client.grant_types = spec.grant_types.into_iter().map(str::to_owned).collect();
+        client.allowed_resources = spec.allowed_resources;
         store::clients::insert(&self.db.pool, &client).await.unwrap();
         (client.client_id, secret.map(|s| s.expose().to_owned()))
     }

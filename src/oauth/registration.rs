@@ -1,0 +1,301 @@
+//! Client metadata (RFC 7591 §2) as sent to `/register` or published in a client ID metadata
+//! document: typed, bounded and validated. Unknown members are ignored; a wrong type or value is
+//! an `invalid_redirect_uri` / `invalid_client_metadata` error that names the field.
+
+use serde_json::{Map, Value};
+
+use super::redirect_uri::{self, RedirectKind};
+use super::{ErrorCode, OAuthError, scope};
+
+pub const MAX_REDIRECT_URIS: usize = 10;
+const MAX_NAME: usize = 200;
+const MAX_URI: usize = 2000;
+const MAX_SHORT: usize = 200;
+const MAX_CONTACTS: usize = 10;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `POST/PUT /register`.
+    Registration,
+    /// A client ID metadata document: public clients only.
+    Document,
+}
+
+/// Validated metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metadata {
+    pub redirect_uris: Vec<String>,
+    pub client_name: Option<String>,
+    /// `none`, `client_secret_basic` or `client_secret_post`.
+    pub token_endpoint_auth_method: String,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    /// `native` or `web` (inferred from the redirect URIs when absent).
+    pub application_type: String,
+    /// Kept as sent: client_uri, logo_uri, tos_uri, policy_uri, contacts, scope, software_id,
+    /// software_version, application_type, response_types.
+    pub stored: Map<String, Value>,
+}
+
+fn invalid(field: &str, what: impl std::fmt::Display) -> OAuthError {
+    OAuthError::new(ErrorCode::InvalidClientMetadata, format!("{field}: {what}"))
+}
+
+fn bad_redirect(what: impl std::fmt::Display) -> OAuthError {
+    OAuthError::new(ErrorCode::InvalidRedirectUri, format!("redirect_uris: {what}"))
+}
+
+/// A string member, bounded, with no control characters.
+fn string<'a>(doc: &'a Map<String, Value>, field: &str, max: usize) -> Result<Option<&'a str>, OAuthError> {
+    match doc.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            if s.chars().count() > max {
+                return Err(invalid(field, format!("must be at most {max} characters")));
+            }
+            if s.chars().any(char::is_control) {
+                return Err(invalid(field, "must not contain control characters"));
+            }
+            Ok(Some(s))
+        }
+        Some(_) => Err(invalid(field, "must be a string")),
+    }
+}
+
+fn string_array(doc: &Map<String, Value>, field: &str, max_items: usize, max_len: usize) -> Result<Option<Vec<String>>, OAuthError> {
+    match doc.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => {
+            if items.len() > max_items {
+                return Err(invalid(field, format!("at most {max_items} entries")));
+            }
+            items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) if s.chars().count() <= max_len && !s.chars().any(char::is_control) => Ok(s.clone()),
+                    Value::String(_) => Err(invalid(field, format!("entries must be at most {max_len} characters"))),
+                    _ => Err(invalid(field, "must be an array of strings")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        }
+        Some(_) => Err(invalid(field, "must be an array of strings")),
+    }
+}
+
+/// An informational URL (client_uri, logo_uri, ...): absolute https (or http on loopback).
+fn web_url(doc: &Map<String, Value>, field: &str) -> Result<Option<String>, OAuthError> {
+    let Some(raw) = string(doc, field, MAX_URI)? else { return Ok(None) };
+    let url = url::Url::parse(raw).map_err(|_| invalid(field, "must be an absolute URL"))?;
+    let loopback = url.host().as_ref().is_some_and(crate::config::is_loopback_host);
+    if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+        return Err(invalid(field, "must be an https URL"));
+    }
+    Ok(Some(raw.to_owned()))
+}
+
+/// Parse and validate client metadata.
+pub fn parse(doc: &Value, source: Source) -> Result<Metadata, OAuthError> {
+    let Value::Object(doc) = doc else {
+        return Err(invalid("body", "must be a JSON object"));
+    };
+
+    // redirect_uris: required, 1..=10, each valid.
+    let redirect_uris = match doc.get("redirect_uris") {
+        Some(Value::Array(items)) if !items.is_empty() => items,
+        Some(Value::Array(_)) | None | Some(Value::Null) => return Err(bad_redirect("at least one redirect URI is required")),
+        Some(_) => return Err(bad_redirect("must be an array of strings")),
+    };
+    if redirect_uris.len() > MAX_REDIRECT_URIS {
+        return Err(bad_redirect(format!("at most {MAX_REDIRECT_URIS} redirect URIs")));
+    }
+    let mut uris = Vec::new();
+    let mut kinds = Vec::new();
+    for item in redirect_uris {
+        let Value::String(uri) = item else { return Err(bad_redirect("must be an array of strings")) };
+        let kind = redirect_uri::validate(uri).map_err(|m| bad_redirect(format!("{}: {m}", truncate(uri))))?;
+        if !uris.contains(uri) {
+            uris.push(uri.clone());
+            kinds.push(kind);
+        }
+    }
+
+    // application_type: native or web; inferred when absent (many MCP clients omit it).
+    let application_type = match string(doc, "application_type", 10)? {
+        Some(t @ ("native" | "web")) => t.to_owned(),
+        Some(_) => return Err(invalid("application_type", "must be native or web")),
+        None if kinds.iter().all(|k| *k == RedirectKind::Https) => "web".to_owned(),
+        None => "native".to_owned(),
+    };
+    if application_type == "web" && kinds.iter().any(|k| *k != RedirectKind::Https) {
+        return Err(bad_redirect("a web application must use https redirect URIs"));
+    }
+
+    // token_endpoint_auth_method.
+    let token_endpoint_auth_method = match source {
+        Source::Registration => match string(doc, "token_endpoint_auth_method", 40)? {
+            None | Some("none") => "none".to_owned(),
+            Some(m @ ("client_secret_basic" | "client_secret_post")) => m.to_owned(),
+            Some(other) => {
+                return Err(invalid("token_endpoint_auth_method", format!("{other} is not supported (none, client_secret_basic, client_secret_post)")));
+            }
+        },
+        Source::Document => {
+            if doc.contains_key("client_secret") || doc.contains_key("client_secret_expires_at") {
+                return Err(invalid("client_secret", "a metadata document must not contain a secret"));
+            }
+            match doc.get("token_endpoint_auth_method") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(m)) if m == "none" => {}
+                Some(Value::Array(list)) if list.iter().any(|m| m == "none") => {}
+                Some(_) => {
+                    return Err(invalid("token_endpoint_auth_method", "a metadata document client must be public (none)"));
+                }
+            }
+            "none".to_owned()
+        }
+    };
+
+    // grant_types: authorization_code and refresh_token only (RFC 7591 default: authorization_code).
+    let grant_types = match string_array(doc, "grant_types", 10, 100)? {
+        None => vec!["authorization_code".to_owned()],
+        Some(list) => {
+            if let Some(other) = list.iter().find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token")) {
+                return Err(invalid("grant_types", format!("{other} is not allowed (authorization_code, refresh_token)")));
+            }
+            if !list.iter().any(|g| g == "authorization_code") {
+                return Err(invalid("grant_types", "must include authorization_code"));
+            }
+            let mut list = list;
+            list.sort();
+            list.dedup();
+            list
+        }
+    };
+    let response_types = match string_array(doc, "response_types", 5, 40)? {
+        None => vec!["code".to_owned()],
+        Some(list) if !list.is_empty() && list.iter().all(|r| r == "code") => vec!["code".to_owned()],
+        Some(_) => return Err(invalid("response_types", "only code is supported")),
+    };
+
+    let client_name = string(doc, "client_name", MAX_NAME)?.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+
+    let mut stored = Map::new();
+    stored.insert("application_type".into(), Value::String(application_type.clone()));
+    stored.insert("response_types".into(), serde_json::json!(response_types));
+    for field in ["client_uri", "logo_uri", "tos_uri", "policy_uri"] {
+        if let Some(url) = web_url(doc, field)? {
+            stored.insert(field.into(), Value::String(url));
+        }
+    }
+    if let Some(contacts) = string_array(doc, "contacts", MAX_CONTACTS, 254)? {
+        stored.insert("contacts".into(), serde_json::json!(contacts));
+    }
+    if let Some(raw) = string(doc, "scope", 2000)? {
+        let scopes = scope::parse(raw).map_err(|m| invalid("scope", m))?;
+        stored.insert("scope".into(), Value::String(scope::join(&scopes)));
+    }
+    for field in ["software_id", "software_version"] {
+        if let Some(v) = string(doc, field, MAX_SHORT)? {
+            stored.insert(field.into(), Value::String(v.to_owned()));
+        }
+    }
+
+    Ok(Metadata { redirect_uris: uris, client_name, token_endpoint_auth_method, grant_types, response_types, application_type, stored })
+}
+
+fn truncate(s: &str) -> String {
+    let short: String = s.chars().take(80).collect();
+    if short.len() < s.len() { format!("{short}…") } else { short }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn reg(doc: Value) -> Result<Metadata, OAuthError> {
+        parse(&doc, Source::Registration)
+    }
+
+    #[test]
+    fn typical_mcp_client() {
+        let m = reg(json!({
+            "redirect_uris": ["http://localhost:33418/callback"],
+            "client_name": "Claude Code",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+            "scope": "tools:read",
+            "unknown_member": {"ignored": true}
+        }))
+        .unwrap();
+        assert_eq!(m.application_type, "native", "inferred from a loopback redirect URI");
+        assert_eq!(m.token_endpoint_auth_method, "none");
+        assert_eq!(m.grant_types, ["authorization_code", "refresh_token"]);
+        assert!(!m.stored.contains_key("unknown_member"));
+        assert_eq!(m.stored["scope"], "tools:read");
+    }
+
+    #[test]
+    fn defaults_and_inference() {
+        let m = reg(json!({"redirect_uris": ["https://app.example.com/cb"]})).unwrap();
+        assert_eq!(m.application_type, "web");
+        assert_eq!(m.grant_types, ["authorization_code"]);
+        assert_eq!(m.response_types, ["code"]);
+        assert_eq!(m.client_name, None);
+        let m = reg(json!({"redirect_uris": ["com.example.app:/cb"]})).unwrap();
+        assert_eq!(m.application_type, "native");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (json!({}), ErrorCode::InvalidRedirectUri, "redirect_uris"),
+            (json!({"redirect_uris": []}), ErrorCode::InvalidRedirectUri, "redirect_uris"),
+            (json!({"redirect_uris": "https://a.example/cb"}), ErrorCode::InvalidRedirectUri, "redirect_uris"),
+            (json!({"redirect_uris": [42]}), ErrorCode::InvalidRedirectUri, "redirect_uris"),
+            (json!({"redirect_uris": ["javascript:alert(1)"]}), ErrorCode::InvalidRedirectUri, "javascript"),
+            (json!({"redirect_uris": ["DATA:text/html,x"]}), ErrorCode::InvalidRedirectUri, "data"),
+            (json!({"redirect_uris": ["https://a.example/cb#x"]}), ErrorCode::InvalidRedirectUri, "fragment"),
+            (json!({"redirect_uris": ["https://*.a.example/cb"]}), ErrorCode::InvalidRedirectUri, "wildcard"),
+            (json!({"redirect_uris": ["/cb"]}), ErrorCode::InvalidRedirectUri, "redirect_uris"),
+            (json!({"redirect_uris": ["https://u@a.example/cb"]}), ErrorCode::InvalidRedirectUri, "user information"),
+            (json!({"redirect_uris": ["http://127.0.0.1/cb"], "application_type": "web"}), ErrorCode::InvalidRedirectUri, "web"),
+            (json!({"redirect_uris": ["https://a.example/cb"], "application_type": "desktop"}), ErrorCode::InvalidClientMetadata, "application_type"),
+            (json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["password"]}), ErrorCode::InvalidClientMetadata, "grant_types"),
+            (json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["client_credentials"]}), ErrorCode::InvalidClientMetadata, "grant_types"),
+            (json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["implicit"]}), ErrorCode::InvalidClientMetadata, "grant_types"),
+            (json!({"redirect_uris": ["https://a.example/cb"], "response_types": ["token"]}), ErrorCode::InvalidClientMetadata, "response_types"),
+            (json!({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "private_key_jwt"}), ErrorCode::InvalidClientMetadata, "token_endpoint_auth_method"),
+            (json!({"redirect_uris": ["https://a.example/cb"], "client_name": 7}), ErrorCode::InvalidClientMetadata, "client_name"),
+            (json!({"redirect_uris": ["https://a.example/cb"], "client_name": "x".repeat(201)}), ErrorCode::InvalidClientMetadata, "client_name"),
+            (json!({"redirect_uris": ["https://a.example/cb"], "logo_uri": "javascript:x"}), ErrorCode::InvalidClientMetadata, "logo_uri"),
+            (json!({"redirect_uris": ["https://a.example/cb"], "contacts": "me@example.com"}), ErrorCode::InvalidClientMetadata, "contacts"),
+            (json!({"redirect_uris": ["https://a.example/cb"], "scope": "a\"b"}), ErrorCode::InvalidClientMetadata, "scope"),
+            (json!([1, 2]), ErrorCode::InvalidClientMetadata, "object"),
+        ];
+        for (doc, code, needle) in cases {
+            let err = reg(doc.clone()).unwrap_err();
+            assert_eq!(err.code, code, "{doc}: {err}");
+            assert!(err.description.contains(needle), "{doc}: {err}");
+        }
+        let many: Vec<String> = (0..11).map(|i| format!("https://a.example/cb{i}")).collect();
+        assert_eq!(reg(json!({"redirect_uris": many})).unwrap_err().code, ErrorCode::InvalidRedirectUri);
+    }
+
+    #[test]
+    fn documents_are_public_clients() {
+        let doc = |extra: Value| {
+            let mut d = json!({"client_id": "https://app.example.com/client.json", "redirect_uris": ["http://127.0.0.1/cb"]});
+            d.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            parse(&d, Source::Document)
+        };
+        assert!(doc(json!({})).is_ok());
+        assert!(doc(json!({"token_endpoint_auth_method": ["private_key_jwt", "none"]})).is_ok());
+        assert!(doc(json!({"token_endpoint_auth_method": "client_secret_basic"})).is_err());
+        assert!(doc(json!({"token_endpoint_auth_method": ["client_secret_post"]})).is_err());
+        assert!(doc(json!({"client_secret": "x"})).is_err());
+    }
+}
