@@ -92,7 +92,10 @@ pub enum ClientCommand {
     /// List the clients.
     List,
     /// Remove a client; its grants and tokens stop working.
-    Remove { client_id: String },
+    Remove {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Create an initial access token for dynamic registration when TESSERA_REGISTRATION=token.
     RegistrationToken {
         /// How long the token is valid.

@@ -129,7 +129,9 @@ pub fn validate_document(url: &str, doc: &Value) -> Result<Client, CimdError> {
     let obj = doc.as_object().ok_or_else(|| invalid("not a JSON object".into()))?;
     match obj.get("client_id") {
         Some(Value::String(id)) if id == url => {}
-        Some(Value::String(_)) => return Err(invalid("its client_id does not equal the URL it was fetched from".into())),
+        Some(Value::String(_)) => {
+            return Err(invalid("its client_id does not equal the URL it was fetched from".into()));
+        }
         _ => return Err(invalid("client_id is missing".into())),
     }
     let m = registration::parse(doc, Source::Document).map_err(|e| invalid(e.description.into_owned()))?;
@@ -253,7 +255,8 @@ impl Fetcher {
             if res.status() != reqwest::StatusCode::OK {
                 return Err(CimdError::Status(res.status().as_u16()));
             }
-            let content_type = res.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let content_type =
+                res.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
             let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
             if essence != "application/json" && !essence.ends_with("+json") {
                 return Err(CimdError::NotJson);
@@ -361,7 +364,12 @@ mod tests {
         let mut basic = ok.clone();
         basic["token_endpoint_auth_method"] = json!("client_secret_basic");
         assert!(validate_document(url, &basic).is_err());
-        assert_eq!(validate_document(url, &json!({"client_id": url, "redirect_uris": ["https://a.example/cb"]})).unwrap().client_name, "app.example.com");
+        assert_eq!(
+            validate_document(url, &json!({"client_id": url, "redirect_uris": ["https://a.example/cb"]}))
+                .unwrap()
+                .client_name,
+            "app.example.com"
+        );
     }
 
     #[test]

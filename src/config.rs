@@ -350,14 +350,21 @@ impl Config {
                 "open" => RegistrationPolicy::Open,
                 "token" => RegistrationPolicy::Token,
                 "closed" => RegistrationPolicy::Closed,
-                _ => return Err(ConfigError::new("TESSERA_REGISTRATION", format!("must be open, token or closed, not {v:?}"))),
+                _ => {
+                    return Err(ConfigError::new(
+                        "TESSERA_REGISTRATION",
+                        format!("must be open, token or closed, not {v:?}"),
+                    ));
+                }
             },
         };
         let registration_rate = parse_rate(src, "TESSERA_REGISTRATION_RATE_LIMIT", "30/1h")?;
         let registration_unauthorized_ttl =
             parse_duration_setting(src, "TESSERA_REGISTRATION_UNAUTHORIZED_TTL", "24h", (60, 365 * 86400))?;
-        let registration_idle_ttl = parse_duration_setting(src, "TESSERA_REGISTRATION_IDLE_TTL", "90d", (3600, 10 * 365 * 86400))?;
-        let cimd_allow_loopback = src.get("TESSERA_CIMD_ALLOW_LOOPBACK").map(|v| parse_bool("TESSERA_CIMD_ALLOW_LOOPBACK", v)).transpose()?;
+        let registration_idle_ttl =
+            parse_duration_setting(src, "TESSERA_REGISTRATION_IDLE_TTL", "90d", (3600, 10 * 365 * 86400))?;
+        let cimd_allow_loopback =
+            src.get("TESSERA_CIMD_ALLOW_LOOPBACK").map(|v| parse_bool("TESSERA_CIMD_ALLOW_LOOPBACK", v)).transpose()?;
         let cimd_allowed_ports = match src.get("TESSERA_CIMD_ALLOWED_PORTS") {
             None => Vec::new(),
             Some(v) => v
@@ -366,7 +373,10 @@ impl Config {
                 .filter(|p| !p.is_empty())
                 .map(|p| {
                     p.parse::<u16>().ok().filter(|n| *n != 0).ok_or_else(|| {
-                        ConfigError::new("TESSERA_CIMD_ALLOWED_PORTS", format!("{p:?} is not a port; use a comma-separated list such as 8443,9443"))
+                        ConfigError::new(
+                            "TESSERA_CIMD_ALLOWED_PORTS",
+                            format!("{p:?} is not a port; use a comma-separated list such as 8443,9443"),
+                        )
                     })
                 })
                 .collect::<Result<_, _>>()?,

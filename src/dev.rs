@@ -186,7 +186,9 @@ pub async fn run(config: Config, data_dir: &Path, port: u16) -> Result<(), Failu
         settings.cimd.allow_loopback = true;
     }
     if settings.cimd.allow_loopback {
-        tracing::warn!("TESSERA_CIMD_ALLOW_LOOPBACK is on: client metadata documents may be fetched from loopback over http (development and tests only)");
+        tracing::warn!(
+            "TESSERA_CIMD_ALLOW_LOOPBACK is on: client metadata documents may be fetched from loopback over http (development and tests only)"
+        );
     }
     let state = match AppState::new(settings, db.pool.clone()).await {
         Ok(state) => state,

@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 use std::net::IpAddr;
 
 use crate::config::{Config, Issuer, MasterKey, RegistrationPolicy};
-use crate::security::rate_limit::Limiter;
 use crate::keys::{KeyError, KeyRing};
 use crate::resources::ResourceSet;
+use crate::security::rate_limit::Limiter;
 use crate::store::sessions::PgSessionStore;
 use crate::{http, notify, password, store};
 

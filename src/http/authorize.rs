@@ -65,12 +65,13 @@ async fn validate(state: &AppState, query: &str) -> Result<AuthzRequest, Rejecti
     let client_id = params
         .get("client_id")
         .ok_or_else(|| PageError::bad_request(base, "The authorization request has no client_id."))?;
-    let client = clients::find(state, client_id).await.map_err(|e| PageError::client_lookup(base, e))?.ok_or_else(|| {
-        PageError::bad_request(
-            base,
-            "The application that sent you here is not registered with this server (unknown client_id).",
-        )
-    })?;
+    let client =
+        clients::find(state, client_id).await.map_err(|e| PageError::client_lookup(base, e))?.ok_or_else(|| {
+            PageError::bad_request(
+                base,
+                "The application that sent you here is not registered with this server (unknown client_id).",
+            )
+        })?;
     let (redirect_uri, redirect_uri_sent) = match params.get("redirect_uri") {
         Some(uri) if client.redirect_uris.iter().any(|r| redirect_uri::matches(r, uri)) => (uri.to_owned(), true),
         Some(_) => {

@@ -61,7 +61,11 @@ fn registration_cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
-        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::HeaderName::from_static("mcp-protocol-version")])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("mcp-protocol-version"),
+        ])
         .max_age(Duration::from_secs(86400))
 }
 
@@ -104,8 +108,12 @@ pub fn router(state: AppState) -> Router {
         .route("/register", post(register::create))
         .route("/register/{client_id}", get(register::read).put(register::update).delete(register::delete))
         .layer(registration_cors());
-    let endpoints =
-        Router::new().merge(discovery).merge(pages).merge(api).merge(registration).route("/static/tessera.css", get(stylesheet));
+    let endpoints = Router::new()
+        .merge(discovery)
+        .merge(pages)
+        .merge(api)
+        .merge(registration)
+        .route("/static/tessera.css", get(stylesheet));
 
     let mut app = Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
     app = if path.is_empty() {
@@ -116,17 +124,21 @@ pub fn router(state: AppState) -> Router {
             get(metadata::metadata).layer(public_cors()),
         )
     };
-    let mut app = app.fallback(not_found).method_not_allowed_fallback(method_not_allowed);
+    // (Not `method_not_allowed_fallback`: it would replace the per-route fallbacks that the CORS
+    // layers wrap, and preflight requests would get 405.)
+    let mut app = app.fallback(not_found);
 
     // Layers run outside-in in the reverse order they are added here:
     //   request id + access log  — outermost, so every response (even a panic) is logged with its id;
     //   security headers         — on every response, including errors produced below;
+    //   JSON errors              — framework-made 405/408/413 answers get an RFC 6749-shaped body;
     //   panic catcher            — a bug answers 500 `server_error`, never a dropped connection;
     //   body limit, timeout      — bound what a client can make us read and how long it can hold us.
     app = app
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
-        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()));
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+        .layer(axum::middleware::from_fn(json_errors));
     for layer in headers::layers(issuer.is_https()) {
         app = app.layer(layer);
     }
@@ -137,8 +149,37 @@ async fn not_found() -> Response {
     ApiError::not_found().into_response()
 }
 
-async fn method_not_allowed() -> Response {
-    ApiError::method_not_allowed().into_response()
+/// Give bodiless or plain-text error answers made by the framework (wrong method, body too
+/// large, timeout) the same JSON shape as ours, keeping their headers (such as `Allow`).
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let res = next.run(req).await;
+    let ours = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json") || ct.starts_with("text/html"));
+    if ours {
+        return res;
+    }
+    let replacement = match res.status() {
+        axum::http::StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(),
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("the request body exceeds {MAX_BODY} bytes"),
+        ),
+        axum::http::StatusCode::REQUEST_TIMEOUT => {
+            ApiError::new(axum::http::StatusCode::REQUEST_TIMEOUT, "invalid_request", "the request took too long")
+        }
+        _ => return res,
+    };
+    let (mut parts, _) = res.into_parts();
+    let new = replacement.into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in new.headers() {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, new.into_body())
 }
 
 async fn stylesheet() -> Response {

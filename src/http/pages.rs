@@ -89,7 +89,9 @@ impl PageError {
     pub fn client_lookup(base: &str, e: crate::clients::LookupError) -> Self {
         match e {
             crate::clients::LookupError::Database(e) => Self::internal(base, e),
-            crate::clients::LookupError::Document(e) => Self::bad_request(base, format!("The application cannot be used: {e}.")),
+            crate::clients::LookupError::Document(e) => {
+                Self::bad_request(base, format!("The application cannot be used: {e}."))
+            }
         }
     }
 

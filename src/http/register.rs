@@ -27,7 +27,11 @@ pub const MAX_BODY: usize = 16 * 1024;
 /// Read a body up to `limit` bytes: 413 beyond it.
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", format!("the request body exceeds {limit} bytes"))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("the request body exceeds {limit} bytes"),
+        )
     })
 }
 
@@ -64,8 +68,9 @@ fn parse_json(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     if !essence.eq_ignore_ascii_case("application/json") {
         return Err(OAuthError::new(ErrorCode::InvalidClientMetadata, "the body must be application/json").into());
     }
-    serde_json::from_slice(body)
-        .map_err(|_| OAuthError::new(ErrorCode::InvalidClientMetadata, "the body is not valid JSON (or is nested too deeply)").into())
+    serde_json::from_slice(body).map_err(|_| {
+        OAuthError::new(ErrorCode::InvalidClientMetadata, "the body is not valid JSON (or is nested too deeply)").into()
+    })
 }
 
 /// The client information response (RFC 7591 §3.2.1, RFC 7592 §3).
@@ -104,17 +109,31 @@ fn apply(client: &mut Client, m: Metadata) {
     client.metadata = Value::Object(m.stored);
 }
 
-pub async fn create(State(state): State<AppState>, ClientAddr(addr): ClientAddr, headers: HeaderMap, body: Body) -> Response {
+pub async fn create(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     match register(&state, addr, &headers, body).await {
         Ok(res) => res,
         Err(e) => e.into_response(),
     }
 }
 
-async fn register(state: &AppState, addr: std::net::IpAddr, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn register(
+    state: &AppState,
+    addr: std::net::IpAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     match state.settings.registration {
         RegistrationPolicy::Closed => {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "access_denied", "client registration is closed on this server"));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "access_denied",
+                "client registration is closed on this server",
+            ));
         }
         RegistrationPolicy::Open | RegistrationPolicy::Token => {}
     }
@@ -148,11 +167,18 @@ async fn register(state: &AppState, addr: std::net::IpAddr, headers: &HeaderMap,
 
 /// The self-registered client whose registration access token the request presents. Any
 /// failure is the same 401, so the answer does not reveal whether the client exists.
-async fn authorized_client(state: &AppState, client_id: &str, headers: &HeaderMap) -> Result<(Client, String), ApiError> {
+async fn authorized_client(
+    state: &AppState,
+    client_id: &str,
+    headers: &HeaderMap,
+) -> Result<(Client, String), ApiError> {
     let token = bearer(headers).ok_or_else(|| invalid_token("the registration access token is missing"))?;
     let client = crate::store::clients::get(&state.pool, client_id).await?;
     let presented = secret::digest(token);
-    let valid = client.as_ref().and_then(|c| c.registration_token_hash.as_deref()).is_some_and(|stored| bool::from(presented.ct_eq(stored)));
+    let valid = client
+        .as_ref()
+        .and_then(|c| c.registration_token_hash.as_deref())
+        .is_some_and(|stored| bool::from(presented.ct_eq(stored)));
     match client {
         Some(client) if valid => Ok((client, token.to_owned())),
         _ => Err(invalid_token("the registration access token is invalid")),
@@ -167,7 +193,12 @@ pub async fn read(State(state): State<AppState>, Path(client_id): Path<String>, 
     }
 }
 
-pub async fn update(State(state): State<AppState>, Path(client_id): Path<String>, headers: HeaderMap, body: Body) -> Response {
+pub async fn update(
+    State(state): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         let (mut client, token) = authorized_client(&state, &client_id, &headers).await?;
         let body = read_body(body, MAX_BODY).await?;
@@ -177,14 +208,19 @@ pub async fn update(State(state): State<AppState>, Path(client_id): Path<String>
             return Err(OAuthError::invalid_request("client_id in the body must equal the client being updated").into());
         }
         if let Some(presented) = doc.get("client_secret") {
-            let matches = presented.as_str().zip(client.secret_hash.as_deref()).is_some_and(|(s, h)| secret::verify(s, h));
+            let matches =
+                presented.as_str().zip(client.secret_hash.as_deref()).is_some_and(|(s, h)| secret::verify(s, h));
             if !matches {
                 return Err(OAuthError::invalid_request("client_secret does not match").into());
             }
         }
         let metadata = registration::parse(&doc, Source::Registration)?;
         if metadata.token_endpoint_auth_method != client.token_endpoint_auth_method {
-            return Err(OAuthError::new(ErrorCode::InvalidClientMetadata, "token_endpoint_auth_method cannot be changed").into());
+            return Err(OAuthError::new(
+                ErrorCode::InvalidClientMetadata,
+                "token_endpoint_auth_method cannot be changed",
+            )
+            .into());
         }
         apply(&mut client, metadata);
         clients::update_metadata(&state.pool, &client).await?;

@@ -62,7 +62,12 @@ fn string<'a>(doc: &'a Map<String, Value>, field: &str, max: usize) -> Result<Op
     }
 }
 
-fn string_array(doc: &Map<String, Value>, field: &str, max_items: usize, max_len: usize) -> Result<Option<Vec<String>>, OAuthError> {
+fn string_array(
+    doc: &Map<String, Value>,
+    field: &str,
+    max_items: usize,
+    max_len: usize,
+) -> Result<Option<Vec<String>>, OAuthError> {
     match doc.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => {
@@ -72,7 +77,9 @@ fn string_array(doc: &Map<String, Value>, field: &str, max_items: usize, max_len
             items
                 .iter()
                 .map(|item| match item {
-                    Value::String(s) if s.chars().count() <= max_len && !s.chars().any(char::is_control) => Ok(s.clone()),
+                    Value::String(s) if s.chars().count() <= max_len && !s.chars().any(char::is_control) => {
+                        Ok(s.clone())
+                    }
                     Value::String(_) => Err(invalid(field, format!("entries must be at most {max_len} characters"))),
                     _ => Err(invalid(field, "must be an array of strings")),
                 })
@@ -103,7 +110,9 @@ pub fn parse(doc: &Value, source: Source) -> Result<Metadata, OAuthError> {
     // redirect_uris: required, 1..=10, each valid.
     let redirect_uris = match doc.get("redirect_uris") {
         Some(Value::Array(items)) if !items.is_empty() => items,
-        Some(Value::Array(_)) | None | Some(Value::Null) => return Err(bad_redirect("at least one redirect URI is required")),
+        Some(Value::Array(_)) | None | Some(Value::Null) => {
+            return Err(bad_redirect("at least one redirect URI is required"));
+        }
         Some(_) => return Err(bad_redirect("must be an array of strings")),
     };
     if redirect_uris.len() > MAX_REDIRECT_URIS {
@@ -137,7 +146,10 @@ pub fn parse(doc: &Value, source: Source) -> Result<Metadata, OAuthError> {
             None | Some("none") => "none".to_owned(),
             Some(m @ ("client_secret_basic" | "client_secret_post")) => m.to_owned(),
             Some(other) => {
-                return Err(invalid("token_endpoint_auth_method", format!("{other} is not supported (none, client_secret_basic, client_secret_post)")));
+                return Err(invalid(
+                    "token_endpoint_auth_method",
+                    format!("{other} is not supported (none, client_secret_basic, client_secret_post)"),
+                ));
             }
         },
         Source::Document => {
@@ -149,7 +161,10 @@ pub fn parse(doc: &Value, source: Source) -> Result<Metadata, OAuthError> {
                 Some(Value::String(m)) if m == "none" => {}
                 Some(Value::Array(list)) if list.iter().any(|m| m == "none") => {}
                 Some(_) => {
-                    return Err(invalid("token_endpoint_auth_method", "a metadata document client must be public (none)"));
+                    return Err(invalid(
+                        "token_endpoint_auth_method",
+                        "a metadata document client must be public (none)",
+                    ));
                 }
             }
             "none".to_owned()
@@ -161,7 +176,10 @@ pub fn parse(doc: &Value, source: Source) -> Result<Metadata, OAuthError> {
         None => vec!["authorization_code".to_owned()],
         Some(list) => {
             if let Some(other) = list.iter().find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token")) {
-                return Err(invalid("grant_types", format!("{other} is not allowed (authorization_code, refresh_token)")));
+                return Err(invalid(
+                    "grant_types",
+                    format!("{other} is not allowed (authorization_code, refresh_token)"),
+                ));
             }
             if !list.iter().any(|g| g == "authorization_code") {
                 return Err(invalid("grant_types", "must include authorization_code"));
@@ -201,7 +219,15 @@ pub fn parse(doc: &Value, source: Source) -> Result<Metadata, OAuthError> {
         }
     }
 
-    Ok(Metadata { redirect_uris: uris, client_name, token_endpoint_auth_method, grant_types, response_types, application_type, stored })
+    Ok(Metadata {
+        redirect_uris: uris,
+        client_name,
+        token_endpoint_auth_method,
+        grant_types,
+        response_types,
+        application_type,
+        stored,
+    })
 }
 
 fn truncate(s: &str) -> String {
@@ -262,18 +288,66 @@ mod tests {
             (json!({"redirect_uris": ["https://*.a.example/cb"]}), ErrorCode::InvalidRedirectUri, "wildcard"),
             (json!({"redirect_uris": ["/cb"]}), ErrorCode::InvalidRedirectUri, "redirect_uris"),
             (json!({"redirect_uris": ["https://u@a.example/cb"]}), ErrorCode::InvalidRedirectUri, "user information"),
-            (json!({"redirect_uris": ["http://127.0.0.1/cb"], "application_type": "web"}), ErrorCode::InvalidRedirectUri, "web"),
-            (json!({"redirect_uris": ["https://a.example/cb"], "application_type": "desktop"}), ErrorCode::InvalidClientMetadata, "application_type"),
-            (json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["password"]}), ErrorCode::InvalidClientMetadata, "grant_types"),
-            (json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["client_credentials"]}), ErrorCode::InvalidClientMetadata, "grant_types"),
-            (json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["implicit"]}), ErrorCode::InvalidClientMetadata, "grant_types"),
-            (json!({"redirect_uris": ["https://a.example/cb"], "response_types": ["token"]}), ErrorCode::InvalidClientMetadata, "response_types"),
-            (json!({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "private_key_jwt"}), ErrorCode::InvalidClientMetadata, "token_endpoint_auth_method"),
-            (json!({"redirect_uris": ["https://a.example/cb"], "client_name": 7}), ErrorCode::InvalidClientMetadata, "client_name"),
-            (json!({"redirect_uris": ["https://a.example/cb"], "client_name": "x".repeat(201)}), ErrorCode::InvalidClientMetadata, "client_name"),
-            (json!({"redirect_uris": ["https://a.example/cb"], "logo_uri": "javascript:x"}), ErrorCode::InvalidClientMetadata, "logo_uri"),
-            (json!({"redirect_uris": ["https://a.example/cb"], "contacts": "me@example.com"}), ErrorCode::InvalidClientMetadata, "contacts"),
-            (json!({"redirect_uris": ["https://a.example/cb"], "scope": "a\"b"}), ErrorCode::InvalidClientMetadata, "scope"),
+            (
+                json!({"redirect_uris": ["http://127.0.0.1/cb"], "application_type": "web"}),
+                ErrorCode::InvalidRedirectUri,
+                "web",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "application_type": "desktop"}),
+                ErrorCode::InvalidClientMetadata,
+                "application_type",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["password"]}),
+                ErrorCode::InvalidClientMetadata,
+                "grant_types",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["client_credentials"]}),
+                ErrorCode::InvalidClientMetadata,
+                "grant_types",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["implicit"]}),
+                ErrorCode::InvalidClientMetadata,
+                "grant_types",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "response_types": ["token"]}),
+                ErrorCode::InvalidClientMetadata,
+                "response_types",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "private_key_jwt"}),
+                ErrorCode::InvalidClientMetadata,
+                "token_endpoint_auth_method",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "client_name": 7}),
+                ErrorCode::InvalidClientMetadata,
+                "client_name",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "client_name": "x".repeat(201)}),
+                ErrorCode::InvalidClientMetadata,
+                "client_name",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "logo_uri": "javascript:x"}),
+                ErrorCode::InvalidClientMetadata,
+                "logo_uri",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "contacts": "me@example.com"}),
+                ErrorCode::InvalidClientMetadata,
+                "contacts",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "scope": "a\"b"}),
+                ErrorCode::InvalidClientMetadata,
+                "scope",
+            ),
             (json!([1, 2]), ErrorCode::InvalidClientMetadata, "object"),
         ];
         for (doc, code, needle) in cases {
@@ -288,7 +362,8 @@ mod tests {
     #[test]
     fn documents_are_public_clients() {
         let doc = |extra: Value| {
-            let mut d = json!({"client_id": "https://app.example.com/client.json", "redirect_uris": ["http://127.0.0.1/cb"]});
+            let mut d =
+                json!({"client_id": "https://app.example.com/client.json", "redirect_uris": ["http://127.0.0.1/cb"]});
             d.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
             parse(&d, Source::Document)
         };

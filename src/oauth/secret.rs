@@ -52,9 +52,15 @@ pub fn verify(presented: &str, stored_digest: &[u8]) -> bool {
     digest(presented).ct_eq(stored_digest).into()
 }
 
-/// A new client id: 128 random bits, base64url.
+/// A new client id: 128 random bits, base64url, starting with a letter or digit (so it can
+/// never be mistaken for an option on a command line).
 pub fn new_client_id() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
+    loop {
+        let id = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
+        if id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return id;
+        }
+    }
 }
 
 /// A token id (`jti`): 128 random bits.

@@ -193,7 +193,11 @@ pub async fn mark_used(pool: &PgPool, client_id: &str) -> Result<(), sqlx::Error
 /// Delete self-registered clients that never completed an authorization within
 /// `never_authorized_secs` of registering, and self-registered or document clients unused for
 /// `idle_secs`. Returns the ids deleted (each announced).
-pub async fn delete_stale(pool: &PgPool, never_authorized_secs: f64, idle_secs: f64) -> Result<Vec<(String, String)>, sqlx::Error> {
+pub async fn delete_stale(
+    pool: &PgPool,
+    never_authorized_secs: f64,
+    idle_secs: f64,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let deleted = sqlx::query!(
         r#"DELETE FROM clients

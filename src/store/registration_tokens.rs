@@ -2,7 +2,13 @@
 
 use sqlx::PgPool;
 
-pub async fn insert(pool: &PgPool, token_hash: &[u8], note: Option<&str>, ttl_secs: f64, uses: Option<i32>) -> Result<(), sqlx::Error> {
+pub async fn insert(
+    pool: &PgPool,
+    token_hash: &[u8],
+    note: Option<&str>,
+    ttl_secs: f64,
+    uses: Option<i32>,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "INSERT INTO registration_tokens (token_hash, note, expires_at, uses_left)
          VALUES ($1, $2, now() + make_interval(secs => $3), $4)",

@@ -9,3 +9,4 @@ mod authorization;
 mod binary;
 mod browser;
 mod foundation;
+mod registration;
