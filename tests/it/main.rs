@@ -8,5 +8,6 @@ mod common;
 mod authorization;
 mod binary;
 mod browser;
+mod cimd;
 mod foundation;
 mod registration;

@@ -207,7 +207,12 @@ fn new_hist() -> Histogram<u64> {
 
 /// Run `sources` (one per worker) against `addr` for `duration`. Connections are opened before
 /// the clock starts.
-pub async fn run(addr: SocketAddr, host: &str, sources: Vec<Box<dyn Source>>, duration: Duration) -> Result<Outcome> {
+pub async fn run(
+    addr: SocketAddr,
+    host: &str,
+    sources: Vec<Box<dyn Source>>,
+    duration: Duration,
+) -> Result<(Outcome, Vec<Box<dyn Source>>)> {
     let mut conns = Vec::with_capacity(sources.len());
     for _ in 0..sources.len() {
         conns.push(Conn::connect(addr, host).await?);
@@ -272,7 +277,7 @@ pub async fn run(addr: SocketAddr, host: &str, sources: Vec<Box<dyn Source>>, du
                 }
             }
             r.finished = Instant::now();
-            r
+            (r, source)
         }));
     }
     let mut out = Outcome {
@@ -284,8 +289,10 @@ pub async fn run(addr: SocketAddr, host: &str, sources: Vec<Box<dyn Source>>, du
         exhausted: false,
     };
     let mut last = start;
+    let mut back = Vec::new();
     for h in handles {
-        let r = h.await?;
+        let (r, source) = h.await?;
+        back.push(source);
         out.ok += r.ok;
         for (k, v) in r.errors {
             *out.errors.entry(k).or_default() += v;
@@ -296,7 +303,7 @@ pub async fn run(addr: SocketAddr, host: &str, sources: Vec<Box<dyn Source>>, du
         last = last.max(r.finished);
     }
     out.elapsed = last - start;
-    Ok(out)
+    Ok((out, back))
 }
 
 fn root_cause(e: &anyhow::Error) -> String {
