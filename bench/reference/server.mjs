@@ -9,7 +9,7 @@
 import crypto from 'node:crypto';
 import http from 'node:http';
 
-import Provider, { errors } from 'oidc-provider';
+import Provider, { errors, interactionPolicy } from 'oidc-provider';
 // The upstream in-memory adapter, given an unbounded store: its default store is an LRU of 1000
 // entries, which would evict the codes and refresh tokens minted before a workload runs.
 import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
@@ -72,6 +72,12 @@ const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: crypto.random
 // authorization for the same client skips the consent step but still gets a grant of its own.
 const consents = new Map();
 
+// Tessera remembers a consent per user, client and resource, so later authorizations of an
+// admin-registered client go straight back with a code. oidc-provider by default asks native
+// clients for consent on every authorization; drop that check to match.
+const policy = interactionPolicy.base();
+policy.get('consent').checks.remove('native_client_prompt');
+
 const configuration = {
   adapter: (model) => new MemoryAdapter(model, store),
   jwks: { keys: [signingKey] },
@@ -118,7 +124,10 @@ const configuration = {
   // offline_access needed) and rotates them on every use.
   issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
   rotateRefreshToken: () => true,
-  interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+  // Codes and tokens belong to their grant, not to the browser session (as in Tessera); bound to
+  // the session they would die when the next authorization gives the session a newer grant.
+  expiresWithSession: async () => false,
+  interactions: { policy, url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
   loadExistingGrant: async (ctx) => {
     const { Grant } = ctx.oidc.provider;
     const fromConsent = ctx.oidc.result?.consent?.grantId;
@@ -164,6 +173,14 @@ const configuration = {
 
 const provider = new Provider(ISSUER, configuration);
 provider.on('server_error', (_ctx, err) => console.error('server_error', err));
+// Client errors carry their reason only in error_detail: log the first few of each event so a
+// benchmark error can be explained, without flooding the log under load.
+let logged = 0;
+for (const event of ['grant.error', 'introspection.error', 'revocation.error', 'authorization.error']) {
+  provider.on(event, (_ctx, err) => {
+    if (logged++ < 50) console.error(event, err.error, err.error_description, err.error_detail ?? '');
+  });
+}
 
 // The interaction step approves at once: the bench user is signed in (no password: the login
 // page is not what is measured) and consents to what the client asked. Codes are still minted

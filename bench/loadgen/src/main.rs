@@ -331,7 +331,7 @@ impl Bench {
     async fn probe_404(&self, s: &Server, url: &str) -> Result<Option<String>> {
         let res = flow::http_client(false)?
             .post(url)
-            .form(&[("token", "bench-probe")])
+            .form(&[("token", "bench-probe"), ("client_id", &s.cfg.app_client_id)])
             .send()
             .await
             .with_context(|| format!("probing {url}"))?;

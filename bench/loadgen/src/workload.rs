@@ -121,14 +121,6 @@ impl<T> Pool<T> {
     pub fn take(&self) -> Option<&T> {
         self.items.get(self.next.fetch_add(1, Ordering::Relaxed))
     }
-
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    pub fn used(&self) -> usize {
-        self.next.load(Ordering::Relaxed).min(self.items.len())
-    }
 }
 
 /// Builds each request from the next pool item.
