@@ -39,6 +39,14 @@ pub enum ResourceCommand {
     },
     /// List the registered resources.
     List,
+    /// Show (or with --rotate, replace) the credentials the resource server uses to call
+    /// introspection. The secret is shown only when it is issued.
+    Credentials {
+        uri: String,
+        /// Issue a new secret; the previous one stops working at once.
+        #[arg(long)]
+        rotate: bool,
+    },
     /// Remove a resource; every grant and token for it stops working.
     Remove { uri: String },
 }
@@ -110,6 +118,19 @@ pub enum ClientCommand {
     },
 }
 
+/// Ids of resource-server credentials: `rs_` and 128 random bits.
+fn new_credential_id() -> String {
+    format!("rs_{}", secret::new_client_id())
+}
+
+fn print_credentials(id: &str, secret: &Secret) {
+    println!("introspection_client_id     {id}");
+    println!("introspection_client_secret {}", secret.expose());
+    eprintln!(
+        "The MCP server authenticates to /introspect with these (client_secret_basic or client_secret_post). The secret is shown only now."
+    );
+}
+
 fn usage(key: &str, message: impl Into<String>) -> Failure {
     ConfigError::new(key, message).into()
 }
@@ -150,6 +171,7 @@ pub async fn resource(pool: &PgPool, cmd: &ResourceCommand) -> Result<(), Failur
             if !(Duration::from_secs(60)..=Duration::from_secs(86400)).contains(&ttl) {
                 return Err(usage("--token-ttl", "must be between 1m and 24h"));
             }
+            let secret = Secret::generate();
             let r = Resource {
                 id: Uuid::new_v4(),
                 uri: uri.clone(),
@@ -158,6 +180,8 @@ pub async fn resource(pool: &PgPool, cmd: &ResourceCommand) -> Result<(), Failur
                 default_scopes: defaults,
                 token_ttl: ttl,
                 is_default: *default,
+                credential_id: Some(new_credential_id()),
+                credential_secret_hash: Some(secret.digest().to_vec()),
             };
             match store::resources::add(pool, &r).await {
                 Ok(()) => {}
@@ -168,6 +192,7 @@ pub async fn resource(pool: &PgPool, cmd: &ResourceCommand) -> Result<(), Failur
             }
             println!("resource {}", r.id);
             println!("uri      {uri}");
+            print_credentials(r.credential_id.as_deref().unwrap_or_default(), &secret);
             Ok(())
         }
         ResourceCommand::List => {
@@ -188,6 +213,27 @@ pub async fn resource(pool: &PgPool, cmd: &ResourceCommand) -> Result<(), Failur
                     scopes.join(" ")
                 );
             }
+            Ok(())
+        }
+        ResourceCommand::Credentials { uri, rotate } => {
+            let canonical = resource::canonicalize(uri).map_err(|m| usage("URI", format!("resource URI {m}")))?;
+            let list = store::resources::list(pool).await.map_err(db)?;
+            let found = list
+                .iter()
+                .find(|r| r.uri == canonical)
+                .ok_or_else(|| usage("URI", format!("{canonical} is not registered")))?;
+            if !rotate {
+                match &found.credential_id {
+                    Some(id) => println!("introspection_client_id     {id}"),
+                    None => println!("no credentials yet"),
+                }
+                eprintln!("The secret cannot be shown again; --rotate issues a new one (the old one stops working).");
+                return Ok(());
+            }
+            let id = found.credential_id.clone().unwrap_or_else(new_credential_id);
+            let secret = Secret::generate();
+            store::resources::set_credentials(pool, &canonical, &id, &secret.digest()).await.map_err(db)?;
+            print_credentials(&id, &secret);
             Ok(())
         }
         ResourceCommand::Remove { uri } => {

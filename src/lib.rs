@@ -19,6 +19,7 @@ pub mod oauth;
 pub mod password;
 pub mod pgcluster;
 pub mod resources;
+pub mod revocation;
 pub mod security;
 pub mod server;
 pub mod state;

@@ -28,6 +28,7 @@ pub fn spawn(state: Weak<Inner>) -> JoinHandle<()> {
 
 pub async fn run_once(app: &AppState) {
     app.registration_limiter.prune();
+    app.revocation.prune();
     app.cimd.prune();
     let settings = &app.settings;
     match store::clients::delete_stale(
@@ -48,6 +49,7 @@ pub async fn run_once(app: &AppState) {
         ("sessions", app.sessions.prune().await),
         ("authorization requests", store::authz_requests::prune(&app.pool).await),
         ("codes, refresh tokens and grants", store::grants::prune(&app.pool, GRANT_RETENTION_SECONDS).await),
+        ("revoked access tokens", store::revocation::prune(&app.pool).await),
     ];
     for (what, result) in results {
         match result {

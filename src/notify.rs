@@ -31,7 +31,9 @@ pub fn spawn(state: Weak<Inner>) -> JoinHandle<()> {
                     continue;
                 }
             };
-            if let Err(e) = listener.listen_all([store::keys::CHANNEL, store::resources::CHANNEL]).await {
+            let channels =
+                [store::keys::CHANNEL, store::resources::CHANNEL, store::clients::CHANNEL, store::grants::CHANNEL, store::revocation::CHANNEL];
+            if let Err(e) = listener.listen_all(channels).await {
                 tracing::warn!(error = %e, "cache invalidation listener cannot LISTEN; retrying");
                 tokio::time::sleep(backoff).await;
                 continue;
@@ -52,6 +54,12 @@ pub fn spawn(state: Weak<Inner>) -> JoinHandle<()> {
                             let Some(app) = AppState::upgrade(&state) else { return };
                             match n.channel() {
                                 store::keys::CHANNEL => app.reload_keys().await,
+                                store::grants::CHANNEL => app.revocation.grant_revoked(n.payload()),
+                                store::revocation::CHANNEL => app.revocation.token_revoked(n.payload()),
+                                store::clients::CHANNEL => {
+                                    app.clients.invalidate(n.payload());
+                                    app.revocation.client_changed(n.payload());
+                                }
                                 store::resources::CHANNEL => {
                                     app.reload_resources().await;
                                     // The longest token lifetime may have changed, and with it how
@@ -90,5 +98,6 @@ async fn reload_all(state: &Weak<Inner>) -> bool {
     };
     app.reload_resources().await;
     app.reload_keys().await;
+    app.reload_revocation().await;
     true
 }

@@ -15,6 +15,7 @@ pub struct ResourceSet {
     list: Vec<Arc<Resource>>,
     by_uri: HashMap<String, Arc<Resource>>,
     by_id: HashMap<Uuid, Arc<Resource>>,
+    by_credential: HashMap<String, Arc<Resource>>,
 }
 
 impl ResourceSet {
@@ -22,7 +23,8 @@ impl ResourceSet {
         let list: Vec<Arc<Resource>> = resources.into_iter().map(Arc::new).collect();
         let by_uri = list.iter().map(|r| (r.uri.clone(), r.clone())).collect();
         let by_id = list.iter().map(|r| (r.id, r.clone())).collect();
-        Self { list, by_uri, by_id }
+        let by_credential = list.iter().filter_map(|r| Some((r.credential_id.clone()?, r.clone()))).collect();
+        Self { list, by_uri, by_id, by_credential }
     }
 
     /// A resource by its canonical URI.
@@ -32,6 +34,11 @@ impl ResourceSet {
 
     pub fn by_id(&self, id: Uuid) -> Option<&Arc<Resource>> {
         self.by_id.get(&id)
+    }
+
+    /// The resource whose introspection credentials have this id.
+    pub fn by_credential(&self, credential_id: &str) -> Option<&Arc<Resource>> {
+        self.by_credential.get(credential_id)
     }
 
     /// The resource used when a request names none.

@@ -81,6 +81,10 @@ pub struct Inner {
     /// Clients whose `last_used_at` this instance updated recently (so the token path writes it
     /// at most about hourly per client).
     pub(crate) recently_used: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Clients recently looked up.
+    pub clients: crate::clients::ClientCache,
+    /// What makes tokens inactive.
+    pub revocation: crate::revocation::RevocationCache,
     /// True once this instance listens for cache invalidations (and has reloaded after starting to).
     pub(crate) listening: tokio::sync::watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -110,6 +114,8 @@ impl AppState {
             cimd: crate::cimd::Fetcher::new(settings.cimd.clone()),
             registration_limiter: Limiter::new(settings.registration_rate.0, settings.registration_rate.1),
             recently_used: Default::default(),
+            clients: Default::default(),
+            revocation: Default::default(),
             settings,
             pool,
             keys,
@@ -146,6 +152,20 @@ impl AppState {
                 self.resources.store(Arc::new(set));
             }
             Err(e) => tracing::error!(error = %e, "could not reload resources; keeping the previous set"),
+        }
+    }
+
+    /// Whether this instance hears every change right now (so its caches are current).
+    pub fn is_listening(&self) -> bool {
+        *self.listening.borrow()
+    }
+
+    /// Forget every cached client and what was learned about revocation, and reload the deny
+    /// list (after the listener reconnects: notifications may have been missed).
+    pub async fn reload_revocation(&self) {
+        self.clients.clear();
+        if let Err(e) = self.revocation.reload(&self.pool).await {
+            tracing::error!(error = %e, "could not reload the revocation state");
         }
     }
 

@@ -60,3 +60,73 @@ pub fn mint(
     let token = key.sign_access_token(&claims).map_err(ApiError::internal)?;
     Ok(Minted { token, expires_in: ttl, claims })
 }
+
+/// Why a presented access token is not one of ours, or no longer valid (for logs only).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Invalid {
+    Malformed,
+    Header,
+    UnknownKey,
+    Signature,
+    Issuer,
+    Expired,
+}
+
+const MAX_TOKEN_LEN: usize = 4096;
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    typ: Option<String>,
+    kid: Option<String>,
+}
+
+/// Verify an access token: ES256 signature by a published key, `typ` at+jwt, our `iss`, and
+/// (unless `allow_expired`) `exp` in the future. Revocation is checked elsewhere.
+pub fn verify(state: &AppState, token: &str, allow_expired: bool) -> Result<AccessClaims, Invalid> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(Invalid::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(Invalid::Malformed);
+    };
+    let header: Header =
+        B64.decode(header).ok().and_then(|h| serde_json::from_slice(&h).ok()).ok_or(Invalid::Malformed)?;
+    let typ_ok = header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
+    if header.alg != "ES256" || !typ_ok {
+        return Err(Invalid::Header);
+    }
+    let now = chrono::Utc::now();
+    let keys = state.keys.snapshot();
+    let key = header.kid.as_deref().and_then(|kid| keys.verification_key(kid, now)).ok_or(Invalid::UnknownKey)?;
+    let signature = B64.decode(signature).map_err(|_| Invalid::Malformed)?;
+    let signed = &token[..token.len() - token.rsplit('.').next().map_or(0, str::len) - 1];
+    if !key.verify(signed.as_bytes(), &signature) {
+        return Err(Invalid::Signature);
+    }
+    let claims: AccessClaims =
+        B64.decode(payload).ok().and_then(|p| serde_json::from_slice(&p).ok()).ok_or(Invalid::Malformed)?;
+    if claims.iss != state.settings.issuer.as_str() {
+        return Err(Invalid::Issuer);
+    }
+    if !allow_expired && claims.exp <= now.timestamp() {
+        return Err(Invalid::Expired);
+    }
+    Ok(claims)
+}
+
+/// Whether a verified token is still active: its jti not revoked, its grant standing (or, for
+/// `client_credentials`, its client still registered).
+pub async fn is_active(state: &AppState, claims: &AccessClaims) -> Result<bool, sqlx::Error> {
+    let trusted = state.is_listening();
+    if state.revocation.jti_revoked(&state.pool, &claims.jti, trusted).await? {
+        return Ok(false);
+    }
+    match claims.gid {
+        Some(grant) => state.revocation.grant_standing(&state.pool, grant, trusted).await,
+        None => state.revocation.client_exists(&state.pool, &claims.client_id, trusted).await,
+    }
+}

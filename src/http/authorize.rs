@@ -5,6 +5,8 @@
 //! unvalidated redirect would make Tessera an open redirector. After that, errors go back to the
 //! client's redirect URI with `error`, `error_description`, `state` and `iss`.
 
+use std::sync::Arc;
+
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -122,7 +124,7 @@ async fn validate(state: &AppState, query: &str) -> Result<AuthzRequest, Rejecti
     let prompt = parse_prompt(params.get("prompt")).map_err(fail)?;
 
     Ok(AuthzRequest {
-        client_id: client.client_id,
+        client_id: client.client_id.clone(),
         redirect_uri,
         redirect_uri_sent,
         state: client_state,
@@ -236,7 +238,7 @@ async fn start(state: &AppState, session: &Session, request: AuthzRequest) -> Re
 }
 
 /// The client of a pending request, still registered (or its document still valid).
-pub async fn registered_client(state: &AppState, client_id: &str) -> Result<Client, PageError> {
+pub async fn registered_client(state: &AppState, client_id: &str) -> Result<Arc<Client>, PageError> {
     let base = state.settings.issuer.path();
     match clients::find(state, client_id).await {
         Ok(Some(client)) => Ok(client),

@@ -34,7 +34,7 @@ async fn pending_client_name(state: &AppState, handle: &str) -> Result<Option<St
         .map_err(|e| PageError::internal(base, e))?
         .ok_or_else(|| expired_request(base))?;
     let client = clients::find(state, &request.client_id).await.map_err(|e| PageError::client_lookup(base, e))?;
-    Ok(client.map(|c| c.client_name))
+    Ok(client.map(|c| c.client_name.clone()))
 }
 
 struct LoginForm<'a> {

@@ -5,10 +5,12 @@ pub mod authorize;
 pub mod browser;
 pub mod consent;
 pub mod health;
+pub mod introspect;
 pub mod login;
 pub mod metadata;
 pub mod pages;
 pub mod register;
+pub mod revoke;
 pub mod token;
 
 use std::time::Duration;
@@ -103,7 +105,11 @@ pub fn router(state: AppState) -> Router {
         .route("/consent", get(consent::show).post(consent::submit))
         .route("/logout", post(login::logout))
         .layer(session_layer(&state));
-    let api = Router::new().route("/token", post(token::token)).layer(api_cors());
+    let api = Router::new()
+        .route("/token", post(token::token))
+        .route("/revoke", post(revoke::revoke))
+        .layer(api_cors())
+        .route("/introspect", post(introspect::introspect));
     let registration = Router::new()
         .route("/register", post(register::create))
         .route("/register/{client_id}", get(register::read).put(register::update).delete(register::delete))

@@ -60,7 +60,11 @@ pub fn parse_form(headers: &HeaderMap, body: &Bytes) -> Result<Params, ApiError>
 
 /// Authenticate the client a request presents (RFC 6749 §2.3). An unknown client is
 /// `invalid_client`, so a client deleted meanwhile knows to register again.
-pub async fn authenticate_client(state: &AppState, headers: &HeaderMap, params: &Params) -> Result<Client, ApiError> {
+pub async fn authenticate_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<std::sync::Arc<Client>, ApiError> {
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
     let presented = Presented::from_request(authorization, params)?;
     let client = clients::find(state, presented.client_id())

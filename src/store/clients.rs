@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// Channel announcing that a client changed or was deleted (payload: the client id).
+/// Channel on which a trigger announces every inserted, changed or deleted client (payload: its id).
 pub const CHANNEL: &str = "tessera_clients";
 
 #[derive(Clone, Debug)]
@@ -114,9 +114,8 @@ pub async fn insert(pool: &PgPool, c: &Client) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Replace a self-registered client's metadata (RFC 7592 update) and announce it.
+/// Replace a self-registered client's metadata (RFC 7592 update).
 pub async fn update_metadata(pool: &PgPool, c: &Client) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
     let done = sqlx::query!(
         "UPDATE clients SET client_name = $2, redirect_uris = $3, grant_types = $4, metadata = $5, updated_at = now()
          WHERE client_id = $1",
@@ -126,17 +125,14 @@ pub async fn update_metadata(pool: &PgPool, c: &Client) -> Result<bool, sqlx::Er
         &c.grant_types,
         c.metadata
     )
-    .execute(&mut *tx)
+    .execute(pool)
     .await?;
-    sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, c.client_id).execute(&mut *tx).await?;
-    tx.commit().await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Store (or refresh) the row of a client described by a metadata document.
 pub async fn upsert_document_client(pool: &PgPool, c: &Client) -> Result<Client, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let row = sqlx::query_as!(
+    sqlx::query_as!(
         Client,
         "INSERT INTO clients (client_id, client_name, origin, token_endpoint_auth_method, redirect_uris, grant_types,
                               metadata, document_expires_at)
@@ -156,19 +152,13 @@ pub async fn upsert_document_client(pool: &PgPool, c: &Client) -> Result<Client,
         c.metadata,
         c.document_expires_at
     )
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, c.client_id).execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(row)
+    .fetch_one(pool)
+    .await
 }
 
-/// Delete a client (its grants, consents and tokens go with it) and announce it.
+/// Delete a client (its grants, consents and tokens go with it).
 pub async fn delete(pool: &PgPool, client_id: &str) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let deleted = sqlx::query!("DELETE FROM clients WHERE client_id = $1", client_id).execute(&mut *tx).await?;
-    sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, client_id).execute(&mut *tx).await?;
-    tx.commit().await?;
+    let deleted = sqlx::query!("DELETE FROM clients WHERE client_id = $1", client_id).execute(pool).await?;
     Ok(deleted.rows_affected() > 0)
 }
 
@@ -192,13 +182,12 @@ pub async fn mark_used(pool: &PgPool, client_id: &str) -> Result<(), sqlx::Error
 
 /// Delete self-registered clients that never completed an authorization within
 /// `never_authorized_secs` of registering, and self-registered or document clients unused for
-/// `idle_secs`. Returns the ids deleted (each announced).
+/// `idle_secs`. Returns the ids deleted and why.
 pub async fn delete_stale(
     pool: &PgPool,
     never_authorized_secs: f64,
     idle_secs: f64,
 ) -> Result<Vec<(String, String)>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
     let deleted = sqlx::query!(
         r#"DELETE FROM clients
            WHERE (origin = 'dcr' AND first_authorized_at IS NULL AND created_at < now() - make_interval(secs => $1))
@@ -209,11 +198,7 @@ pub async fn delete_stale(
         never_authorized_secs,
         idle_secs
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(pool)
     .await?;
-    for row in &deleted {
-        sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, row.client_id).execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
     Ok(deleted.into_iter().map(|r| (r.client_id, r.reason)).collect())
 }

@@ -5,7 +5,7 @@
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// Channel announcing a revoked grant (payload: the grant id).
+/// Channel on which a trigger announces a revoked or deleted grant (payload: the grant id).
 pub const CHANNEL: &str = "tessera_grants";
 
 /// Lifetime of an authorization code.
@@ -91,32 +91,26 @@ pub async fn code_state(pool: &PgPool, code_hash: &[u8]) -> Result<Option<CodeSt
     .await
 }
 
-/// Revoke a grant (idempotent) and announce it; `true` if it was standing.
+/// Revoke a grant (idempotent); `true` if it was standing. A trigger announces it.
 pub async fn revoke(pool: &PgPool, grant_id: Uuid, reason: &str) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
     let done = sqlx::query!(
         "UPDATE grants SET revoked_at = now(), revoked_reason = $2 WHERE id = $1 AND revoked_at IS NULL",
         grant_id,
         reason
     )
-    .execute(&mut *tx)
+    .execute(pool)
     .await?;
-    sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, grant_id.to_string()).execute(&mut *tx).await?;
-    tx.commit().await?;
     Ok(done.rows_affected() > 0)
 }
 
 pub async fn revoke_user_grants(conn: &mut PgConnection, user_id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
-    let ids = sqlx::query_scalar!(
-        "UPDATE grants SET revoked_at = now(), revoked_reason = $2 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
+    sqlx::query!(
+        "UPDATE grants SET revoked_at = now(), revoked_reason = $2 WHERE user_id = $1 AND revoked_at IS NULL",
         user_id,
         reason
     )
-    .fetch_all(&mut *conn)
+    .execute(&mut *conn)
     .await?;
-    for id in ids {
-        sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, id.to_string()).execute(&mut *conn).await?;
-    }
     Ok(())
 }
 
@@ -203,13 +197,17 @@ pub struct RefreshState {
     pub grant_revoked: bool,
     pub scopes: Vec<String>,
     pub resource_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 pub async fn refresh_state(pool: &PgPool, token_hash: &[u8]) -> Result<Option<RefreshState>, sqlx::Error> {
     sqlx::query_as!(
         RefreshState,
         r#"SELECT r.grant_id, r.client_id, r.rotated_at IS NOT NULL AS "rotated!", r.expires_at <= now() AS "expired!",
-                  g.revoked_at IS NOT NULL AS "grant_revoked!", g.scopes, g.resource_id
+                  g.revoked_at IS NOT NULL AS "grant_revoked!", g.scopes, g.resource_id, g.user_id, r.created_at,
+                  r.expires_at
            FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1"#,
         token_hash
     )

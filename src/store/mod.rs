@@ -7,6 +7,7 @@ pub mod grants;
 pub mod keys;
 pub mod registration_tokens;
 pub mod resources;
+pub mod revocation;
 pub mod sessions;
 pub mod users;
 

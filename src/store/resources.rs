@@ -20,6 +20,9 @@ pub struct Resource {
     pub default_scopes: Vec<String>,
     pub token_ttl: Duration,
     pub is_default: bool,
+    /// The id the resource server authenticates to introspection with, and its secret's SHA-256.
+    pub credential_id: Option<String>,
+    pub credential_secret_hash: Option<Vec<u8>>,
 }
 
 struct Row {
@@ -30,6 +33,8 @@ struct Row {
     default_scopes: Vec<String>,
     token_ttl_seconds: i32,
     is_default: bool,
+    credential_id: Option<String>,
+    credential_secret_hash: Option<Vec<u8>>,
 }
 
 impl From<Row> for Resource {
@@ -42,6 +47,8 @@ impl From<Row> for Resource {
             default_scopes: r.default_scopes,
             token_ttl: Duration::from_secs(u64::try_from(r.token_ttl_seconds).unwrap_or(600)),
             is_default: r.is_default,
+            credential_id: r.credential_id,
+            credential_secret_hash: r.credential_secret_hash,
         }
     }
 }
@@ -49,7 +56,8 @@ impl From<Row> for Resource {
 pub async fn list(pool: &PgPool) -> Result<Vec<Resource>, sqlx::Error> {
     let rows = sqlx::query_as!(
         Row,
-        "SELECT id, uri, name, scopes, default_scopes, token_ttl_seconds, is_default FROM resources ORDER BY uri"
+        "SELECT id, uri, name, scopes, default_scopes, token_ttl_seconds, is_default, credential_id, credential_secret_hash
+         FROM resources ORDER BY uri"
     )
     .fetch_all(pool)
     .await?;
@@ -73,15 +81,18 @@ pub async fn add(pool: &PgPool, r: &Resource) -> Result<(), AddError> {
     let scopes = serde_json::to_value(&r.scopes).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let ttl = i32::try_from(r.token_ttl.as_secs()).unwrap_or(i32::MAX);
     let inserted = sqlx::query!(
-        "INSERT INTO resources (id, uri, name, scopes, default_scopes, token_ttl_seconds, is_default)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (uri) DO NOTHING",
+        "INSERT INTO resources (id, uri, name, scopes, default_scopes, token_ttl_seconds, is_default, credential_id,
+                                credential_secret_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (uri) DO NOTHING",
         r.id,
         r.uri,
         r.name,
         scopes,
         &r.default_scopes,
         ttl,
-        r.is_default
+        r.is_default,
+        r.credential_id,
+        r.credential_secret_hash
     )
     .execute(&mut *tx)
     .await?;
@@ -91,6 +102,22 @@ pub async fn add(pool: &PgPool, r: &Resource) -> Result<(), AddError> {
     sqlx::query!("SELECT pg_notify($1, '')", CHANNEL).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Replace a resource's introspection credentials; `false` if there is no such resource.
+pub async fn set_credentials(pool: &PgPool, uri: &str, credential_id: &str, secret_hash: &[u8]) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query!(
+        "UPDATE resources SET credential_id = $2, credential_secret_hash = $3 WHERE uri = $1",
+        uri,
+        credential_id,
+        secret_hash
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!("SELECT pg_notify($1, '')", CHANNEL).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Remove a resource; its grants, codes and refresh tokens go with it.

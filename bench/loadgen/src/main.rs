@@ -267,7 +267,7 @@ impl Bench {
             Workload::AuthorizationCode => {
                 // Codes live 60 s on both servers: mint for a bounded time right before the run,
                 // and end the run before the oldest code could expire.
-                let budget = self.mint_budget(1.5, 25.0);
+                let budget = self.mint_budget(2.5, 25.0);
                 let started = Instant::now();
                 let (codes, _) = flow::mint(s.clone(), 16, 500_000, budget, false).await?;
                 let minted_in = started.elapsed();
@@ -583,15 +583,15 @@ fn report(rows: &[Row], hwm: &[(String, Option<u64>)], servers: &[Arc<Server>], 
     let find = |w: Workload, name: &str| {
         rows.iter().find(|r| r.workload == w && r.server == name).and_then(|r| r.result.as_ref().ok())
     };
-    let mut table: Vec<[String; 12]> = vec![[
+    let mut table: Vec<[String; 13]> = vec![[
         "workload", "server", "req/s", "p50 ms", "p99 ms", "max ms", "errors", "ratio", "peak RSS MB", "CPU srv", "CPU pg",
-        "target",
+        "CPU gen", "target",
     ]
     .map(str::to_owned)];
     let mut notes = Vec::new();
     let mut errors = Vec::new();
     for r in rows {
-        let mut line: [String; 12] = Default::default();
+        let mut line: [String; 13] = Default::default();
         line[0] = r.workload.name().into();
         line[1] = r.server.clone();
         match &r.result {
@@ -613,14 +613,14 @@ fn report(rows: &[Row], hwm: &[(String, Option<u64>)], servers: &[Arc<Server>], 
                 line[8] = fmt_f(mb(m.peak_rss_kb), 1);
                 line[9] = fmt_f(m.cpu_server, 2);
                 line[10] = m.cpu_pg.map_or("-".into(), |v| fmt_f(v, 2));
+                line[11] = fmt_f(m.cpu_gen, 2);
                 if let Some(n) = &m.note {
                     notes.push(format!(
-                        "{} on {}: {n}; {} requests in {:.1} s; load generator used {:.2} cores",
+                        "{} on {}: {n}; {} requests in {:.1} s",
                         r.workload.name(),
                         r.server,
                         o.ok + o.total_errors(),
                         o.elapsed.as_secs_f64(),
-                        m.cpu_gen
                     ));
                 }
                 if o.total_errors() > 0 {
@@ -637,13 +637,13 @@ fn report(rows: &[Row], hwm: &[(String, Option<u64>)], servers: &[Arc<Server>], 
                     let other = reference.as_deref().and_then(|n| find(r.workload, n)).filter(|m| !is_skip(m));
                     let ratio = other.map(|ref_m| o.rps() / ref_m.out.rps().max(1e-9));
                     line[7] = ratio.map_or("-".into(), |x| format!("{x:.2}x"));
-                    line[11] = targets(r.workload, o, ratio).join(", ");
+                    line[12] = targets(r.workload, o, ratio).join(", ");
                 }
             }
         }
         table.push(line);
     }
-    let widths: Vec<usize> = (0..12).map(|i| table.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..13).map(|i| table.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -656,21 +656,24 @@ fn report(rows: &[Row], hwm: &[(String, Option<u64>)], servers: &[Arc<Server>], 
         let cells: Vec<String> = l
             .iter()
             .enumerate()
-            .map(|(i, c)| if i >= 2 && i <= 10 { format!("{c:>w$}", w = widths[i]) } else { format!("{c:<w$}", w = widths[i]) })
+            .map(|(i, c)| if (2..=11).contains(&i) { format!("{c:>w$}", w = widths[i]) } else { format!("{c:<w$}", w = widths[i]) })
             .collect();
         let _ = writeln!(s, "| {} |", cells.join(" | "));
         if k == 0 {
             let rule: Vec<String> = widths
                 .iter()
                 .enumerate()
-                .map(|(i, w)| if (2..=10).contains(&i) { format!("{}:", "-".repeat(w.saturating_sub(1).max(2))) } else { "-".repeat(*w.max(&3)) })
+                .map(|(i, w)| {
+                    let w = (*w).max(3);
+                    if (2..=11).contains(&i) { format!("{}:", "-".repeat(w + 1)) } else { "-".repeat(w + 2) }
+                })
                 .collect();
-            let _ = writeln!(s, "|-{}-|", rule.join("-|-"));
+            let _ = writeln!(s, "|{}|", rule.join("|"));
         }
     }
     let _ = writeln!(
         s,
-        "\nratio: {primary} req/s ÷ {} req/s. CPU srv / CPU pg: cores used by the server process / by all PostgreSQL processes during the run (2 cores on this machine).",
+        "\nratio: {primary} req/s ÷ {} req/s. CPU srv / pg / gen: cores used during the run by the server process / all PostgreSQL processes / the load generator (2 cores on this machine).",
         reference.as_deref().unwrap_or("reference")
     );
     for (name, kb) in hwm {

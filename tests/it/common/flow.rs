@@ -63,6 +63,8 @@ impl TestApp {
             default_scopes: vec!["tools:read".into()],
             token_ttl: std::time::Duration::from_secs(600),
             is_default,
+            credential_id: None,
+            credential_secret_hash: None,
         };
         store::resources::add(&self.db.pool, &r).await.unwrap();
         self.state.reload_resources().await;

@@ -1,0 +1,117 @@
+//! `POST /introspect` (RFC 7662): resource servers (and confidential clients) ask whether a
+//! token is active. An access token is active only for the resource it was minted for; anything
+//! else — another audience, expired, revoked, malformed, unknown — is exactly `{"active": false}`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::token::parse_form;
+use crate::clients::{self, Client};
+use crate::error::ApiError;
+use crate::oauth::client_auth::Presented;
+use crate::oauth::params::Params;
+use crate::oauth::{OAuthError, scope, secret};
+use crate::resources::Resource;
+use crate::state::AppState;
+use crate::store::grants;
+use crate::tokens;
+
+/// Who is asking.
+pub enum Caller {
+    Resource(Arc<Resource>),
+    Client(Arc<Client>),
+}
+
+/// Resource-server credentials first, then confidential clients; a public client cannot call.
+async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params) -> Result<Caller, ApiError> {
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
+    let presented = Presented::from_request(authorization, params)?;
+    let resource = state.resources.load().by_credential(presented.client_id()).cloned();
+    if let Some(resource) = resource {
+        presented.verify(resource.credential_secret_hash.as_deref())?;
+        return Ok(Caller::Resource(resource));
+    }
+    let client = clients::find(state, presented.client_id())
+        .await?
+        .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
+    if client.secret_hash.is_none() {
+        return Err(OAuthError::invalid_client("introspection requires resource-server or confidential-client credentials").into());
+    }
+    presented.verify(client.secret_hash.as_deref())?;
+    Ok(Caller::Client(client))
+}
+
+fn no_store(body: Value) -> Response {
+    let mut res = Json(body).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res
+}
+
+pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = async {
+        let params = parse_form(&headers, &body)?;
+        let caller = authenticate(&state, &headers, &params).await?;
+        let token = params.get("token").ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        // A database failure is a 503, never a guess either way.
+        let answer = inspect(&state, &caller, token).await.map_err(ApiError::unavailable)?;
+        let active = answer.is_some();
+        match &caller {
+            Caller::Resource(r) => tracing::info!(caller = %r.uri, active, "introspection"),
+            Caller::Client(c) => tracing::info!(caller = %c.client_id, active, "introspection"),
+        }
+        Ok::<_, ApiError>(no_store(answer.unwrap_or_else(|| json!({"active": false}))))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The introspection answer for an active token, `None` for an inactive one.
+async fn inspect(state: &AppState, caller: &Caller, token: &str) -> Result<Option<Value>, sqlx::Error> {
+    if token.bytes().filter(|b| *b == b'.').count() == 2 {
+        let Caller::Resource(resource) = caller else { return Ok(None) };
+        let Ok(claims) = tokens::verify(state, token, false) else { return Ok(None) };
+        if claims.aud != resource.uri || !tokens::is_active(state, &claims).await? {
+            return Ok(None);
+        }
+        return Ok(Some(json!({
+            "active": true,
+            "iss": claims.iss,
+            "sub": claims.sub,
+            "aud": claims.aud,
+            "client_id": claims.client_id,
+            "scope": claims.scope,
+            "iat": claims.iat,
+            "exp": claims.exp,
+            "jti": claims.jti,
+            "token_type": "Bearer",
+        })));
+    }
+    // A refresh token: only its own client may ask.
+    let Caller::Client(client) = caller else { return Ok(None) };
+    if token.len() > 256 {
+        return Ok(None);
+    }
+    let Some(refresh) = grants::refresh_state(&state.pool, &secret::digest(token)).await? else { return Ok(None) };
+    if refresh.client_id != client.client_id || refresh.rotated || refresh.expired || refresh.grant_revoked {
+        return Ok(None);
+    }
+    let aud = state.resources.load().by_id(refresh.resource_id).map(|r| r.uri.clone());
+    Ok(Some(json!({
+        "active": true,
+        "iss": state.settings.issuer.as_str(),
+        "sub": refresh.user_id.map_or_else(|| refresh.client_id.clone(), |u| u.to_string()),
+        "aud": aud,
+        "client_id": refresh.client_id,
+        "scope": scope::join(&refresh.scopes),
+        "iat": refresh.created_at.timestamp(),
+        "exp": refresh.expires_at.timestamp(),
+        "token_type": "refresh_token",
+    })))
+}

@@ -1,0 +1,56 @@
+//! What makes a token inactive: the access-token deny list, and the grants and clients that
+//! still stand. (Revoking a grant lives in `grants`.)
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Channel on which a trigger announces a revoked access token (payload: `jti exp`).
+pub const CHANNEL: &str = "tessera_revoked_tokens";
+
+/// Put an access token's `jti` on the deny list until it would expire anyway.
+pub async fn revoke_jti(pool: &PgPool, jti: &str, expires_at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    sqlx::query!("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING", jti, expires_at)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Every unexpired revoked `jti`, with its expiry (Unix seconds).
+pub async fn revoked_jtis(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT jti, floor(extract(epoch FROM expires_at))::bigint AS "exp!" FROM revoked_tokens WHERE expires_at > now()"#
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.jti, r.exp)).collect())
+}
+
+pub async fn is_jti_revoked(pool: &PgPool, jti: &str) -> Result<bool, sqlx::Error> {
+    let found = sqlx::query_scalar!(r#"SELECT true AS "found!" FROM revoked_tokens WHERE jti = $1"#, jti)
+        .fetch_optional(pool)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// Whether a grant exists and is not revoked.
+pub async fn grant_standing(pool: &PgPool, grant_id: Uuid) -> Result<bool, sqlx::Error> {
+    let standing = sqlx::query_scalar!(r#"SELECT revoked_at IS NULL AS "standing!" FROM grants WHERE id = $1"#, grant_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(standing.unwrap_or(false))
+}
+
+pub async fn client_exists(pool: &PgPool, client_id: &str) -> Result<bool, sqlx::Error> {
+    let found = sqlx::query_scalar!(r#"SELECT true AS "found!" FROM clients WHERE client_id = $1"#, client_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(found.is_some())
+}
+
+pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!("DELETE FROM revoked_tokens WHERE expires_at < now() - interval '1 hour'")
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
