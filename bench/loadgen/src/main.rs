@@ -196,6 +196,8 @@ struct Measured {
     cpu_server: f64,
     cpu_pg: Option<f64>,
     cpu_gen: f64,
+    /// Cores busy with anything else on the machine (other builds and tests add noise).
+    cpu_other: f64,
     note: Option<String>,
 }
 
@@ -424,23 +426,27 @@ impl Bench {
         }
         let duration = max_duration.map_or(self.duration, |m| m.min(self.duration));
         rss.take_peak();
-        let (cpu0, pg0, gen0) = (
+        let (cpu0, pg0, gen0, all0) = (
             procstat::cpu_secs(s.cfg.pid).unwrap_or(0.0),
             procstat::cpu_secs_by_name("postgres"),
             procstat::self_cpu_secs(),
+            procstat::machine_busy_secs(),
         );
         let (out, _) = workload::run(s.addr, &s.host, sources, duration).await.map_err(|e| format!("{e:#}"))?;
         let secs = out.elapsed.as_secs_f64().max(1e-9);
-        let cpu_server = (procstat::cpu_secs(s.cfg.pid).unwrap_or(0.0) - cpu0) / secs;
-        let cpu_pg = s.cfg.uses_postgres.then(|| (procstat::cpu_secs_by_name("postgres") - pg0) / secs);
-        let cpu_gen = (procstat::self_cpu_secs() - gen0) / secs;
+        let cpu_server = ((procstat::cpu_secs(s.cfg.pid).unwrap_or(0.0) - cpu0) / secs).max(0.0);
+        let pg = ((procstat::cpu_secs_by_name("postgres") - pg0) / secs).max(0.0);
+        let cpu_gen = ((procstat::self_cpu_secs() - gen0) / secs).max(0.0);
+        let all = (procstat::machine_busy_secs() - all0) / secs;
+        let cpu_other = (all - cpu_server - pg - cpu_gen).max(0.0);
+        let cpu_pg = s.cfg.uses_postgres.then_some(pg);
         let peak_rss_kb = rss.take_peak();
         let mut note = note;
         if out.exhausted {
             let ran = format!("supply ran out after {:.1} s", out.elapsed.as_secs_f64());
             note = Some(note.map_or(ran.clone(), |n| format!("{n}; {ran}")));
         }
-        Ok(Some(Measured { out, peak_rss_kb, cpu_server, cpu_pg, cpu_gen, note }))
+        Ok(Some(Measured { out, peak_rss_kb, cpu_server, cpu_pg, cpu_gen, cpu_other, note }))
     }
 }
 
@@ -458,6 +464,7 @@ fn skipped(note: String) -> Measured {
         cpu_server: f64::NAN,
         cpu_pg: None,
         cpu_gen: f64::NAN,
+        cpu_other: f64::NAN,
         note: Some(note),
     }
 }
@@ -583,15 +590,15 @@ fn report(rows: &[Row], hwm: &[(String, Option<u64>)], servers: &[Arc<Server>], 
     let find = |w: Workload, name: &str| {
         rows.iter().find(|r| r.workload == w && r.server == name).and_then(|r| r.result.as_ref().ok())
     };
-    let mut table: Vec<[String; 13]> = vec![[
+    let mut table: Vec<[String; 14]> = vec![[
         "workload", "server", "req/s", "p50 ms", "p99 ms", "max ms", "errors", "ratio", "peak RSS MB", "CPU srv", "CPU pg",
-        "CPU gen", "target",
+        "CPU gen", "CPU other", "target",
     ]
     .map(str::to_owned)];
     let mut notes = Vec::new();
     let mut errors = Vec::new();
     for r in rows {
-        let mut line: [String; 13] = Default::default();
+        let mut line: [String; 14] = Default::default();
         line[0] = r.workload.name().into();
         line[1] = r.server.clone();
         match &r.result {
@@ -614,6 +621,7 @@ fn report(rows: &[Row], hwm: &[(String, Option<u64>)], servers: &[Arc<Server>], 
                 line[9] = fmt_f(m.cpu_server, 2);
                 line[10] = m.cpu_pg.map_or("-".into(), |v| fmt_f(v, 2));
                 line[11] = fmt_f(m.cpu_gen, 2);
+                line[12] = fmt_f(m.cpu_other, 2);
                 if let Some(n) = &m.note {
                     notes.push(format!(
                         "{} on {}: {n}; {} requests in {:.1} s",
@@ -637,13 +645,13 @@ fn report(rows: &[Row], hwm: &[(String, Option<u64>)], servers: &[Arc<Server>], 
                     let other = reference.as_deref().and_then(|n| find(r.workload, n)).filter(|m| !is_skip(m));
                     let ratio = other.map(|ref_m| o.rps() / ref_m.out.rps().max(1e-9));
                     line[7] = ratio.map_or("-".into(), |x| format!("{x:.2}x"));
-                    line[12] = targets(r.workload, o, ratio).join(", ");
+                    line[13] = targets(r.workload, o, ratio).join(", ");
                 }
             }
         }
         table.push(line);
     }
-    let widths: Vec<usize> = (0..13).map(|i| table.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..14).map(|i| table.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -656,7 +664,7 @@ fn report(rows: &[Row], hwm: &[(String, Option<u64>)], servers: &[Arc<Server>], 
         let cells: Vec<String> = l
             .iter()
             .enumerate()
-            .map(|(i, c)| if (2..=11).contains(&i) { format!("{c:>w$}", w = widths[i]) } else { format!("{c:<w$}", w = widths[i]) })
+            .map(|(i, c)| if (2..=12).contains(&i) { format!("{c:>w$}", w = widths[i]) } else { format!("{c:<w$}", w = widths[i]) })
             .collect();
         let _ = writeln!(s, "| {} |", cells.join(" | "));
         if k == 0 {
@@ -665,7 +673,7 @@ fn report(rows: &[Row], hwm: &[(String, Option<u64>)], servers: &[Arc<Server>], 
                 .enumerate()
                 .map(|(i, w)| {
                     let w = (*w).max(3);
-                    if (2..=11).contains(&i) { format!("{}:", "-".repeat(w + 1)) } else { "-".repeat(w + 2) }
+                    if (2..=12).contains(&i) { format!("{}:", "-".repeat(w + 1)) } else { "-".repeat(w + 2) }
                 })
                 .collect();
             let _ = writeln!(s, "|{}|", rule.join("|"));
@@ -673,7 +681,7 @@ fn report(rows: &[Row], hwm: &[(String, Option<u64>)], servers: &[Arc<Server>], 
     }
     let _ = writeln!(
         s,
-        "\nratio: {primary} req/s ÷ {} req/s. CPU srv / pg / gen: cores used during the run by the server process / all PostgreSQL processes / the load generator (2 cores on this machine).",
+        "\nratio: {primary} req/s ÷ {} req/s. CPU srv / pg / gen / other: cores used during the run by the server process / all PostgreSQL processes / the load generator / everything else on the machine (2 cores in all).",
         reference.as_deref().unwrap_or("reference")
     );
     for (name, kb) in hwm {
