@@ -30,7 +30,7 @@ pub enum ResourceCommand {
         /// Scope granted when a request names none (repeatable; must be one of --scope).
         #[arg(long = "default-scope", value_name = "SCOPE")]
         default_scopes: Vec<String>,
-        /// Access-token lifetime for this resource (1m to 24h).
+        /// Access-token lifetime for this resource (5s to 24h).
         #[arg(long, value_name = "DURATION", default_value = "10m")]
         token_ttl: String,
         /// Use this resource when an authorization request names none.
@@ -168,8 +168,8 @@ pub async fn resource(pool: &PgPool, cmd: &ResourceCommand) -> Result<(), Failur
                 return Err(usage("--default-scope", format!("{unknown} is not one of the --scope values")));
             }
             let ttl = parse_duration(token_ttl).map_err(|m| usage("--token-ttl", m))?;
-            if !(Duration::from_secs(60)..=Duration::from_secs(86400)).contains(&ttl) {
-                return Err(usage("--token-ttl", "must be between 1m and 24h"));
+            if !(Duration::from_secs(5)..=Duration::from_secs(86400)).contains(&ttl) {
+                return Err(usage("--token-ttl", "must be between 5s and 24h"));
             }
             let secret = Secret::generate();
             let r = Resource {

@@ -77,11 +77,27 @@ impl IntoResponse for ApiError {
 }
 
 impl From<sqlx::Error> for ApiError {
+    /// The database being unreachable (or refusing connections) is a 503, so clients retry; a
+    /// failing statement is a bug: 500.
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => Self::unavailable(e),
-            e => Self::internal(e),
-        }
+        if is_unavailable(&e) { Self::unavailable(e) } else { Self::internal(e) }
+    }
+}
+
+/// Whether a database error means "cannot reach the database now" rather than "this statement failed".
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 53: insufficient resources; 57: operator intervention
+            // (shutdown, cannot connect now); 3D000: the database does not exist; 28: refused login.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57")
+                || code == "3D000"
+                || code.starts_with("28")
+        }),
+        _ => false,
     }
 }
 

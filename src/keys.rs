@@ -122,7 +122,7 @@ pub struct LoadedKey {
 }
 
 impl LoadedKey {
-    fn from_row(master: &MasterKey, row: &store::keys::KeyRow) -> Result<Self, KeyError> {
+    pub fn from_row(master: &MasterKey, row: &store::keys::KeyRow) -> Result<Self, KeyError> {
         let corrupt = |what| KeyError::Corrupt { kid: row.kid.clone(), what };
         let pkcs8 = decrypt(master, &row.kid, &row.private_key_enc)?;
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)

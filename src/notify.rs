@@ -31,8 +31,13 @@ pub fn spawn(state: Weak<Inner>) -> JoinHandle<()> {
                     continue;
                 }
             };
-            let channels =
-                [store::keys::CHANNEL, store::resources::CHANNEL, store::clients::CHANNEL, store::grants::CHANNEL, store::revocation::CHANNEL];
+            let channels = [
+                store::keys::CHANNEL,
+                store::resources::CHANNEL,
+                store::clients::CHANNEL,
+                store::grants::CHANNEL,
+                store::revocation::CHANNEL,
+            ];
             if let Err(e) = listener.listen_all(channels).await {
                 tracing::warn!(error = %e, "cache invalidation listener cannot LISTEN; retrying");
                 tokio::time::sleep(backoff).await;

@@ -90,12 +90,16 @@ pub fn verify(state: &AppState, token: &str, allow_expired: bool) -> Result<Acce
         return Err(Invalid::Malformed);
     }
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(Invalid::Malformed);
     };
     let header: Header =
         B64.decode(header).ok().and_then(|h| serde_json::from_slice(&h).ok()).ok_or(Invalid::Malformed)?;
-    let typ_ok = header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
+    let typ_ok = header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
     if header.alg != "ES256" || !typ_ok {
         return Err(Invalid::Header);
     }

@@ -41,7 +41,10 @@ async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params) ->
         .await?
         .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
     if client.secret_hash.is_none() {
-        return Err(OAuthError::invalid_client("introspection requires resource-server or confidential-client credentials").into());
+        return Err(OAuthError::invalid_client(
+            "introspection requires resource-server or confidential-client credentials",
+        )
+        .into());
     }
     presented.verify(client.secret_hash.as_deref())?;
     Ok(Caller::Client(client))

@@ -105,7 +105,12 @@ pub async fn add(pool: &PgPool, r: &Resource) -> Result<(), AddError> {
 }
 
 /// Replace a resource's introspection credentials; `false` if there is no such resource.
-pub async fn set_credentials(pool: &PgPool, uri: &str, credential_id: &str, secret_hash: &[u8]) -> Result<bool, sqlx::Error> {
+pub async fn set_credentials(
+    pool: &PgPool,
+    uri: &str,
+    credential_id: &str,
+    secret_hash: &[u8],
+) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let done = sqlx::query!(
         "UPDATE resources SET credential_id = $2, credential_secret_hash = $3 WHERE uri = $1",

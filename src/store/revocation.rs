@@ -10,9 +10,13 @@ pub const CHANNEL: &str = "tessera_revoked_tokens";
 
 /// Put an access token's `jti` on the deny list until it would expire anyway.
 pub async fn revoke_jti(pool: &PgPool, jti: &str, expires_at: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    sqlx::query!("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING", jti, expires_at)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+        jti,
+        expires_at
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -35,9 +39,10 @@ pub async fn is_jti_revoked(pool: &PgPool, jti: &str) -> Result<bool, sqlx::Erro
 
 /// Whether a grant exists and is not revoked.
 pub async fn grant_standing(pool: &PgPool, grant_id: Uuid) -> Result<bool, sqlx::Error> {
-    let standing = sqlx::query_scalar!(r#"SELECT revoked_at IS NULL AS "standing!" FROM grants WHERE id = $1"#, grant_id)
-        .fetch_optional(pool)
-        .await?;
+    let standing =
+        sqlx::query_scalar!(r#"SELECT revoked_at IS NULL AS "standing!" FROM grants WHERE id = $1"#, grant_id)
+            .fetch_optional(pool)
+            .await?;
     Ok(standing.unwrap_or(false))
 }
 

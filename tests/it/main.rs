@@ -10,4 +10,5 @@ mod binary;
 mod browser;
 mod cimd;
 mod foundation;
+mod introspection;
 mod registration;

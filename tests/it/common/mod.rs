@@ -217,6 +217,9 @@ impl Drop for TestDb {
 pub struct Options {
     /// Path appended to the issuer (`/tenant`).
     pub issuer_path: String,
+    /// Use this issuer instead of this instance's own address: a second instance behind the
+    /// same (imagined) load balancer as the first.
+    pub issuer: Option<String>,
     pub master_key: Option<MasterKey>,
     /// Settings by environment-variable name, e.g. ("TESSERA_REFRESH_TOKEN_IDLE_TTL", "2m").
     pub settings: Vec<(&'static str, String)>,
@@ -225,8 +228,10 @@ pub struct Options {
 /// Tessera served on a loopback port.
 pub struct TestApp {
     pub addr: SocketAddr,
-    /// The issuer, which is also the base URL of every endpoint.
+    /// The issuer.
     pub issuer: String,
+    /// Where this instance's endpoints are (the issuer, unless the issuer is shared).
+    pub base: String,
     /// The server's origin (`http://127.0.0.1:port`), without the issuer path.
     pub origin: String,
     pub client: reqwest::Client,
@@ -253,7 +258,8 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let origin = format!("http://{addr}");
-        let issuer = Issuer::parse(&format!("{origin}{}", options.issuer_path)).unwrap();
+        let base = format!("{origin}{}", options.issuer_path);
+        let issuer = Issuer::parse(options.issuer.as_deref().unwrap_or(&base)).unwrap();
         let mut sources = Sources::default();
         for (key, value) in &options.settings {
             sources.set(key, value.clone());
@@ -270,6 +276,7 @@ impl TestApp {
         Self {
             addr,
             issuer: issuer.as_str().to_owned(),
+            base,
             origin,
             client: client(),
             state,
@@ -280,7 +287,7 @@ impl TestApp {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.issuer)
+        format!("{}{path}", self.base)
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
