@@ -230,7 +230,7 @@ impl Bench {
                     return Ok(Prepared::Skip(skip));
                 }
                 let tokens = self.client_credentials_tokens(s, 64).await?;
-                let (auth, extra) = self.introspection_auth(s, &tokens[0]).await?;
+                let (auth, extra, who) = self.introspection_auth(s, &tokens[0]).await?;
                 let reqs: Vec<Req> = tokens
                     .iter()
                     .map(|t| {
@@ -239,7 +239,12 @@ impl Bench {
                         Req::post_form(&path_of(&e.introspection), form(&pairs), auth.clone())
                     })
                     .collect();
-                run(fixed(reqs, "\"active\":true"), true)
+                Prepared::Run {
+                    sources: fixed(reqs, "\"active\":true"),
+                    warmup: true,
+                    max_duration: None,
+                    note: Some(format!("{} tokens introspected round robin by {who}", tokens.len())),
+                }
             }
             Workload::RefreshToken => {
                 let per_worker = if self.smoke { 1 } else { 4 };
@@ -372,7 +377,7 @@ impl Bench {
         &self,
         s: &Server,
         token: &str,
-    ) -> Result<(Option<hyper::header::HeaderValue>, Vec<(&'static str, String)>)> {
+    ) -> Result<(Option<hyper::header::HeaderValue>, Vec<(&'static str, String)>, String)> {
         let mut candidates = s.cfg.introspect_credentials.clone();
         if let Some(file) = &s.cfg.credentials_file {
             candidates.extend(scan_credentials(&std::fs::read_to_string(file).unwrap_or_default()));
@@ -395,10 +400,15 @@ impl Bench {
                 let status = res.status();
                 let body = res.text().await.unwrap_or_default();
                 if status.is_success() && body.contains("\"active\":true") {
+                    let who = format!(
+                        "{} ({})",
+                        if id == s.cfg.cc_client_id { "the confidential client" } else { "resource-server credentials" },
+                        if in_form { "client_secret_post" } else { "client_secret_basic" }
+                    );
                     let chosen = if in_form {
-                        (None, vec![("client_id", id), ("client_secret", secret)])
+                        (None, vec![("client_id", id), ("client_secret", secret)], who)
                     } else {
-                        (Some(basic(&id, &secret)), vec![])
+                        (Some(basic(&id, &secret)), vec![], who)
                     };
                     return Ok(chosen);
                 }
