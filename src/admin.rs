@@ -9,6 +9,7 @@ use clap::Subcommand;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::audit::{Event, Outcome};
 use crate::cli::Failure;
 use crate::config::{ConfigError, format_duration, parse_duration};
 use crate::oauth::secret::{self, Secret};
@@ -72,6 +73,14 @@ pub enum UserCommand {
     Disable { username: String },
     /// Enable a disabled account.
     Enable { username: String },
+    /// Withdraw a user's approvals (of one client, or all): the consent page is shown again and
+    /// every grant made with them is revoked.
+    Revoke {
+        username: String,
+        /// Only this client.
+        #[arg(long, allow_hyphen_values = true)]
+        client: Option<String>,
+    },
     /// List the accounts.
     List,
 }
@@ -129,6 +138,13 @@ fn print_credentials(id: &str, secret: &Secret) {
     eprintln!(
         "The MCP server authenticates to /introspect with these (client_secret_basic or client_secret_post). The secret is shown only now."
     );
+}
+
+/// Record an admin action in the audit log (synchronously: the command waits for it).
+pub async fn admin_event(pool: &PgPool, event: Event) -> Result<(), Failure> {
+    let event = event.detail_default("cli");
+    event.log_now();
+    store::audit::insert(pool, &[event]).await.map_err(db)
 }
 
 fn usage(key: &str, message: impl Into<String>) -> Failure {
@@ -190,6 +206,7 @@ pub async fn resource(pool: &PgPool, cmd: &ResourceCommand) -> Result<(), Failur
                 }
                 Err(store::resources::AddError::Database(e)) => return Err(db(e)),
             }
+            admin_event(pool, Event::new("admin.resource.added", Outcome::Success).resource(&uri)).await?;
             println!("resource {}", r.id);
             println!("uri      {uri}");
             print_credentials(r.credential_id.as_deref().unwrap_or_default(), &secret);
@@ -233,12 +250,15 @@ pub async fn resource(pool: &PgPool, cmd: &ResourceCommand) -> Result<(), Failur
             let id = found.credential_id.clone().unwrap_or_else(new_credential_id);
             let secret = Secret::generate();
             store::resources::set_credentials(pool, &canonical, &id, &secret.digest()).await.map_err(db)?;
+            admin_event(pool, Event::new("admin.resource.credentials_rotated", Outcome::Success).resource(&canonical))
+                .await?;
             print_credentials(&id, &secret);
             Ok(())
         }
         ResourceCommand::Remove { uri } => {
             let canonical = resource::canonicalize(uri).map_err(|m| usage("URI", format!("resource URI {m}")))?;
             if store::resources::remove(pool, &canonical).await.map_err(db)? {
+                admin_event(pool, Event::new("admin.resource.removed", Outcome::Success).resource(&canonical)).await?;
                 println!("removed {canonical}");
                 Ok(())
             } else {
@@ -299,12 +319,15 @@ pub async fn user(pool: &PgPool, cmd: &UserCommand) -> Result<(), Failure> {
             if !store::users::insert(pool, id, username, email.as_deref(), &hashed).await.map_err(db)? {
                 return Err(usage("USERNAME", format!("{username} already exists")));
             }
+            admin_event(pool, Event::new("admin.user.added", Outcome::Success).subject(id.to_string())).await?;
             println!("user {id}");
             Ok(())
         }
         UserCommand::Passwd { username, password_stdin } => {
             let hashed = hash(read_password(*password_stdin)?).await?;
             if store::users::set_password(pool, username, &hashed).await.map_err(db)? {
+                admin_event(pool, Event::new("admin.user.password_changed", Outcome::Success).detail(username.clone()))
+                    .await?;
                 println!("password changed for {username}");
                 Ok(())
             } else {
@@ -314,11 +337,30 @@ pub async fn user(pool: &PgPool, cmd: &UserCommand) -> Result<(), Failure> {
         UserCommand::Disable { username } | UserCommand::Enable { username } => {
             let disable = matches!(cmd, UserCommand::Disable { .. });
             if store::users::set_disabled(pool, username, disable).await.map_err(db)? {
+                let event = if disable { "admin.user.disabled" } else { "admin.user.enabled" };
+                admin_event(pool, Event::new(event, Outcome::Success).detail(username.clone())).await?;
                 println!("{} {username}", if disable { "disabled" } else { "enabled" });
                 Ok(())
             } else {
                 Err(usage("USERNAME", format!("no user {username}")))
             }
+        }
+        UserCommand::Revoke { username, client } => {
+            let user = store::users::by_username(pool, username)
+                .await
+                .map_err(db)?
+                .ok_or_else(|| usage("USERNAME", format!("no user {username}")))?;
+            let (consents, grants) =
+                store::grants::revoke_consent(pool, user.id, client.as_deref()).await.map_err(db)?;
+            let mut event = Event::new("consent.revoked", Outcome::Success)
+                .subject(user.id.to_string())
+                .detail(format!("{consents} approvals, {grants} grants"));
+            if let Some(client) = client {
+                event = event.client(client.clone());
+            }
+            admin_event(pool, event).await?;
+            println!("withdrew {consents} approval(s) and revoked {grants} grant(s) of {username}");
+            Ok(())
         }
         UserCommand::List => {
             println!("{:<36} {:<24} {:<9} EMAIL", "ID", "USERNAME", "STATUS");
@@ -388,6 +430,7 @@ pub async fn client(pool: &PgPool, cmd: &ClientCommand) -> Result<(), Failure> {
             client.grant_types = grant_types;
             client.allowed_resources = allowed;
             store::clients::insert(pool, &client).await.map_err(db)?;
+            admin_event(pool, Event::new("admin.client.added", Outcome::Success).client(&client.client_id)).await?;
             println!("client_id     {}", client.client_id);
             if let Some(secret) = secret {
                 println!("client_secret {}", secret.expose());
@@ -430,17 +473,130 @@ pub async fn client(pool: &PgPool, cmd: &ClientCommand) -> Result<(), Failure> {
             store::registration_tokens::insert(pool, &token.digest(), note.as_deref(), ttl.as_secs_f64(), uses)
                 .await
                 .map_err(db)?;
+            admin_event(pool, Event::new("admin.registration_token.created", Outcome::Success).digest(&token.digest()))
+                .await?;
             println!("registration_token {}", token.expose());
             eprintln!("Clients send it as `Authorization: Bearer <token>` to /register. It is shown only now.");
             Ok(())
         }
         ClientCommand::Remove { client_id } => {
             if store::clients::delete(pool, client_id).await.map_err(db)? {
+                admin_event(pool, Event::new("admin.client.removed", Outcome::Success).client(client_id.clone()))
+                    .await?;
                 println!("removed {client_id}");
                 Ok(())
             } else {
                 Err(usage("CLIENT_ID", format!("no client {client_id}")))
             }
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditTail {
+    /// Keep printing new records as they are stored (Ctrl-C to stop).
+    #[arg(long)]
+    follow: bool,
+    /// Only records about this client.
+    #[arg(long = "client", allow_hyphen_values = true)]
+    client: Option<String>,
+    /// Only records about this subject (a user id, or a client id for client_credentials).
+    #[arg(long)]
+    subject: Option<String>,
+    /// Only this event, or a family of events (`login` matches `login.failure`, ...).
+    #[arg(long)]
+    event: Option<String>,
+    /// Only records since this time: RFC 3339 (`2026-01-31T12:00:00Z`) or a duration ago (`1h`, `7d`).
+    #[arg(long)]
+    since: Option<String>,
+    /// How many recent records to show first.
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn print_audit_row(row: &store::audit::Row, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(row).unwrap_or_default());
+        return;
+    }
+    let mut line = format!(
+        "{}  {:<28} {:<12}",
+        row.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        row.event,
+        row.outcome
+    );
+    let fields = [
+        ("client", &row.client_id),
+        ("subject", &row.subject),
+        ("resource", &row.resource),
+        ("scopes", &row.scopes),
+        ("source", &row.source),
+        ("request", &row.request_id),
+        ("digest", &row.digest),
+        ("detail", &row.detail),
+    ];
+    for (name, value) in fields {
+        if let Some(v) = value {
+            if v.contains(' ') {
+                line.push_str(&format!(" {name}={v:?}"));
+            } else {
+                line.push_str(&format!(" {name}={v}"));
+            }
+        }
+    }
+    println!("{line}");
+}
+
+pub async fn audit_tail(pool: &PgPool, args: &AuditTail) -> Result<(), Failure> {
+    let since = match &args.since {
+        None => None,
+        Some(s) => Some(match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) => t.with_timezone(&chrono::Utc),
+            Err(_) => {
+                let ago = parse_duration(s).map_err(|m| usage("--since", format!("{m}; or an RFC 3339 time")))?;
+                chrono::Utc::now() - chrono::Duration::from_std(ago).map_err(|_| usage("--since", "is too long"))?
+            }
+        }),
+    };
+    if !(1..=100_000).contains(&args.limit) {
+        return Err(usage("--limit", "must be between 1 and 100000"));
+    }
+    let mut filter = store::audit::Filter {
+        client_id: args.client.clone(),
+        subject: args.subject.clone(),
+        event: args.event.clone(),
+        since,
+        after_id: None,
+    };
+    let rows = store::audit::list(pool, &filter, args.limit).await.map_err(db)?;
+    for row in &rows {
+        print_audit_row(row, args.json);
+    }
+    if !args.follow {
+        return Ok(());
+    }
+    filter.after_id = Some(rows.last().map_or(0, |r| r.id));
+    if rows.is_empty() {
+        filter.after_id =
+            sqlx::query_scalar!("SELECT max(id) FROM audit_events").fetch_one(pool).await.map_err(db)?.or(Some(0));
+    }
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let rows = store::audit::list(pool, &filter, 10_000).await.map_err(db)?;
+        for row in &rows {
+            print_audit_row(row, args.json);
+        }
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        if let Some(last) = rows.last() {
+            filter.after_id = Some(last.id);
         }
     }
 }

@@ -18,6 +18,7 @@ use chrono::Utc;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
+use crate::audit::{AuditSink, Event, Outcome};
 use crate::oauth::registration::{self, Source};
 use crate::security::rate_limit::Limiter;
 use crate::security::ssrf::is_special_use;
@@ -192,7 +193,7 @@ impl Fetcher {
     }
 
     /// The client a document URL describes: the cached row while fresh, else a new fetch.
-    pub async fn resolve(&self, pool: &sqlx::PgPool, client_id: &str) -> Result<Client, CimdError> {
+    pub async fn resolve(&self, pool: &sqlx::PgPool, audit: &AuditSink, client_id: &str) -> Result<Client, CimdError> {
         let url = check_url(client_id, &self.settings)?;
         if let Ok(Some(row)) = clients::get(pool, client_id).await
             && row.origin == "cimd"
@@ -204,7 +205,7 @@ impl Fetcher {
             let mut in_flight = self.in_flight.lock().map_err(|_| CimdError::Fetch)?;
             in_flight.entry(client_id.to_owned()).or_default().clone()
         };
-        let result = cell.get_or_init(|| self.fetch_and_store(pool, &url)).await.clone();
+        let result = cell.get_or_init(|| self.fetch_and_store(pool, audit, &url)).await.clone();
         if let Ok(mut in_flight) = self.in_flight.lock()
             && in_flight.get(client_id).is_some_and(|c| Arc::ptr_eq(c, &cell))
         {
@@ -213,7 +214,12 @@ impl Fetcher {
         result
     }
 
-    async fn fetch_and_store(&self, pool: &sqlx::PgPool, url: &url::Url) -> Result<Client, CimdError> {
+    async fn fetch_and_store(
+        &self,
+        pool: &sqlx::PgPool,
+        audit: &AuditSink,
+        url: &url::Url,
+    ) -> Result<Client, CimdError> {
         let result = async {
             let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
             self.per_host.check(&host).map_err(|_| CimdError::RateLimited)?;
@@ -228,7 +234,9 @@ impl Fetcher {
         }
         .await;
         if let Err(e) = &result {
-            tracing::warn!(client_id = %url, error = %e, "client metadata document rejected");
+            audit
+                .record(Event::new("cimd.fetch_failed", Outcome::Error).client(url.as_str()).detail(e.to_string()))
+                .await;
         }
         result
     }

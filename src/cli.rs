@@ -67,6 +67,15 @@ pub enum Command {
     /// Manage clients registered by the operator.
     #[command(subcommand)]
     Client(crate::admin::ClientCommand),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Show recent audit records, oldest first, optionally filtered; --follow keeps printing.
+    Tail(crate::admin::AuditTail),
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,6 +202,13 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             db.close().await;
             result
         }
+        Command::Audit(AuditCommand::Tail(args)) => {
+            init_admin_logging(&config);
+            let db = AdminDb::open(&config, &cli.data_dir).await?;
+            let result = crate::admin::audit_tail(&db.pool, args).await;
+            db.close().await;
+            result
+        }
     }
 }
 
@@ -225,6 +241,10 @@ async fn serve(config: Config) -> Result<(), Failure> {
         .map_err(|e| ConfigError::new("TESSERA_LISTEN", format!("cannot listen on {}: {e}", config.listen)))?;
     tracing::info!(issuer = %state.settings.issuer, listen = %config.listen, "tessera is serving");
     let shutdown = CancellationToken::new();
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::install();
+        crate::metrics::start(&state, addr, shutdown.clone()).await?;
+    }
     server::cancel_on_signal(shutdown.clone());
     server::run(state, vec![listener], shutdown).await.map_err(|e| anyhow::anyhow!("serving HTTP: {e}"))?;
     tracing::info!("stopped");
@@ -252,6 +272,11 @@ async fn keys_command(config: &Config, db: &AdminDb, cmd: &KeysCommand) -> Resul
             store::keys::insert(&db.pool, &new.kid, &jwk, &new.private_key_enc, activates_at)
                 .await
                 .map_err(anyhow::Error::from)?;
+            crate::admin::admin_event(
+                &db.pool,
+                crate::audit::Event::new("admin.keys.rotated", crate::audit::Outcome::Success).detail(new.kid.clone()),
+            )
+            .await?;
             println!("added signing key {}", new.kid);
             println!(
                 "published now; signs from {} (in {})",

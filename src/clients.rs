@@ -76,7 +76,7 @@ pub async fn find(state: &AppState, client_id: &str) -> Result<Option<Arc<Client
     }
     let epoch = state.clients.epoch.load(Ordering::SeqCst);
     let client = if document {
-        Some(Arc::new(state.cimd.resolve(&state.pool, client_id).await?))
+        Some(Arc::new(state.cimd.resolve(&state.pool, &state.audit, client_id).await?))
     } else {
         crate::store::clients::get(&state.pool, client_id).await?.map(Arc::new)
     };

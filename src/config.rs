@@ -193,6 +193,31 @@ pub struct Config {
     pub cimd_allowed_ports: Vec<u16>,
     /// Metadata document fetches per host per minute.
     pub cimd_fetches_per_minute: u32,
+    /// Proxies whose `Forwarded`/`X-Forwarded-For` headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where `/metrics` is served; off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Audit records older than this are deleted.
+    pub audit_retention: Duration,
+    /// Per-instance rate limits.
+    pub rate_limits: RateLimitSettings,
+    /// Failed logins for one account from one source before attempts are refused for a while.
+    pub login_max_failures: u32,
+    /// Failed logins from one source (any accounts) within 15 minutes before the source is refused.
+    pub login_source_max_failures: u32,
+}
+
+/// A rate: `count` per `period`.
+pub type Rate = (u32, Duration);
+
+/// Rate limits per instance: per source address, and per client where a client is known.
+#[derive(Clone, Debug)]
+pub struct RateLimitSettings {
+    pub token: (Rate, Rate),
+    pub introspect: (Rate, Rate),
+    pub revoke: (Rate, Rate),
+    /// `/authorize`, `/login`, `/consent`: per source address.
+    pub browser: Rate,
 }
 
 /// `TESSERA_REGISTRATION`: who may register clients at `/register`.
@@ -227,6 +252,15 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("TESSERA_CIMD_ALLOW_LOOPBACK", "cimd_allow_loopback"),
     ("TESSERA_CIMD_ALLOWED_PORTS", "cimd_allowed_ports"),
     ("TESSERA_CIMD_FETCHES_PER_MINUTE", "cimd_fetches_per_minute"),
+    ("TESSERA_TRUSTED_PROXIES", "trusted_proxies"),
+    ("TESSERA_METRICS_LISTEN", "metrics_listen"),
+    ("TESSERA_AUDIT_RETENTION", "audit_retention"),
+    ("TESSERA_RATE_LIMIT_TOKEN", "rate_limit_token"),
+    ("TESSERA_RATE_LIMIT_INTROSPECT", "rate_limit_introspect"),
+    ("TESSERA_RATE_LIMIT_REVOKE", "rate_limit_revoke"),
+    ("TESSERA_RATE_LIMIT_BROWSER", "rate_limit_browser"),
+    ("TESSERA_LOGIN_MAX_FAILURES", "login_max_failures"),
+    ("TESSERA_LOGIN_SOURCE_MAX_FAILURES", "login_source_max_failures"),
 ];
 
 /// Raw values by environment-variable name, before parsing.
@@ -382,6 +416,46 @@ impl Config {
                 .collect::<Result<_, _>>()?,
         };
         let cimd_fetches_per_minute = parse_int_setting(src, "TESSERA_CIMD_FETCHES_PER_MINUTE", 20, (1, 100_000))?;
+        let trusted_proxies = match src.get("TESSERA_TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse::<ipnet::IpNet>()
+                        .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            ConfigError::new(
+                                "TESSERA_TRUSTED_PROXIES",
+                                format!("{p:?} is not an address or CIDR range"),
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let metrics_listen = src
+            .get("TESSERA_METRICS_LISTEN")
+            .map(|v| {
+                v.trim().parse::<SocketAddr>().map_err(|_| {
+                    ConfigError::new(
+                        "TESSERA_METRICS_LISTEN",
+                        format!("{v:?} is not an address:port such as 127.0.0.1:9090"),
+                    )
+                })
+            })
+            .transpose()?;
+        let audit_retention =
+            parse_duration_setting(src, "TESSERA_AUDIT_RETENTION", "180d", (86400, 10 * 365 * 86400))?;
+        let rate_limits = RateLimitSettings {
+            token: parse_rate_pair(src, "TESSERA_RATE_LIMIT_TOKEN", "1200/1m,600/1m")?,
+            introspect: parse_rate_pair(src, "TESSERA_RATE_LIMIT_INTROSPECT", "6000/1m,6000/1m")?,
+            revoke: parse_rate_pair(src, "TESSERA_RATE_LIMIT_REVOKE", "600/1m,300/1m")?,
+            browser: parse_rate(src, "TESSERA_RATE_LIMIT_BROWSER", "300/1m")?,
+        };
+        let login_max_failures = parse_int_setting(src, "TESSERA_LOGIN_MAX_FAILURES", 5, (1, 1000))?;
+        let login_source_max_failures =
+            parse_int_setting(src, "TESSERA_LOGIN_SOURCE_MAX_FAILURES", 50, (1, 1_000_000))?;
         Ok(Self {
             database_url,
             issuer,
@@ -402,6 +476,12 @@ impl Config {
             cimd_allow_loopback,
             cimd_allowed_ports,
             cimd_fetches_per_minute,
+            trusted_proxies,
+            metrics_listen,
+            audit_retention,
+            rate_limits,
+            login_max_failures,
+            login_source_max_failures,
         })
     }
 
@@ -442,6 +522,18 @@ fn parse_database_url(value: &str) -> Result<DatabaseUrl, String> {
         .parse::<sqlx::postgres::PgConnectOptions>()
         .map_err(|_| "is not a valid PostgreSQL connection URL".to_owned())?;
     Ok(DatabaseUrl(value.to_owned()))
+}
+
+/// Two rates: `PER_ADDRESS,PER_CLIENT` (`1200/1m,600/1m`); one rate sets both.
+fn parse_rate_pair(src: &Sources, key: &str, default: &str) -> Result<(Rate, Rate), ConfigError> {
+    let raw = src.get(key).unwrap_or(default);
+    let (a, b) = raw.split_once(',').unwrap_or((raw, raw));
+    let one = |v: &str| {
+        let mut single = Sources::default();
+        single.values.insert("X", (v.to_owned(), "value"));
+        parse_rate(&single, "X", v).map_err(|e| ConfigError::new(key, e.message))
+    };
+    Ok((one(a)?, one(b)?))
 }
 
 /// A rate: `N/DURATION` (`30/1h`, `10/1m`), or a bare `N` per hour.

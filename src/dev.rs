@@ -200,6 +200,10 @@ pub async fn run(config: Config, data_dir: &Path, port: u16) -> Result<(), Failu
     print_banner(&issuer, data_dir, config.database_url.is_some());
 
     let shutdown = CancellationToken::new();
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::install();
+        crate::metrics::start(&state, addr, shutdown.clone()).await?;
+    }
     server::cancel_on_signal(shutdown.clone());
     let served = server::run(state, listeners, shutdown).await;
     tracing::info!("Tessera stopped; stopping PostgreSQL");

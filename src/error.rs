@@ -20,6 +20,8 @@ pub struct ApiError {
     pub description: Cow<'static, str>,
     /// `WWW-Authenticate` challenge for 401 answers.
     pub challenge: Option<&'static str>,
+    /// `Retry-After` seconds for 429 answers.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -31,7 +33,19 @@ struct ErrorBody<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, code, description: description.into(), challenge: None }
+        Self { status, code, description: description.into(), challenge: None, retry_after: None }
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn too_many_requests(wait: std::time::Duration) -> Self {
+        let secs = crate::security::rate_limit::retry_after_secs(wait);
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            format!("too many requests; retry after {secs} seconds"),
+        );
+        e.retry_after = Some(secs);
+        e
     }
 
     pub fn not_found() -> Self {
@@ -71,6 +85,9 @@ impl IntoResponse for ApiError {
         res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         if let Some(challenge) = self.challenge {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if let Some(secs) = self.retry_after {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }

@@ -4,6 +4,7 @@
 //! application with [`http::router`] from an [`state::AppState`].
 
 pub mod admin;
+pub mod audit;
 pub mod cimd;
 pub mod cli;
 pub mod clients;
@@ -14,6 +15,7 @@ pub mod grant;
 pub mod http;
 pub mod keys;
 pub mod maintenance;
+pub mod metrics;
 pub mod notify;
 pub mod oauth;
 pub mod password;

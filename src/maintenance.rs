@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use crate::audit::{Event, Outcome};
 use crate::state::{AppState, Inner};
 use crate::store;
 
@@ -28,6 +29,7 @@ pub fn spawn(state: Weak<Inner>) -> JoinHandle<()> {
 
 pub async fn run_once(app: &AppState) {
     app.registration_limiter.prune();
+    app.limits.prune();
     app.revocation.prune();
     app.cimd.prune();
     let settings = &app.settings;
@@ -40,7 +42,9 @@ pub async fn run_once(app: &AppState) {
     {
         Ok(deleted) => {
             for (client_id, reason) in deleted {
-                tracing::info!(client_id, reason, "self-registered client cleaned up");
+                app.audit
+                    .record(Event::new("client.cleaned_up", Outcome::Success).client(client_id).detail(reason))
+                    .await;
             }
         }
         Err(e) => tracing::warn!(error = %e, "client cleanup failed"),
@@ -50,6 +54,11 @@ pub async fn run_once(app: &AppState) {
         ("authorization requests", store::authz_requests::prune(&app.pool).await),
         ("codes, refresh tokens and grants", store::grants::prune(&app.pool, GRANT_RETENTION_SECONDS).await),
         ("revoked access tokens", store::revocation::prune(&app.pool).await),
+        ("login failures", store::login_throttle::prune(&app.pool).await),
+        (
+            "audit records past retention",
+            store::audit::prune(&app.pool, app.settings.audit_retention.as_secs_f64()).await,
+        ),
     ];
     for (what, result) in results {
         match result {

@@ -36,6 +36,11 @@ pub struct ServerSettings {
     pub registration_unauthorized_ttl: Duration,
     pub registration_idle_ttl: Duration,
     pub cimd: crate::cimd::CimdSettings,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub audit_retention: Duration,
+    pub rate_limits: crate::config::RateLimitSettings,
+    pub login_max_failures: u32,
+    pub login_source_max_failures: u32,
 }
 
 impl ServerSettings {
@@ -57,6 +62,11 @@ impl ServerSettings {
                 allowed_ports: config.cimd_allowed_ports.clone(),
                 fetches_per_minute: config.cimd_fetches_per_minute,
             },
+            trusted_proxies: config.trusted_proxies.clone(),
+            audit_retention: config.audit_retention,
+            rate_limits: config.rate_limits.clone(),
+            login_max_failures: config.login_max_failures,
+            login_source_max_failures: config.login_source_max_failures,
         }
     }
 }
@@ -81,6 +91,10 @@ pub struct Inner {
     /// Clients whose `last_used_at` this instance updated recently (so the token path writes it
     /// at most about hourly per client).
     pub(crate) recently_used: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// The audit log.
+    pub audit: crate::audit::AuditSink,
+    /// Per-instance rate limits.
+    pub limits: crate::security::rate_limit::RateLimits,
     /// Clients recently looked up.
     pub clients: crate::clients::ClientCache,
     /// What makes tokens inactive.
@@ -116,6 +130,8 @@ impl AppState {
             recently_used: Default::default(),
             clients: Default::default(),
             revocation: Default::default(),
+            audit: crate::audit::AuditSink::start(pool.clone()),
+            limits: crate::security::rate_limit::RateLimits::new(&settings.rate_limits),
             settings,
             pool,
             keys,
@@ -209,12 +225,14 @@ impl AppState {
         });
     }
 
-    /// Stop the background tasks (on shutdown; tests drop the state instead).
+    /// Stop the background tasks and store every queued audit record (on shutdown; tests drop
+    /// the state instead).
     pub async fn shutdown(&self) {
         let tasks = self.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
         for task in tasks {
             task.abort();
         }
+        self.audit.shutdown().await;
     }
 
     pub(crate) fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<Self> {

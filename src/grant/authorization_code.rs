@@ -5,22 +5,29 @@
 //! presented a second time revokes everything issued from its first use.
 
 use super::{Issued, may_refresh, required};
+use crate::audit::{Event, Outcome};
 use crate::clients::Client;
 use crate::error::ApiError;
 use crate::oauth::params::Params;
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{OAuthError, pkce, resource};
+use crate::security::client_addr::RequestMeta;
 use crate::state::AppState;
 use crate::store::grants;
 use crate::tokens;
 
-pub async fn exchange(state: &AppState, client: &Client, params: &Params) -> Result<Issued, ApiError> {
+pub async fn exchange(
+    state: &AppState,
+    meta: &RequestMeta,
+    client: &Client,
+    params: &Params,
+) -> Result<Issued, ApiError> {
     let code = required(params, "code")?;
     let verifier = required(params, "code_verifier")?;
     let code_hash = secret::digest(code);
 
     let Some(claimed) = grants::claim_code(&state.pool, &code_hash, &client.client_id).await? else {
-        return Err(explain_unclaimable(state, &code_hash, client).await);
+        return Err(explain_unclaimable(state, meta, &code_hash, client).await);
     };
     let fail = |error: OAuthError| async move {
         grants::revoke(&state.pool, claimed.grant_id, "failed_code_exchange").await?;
@@ -79,13 +86,18 @@ pub async fn exchange(state: &AppState, client: &Client, params: &Params) -> Res
 }
 
 /// The code could not be claimed: say why, and revoke the grant if this is a replay.
-async fn explain_unclaimable(state: &AppState, code_hash: &[u8], client: &Client) -> ApiError {
+async fn explain_unclaimable(state: &AppState, meta: &RequestMeta, code_hash: &[u8], client: &Client) -> ApiError {
     match grants::code_state(&state.pool, code_hash).await {
         Ok(Some(code)) if code.client_id != client.client_id => {
             OAuthError::invalid_grant("the code was issued to another client").into()
         }
         Ok(Some(code)) if code.used => {
-            tracing::warn!(client_id = %client.client_id, grant_id = %code.grant_id, "authorization code replayed; revoking its grant");
+            let event = Event::new("code.replay_detected", Outcome::Denied)
+                .during(meta)
+                .client(&client.client_id)
+                .digest(code_hash)
+                .detail(format!("grant {} revoked", code.grant_id));
+            state.audit.record(event).await;
             if let Err(e) = grants::revoke(&state.pool, code.grant_id, "code_replay").await {
                 return e.into();
             }

@@ -3,16 +3,23 @@
 //! access token but never widen the grant; `resource` must be the grant's.
 
 use super::{Issued, required};
+use crate::audit::{Event, Outcome};
 use crate::clients::Client;
 use crate::error::ApiError;
 use crate::oauth::params::Params;
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{OAuthError, resource, scope};
+use crate::security::client_addr::RequestMeta;
 use crate::state::AppState;
 use crate::store::grants;
 use crate::tokens;
 
-pub async fn exchange(state: &AppState, client: &Client, params: &Params) -> Result<Issued, ApiError> {
+pub async fn exchange(
+    state: &AppState,
+    meta: &RequestMeta,
+    client: &Client,
+    params: &Params,
+) -> Result<Issued, ApiError> {
     let presented = required(params, "refresh_token")?;
     let wanted = match params.get("scope") {
         Some(raw) => scope::parse(raw).map_err(OAuthError::invalid_scope)?,
@@ -42,7 +49,7 @@ pub async fn exchange(state: &AppState, client: &Client, params: &Params) -> Res
         idle_ttl_seconds: state.settings.refresh_idle_ttl.as_secs_f64(),
     };
     let Some(rotated) = grants::rotate_refresh(&state.pool, &request).await? else {
-        return Err(explain_unrotatable(state, &request).await);
+        return Err(explain_unrotatable(state, meta, &request).await);
     };
     let resources = state.resources.load();
     let Some(resource) = resources.by_id(rotated.resource_id).cloned() else {
@@ -51,11 +58,19 @@ pub async fn exchange(state: &AppState, client: &Client, params: &Params) -> Res
     let scopes = if wanted.is_empty() { rotated.scopes.clone() } else { wanted };
     let sub = rotated.user_id.map_or_else(|| client.client_id.clone(), |u| u.to_string());
     let access = tokens::mint(state, &sub, &client.client_id, &resource, &scopes, Some(rotated.grant_id))?;
+    let event = Event::new("refresh.rotated", Outcome::Success)
+        .during(meta)
+        .client(&client.client_id)
+        .subject(&sub)
+        .resource(&resource.uri)
+        .digest(&old_hash)
+        .detail(format!("grant {}", rotated.grant_id));
+    state.audit.record(event).await;
     Ok(Issued { access, refresh: Some(new), scopes })
 }
 
 /// Nothing was rotated: say why, and revoke the grant on reuse of a rotated token.
-async fn explain_unrotatable(state: &AppState, request: &grants::RefreshRequest<'_>) -> ApiError {
+async fn explain_unrotatable(state: &AppState, meta: &RequestMeta, request: &grants::RefreshRequest<'_>) -> ApiError {
     let token = match grants::refresh_state(&state.pool, request.old_hash).await {
         Ok(Some(t)) => t,
         Ok(None) => return OAuthError::invalid_grant("the refresh token is invalid").into(),
@@ -68,7 +83,13 @@ async fn explain_unrotatable(state: &AppState, request: &grants::RefreshRequest<
         return OAuthError::invalid_grant("the grant of this refresh token is revoked").into();
     }
     if token.rotated {
-        tracing::warn!(client_id = %request.client_id, grant_id = %token.grant_id, "refresh token reused; revoking its grant");
+        crate::metrics::refresh_reuse_detected();
+        let event = Event::new("refresh.reuse_detected", Outcome::Denied)
+            .during(meta)
+            .client(request.client_id)
+            .digest(request.old_hash)
+            .detail(format!("grant {} revoked", token.grant_id));
+        state.audit.record(event).await;
         if let Err(e) = grants::revoke(&state.pool, token.grant_id, "refresh_reuse").await {
             return e.into();
         }

@@ -15,12 +15,14 @@ use uuid::Uuid;
 
 use super::browser::{self, SessionUser};
 use super::pages::PageError;
+use crate::audit::{Event, Outcome};
 use crate::clients::{self, Client};
 use crate::oauth::params::Params;
 use crate::oauth::scope::OFFLINE_ACCESS;
 use crate::oauth::secret::Secret;
 use crate::oauth::{ErrorCode, OAuthError, pkce, redirect_uri, resource, scope};
 use crate::resources::Resource;
+use crate::security::client_addr::RequestMeta;
 use crate::state::AppState;
 use crate::store::authz_requests::{self, AuthzRequest};
 use crate::store::{grants, users};
@@ -28,7 +30,7 @@ use crate::store::{grants, users};
 /// Why a request cannot proceed: shown as a page, or sent back to the client.
 pub enum Rejection {
     Page(PageError),
-    Redirect { redirect_uri: String, state: Option<String>, error: OAuthError },
+    Redirect { client_id: String, redirect_uri: String, state: Option<String>, error: OAuthError },
 }
 
 impl From<PageError> for Rejection {
@@ -37,21 +39,60 @@ impl From<PageError> for Rejection {
     }
 }
 
-pub async fn authorize(State(state): State<AppState>, session: Session, RawQuery(query): RawQuery) -> Response {
+pub async fn authorize(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    session: Session,
+    RawQuery(query): RawQuery,
+) -> Response {
     let request = match validate(&state, query.as_deref().unwrap_or("")).await {
         Ok(request) => request,
-        Err(rejection) => return reject(&state, rejection),
+        Err(rejection) => return reject(&state, &meta, rejection).await,
     };
-    start(&state, &session, request).await
+    start(&state, &meta, &session, request).await
 }
 
-pub fn reject(state: &AppState, rejection: Rejection) -> Response {
+async fn reject(state: &AppState, meta: &RequestMeta, rejection: Rejection) -> Response {
     match rejection {
-        Rejection::Page(page) => page.into_response(),
-        Rejection::Redirect { redirect_uri, state: st, error } => {
+        Rejection::Page(page) => {
+            let event = Event::new("authorization.denied", Outcome::Denied)
+                .during(meta)
+                .detail("invalid client or redirect_uri");
+            state.audit.record(event).await;
+            page.into_response()
+        }
+        Rejection::Redirect { client_id, redirect_uri, state: st, error } => {
+            let event = Event::new("authorization.denied", Outcome::Denied)
+                .during(meta)
+                .client(client_id)
+                .detail(error.code.as_str());
+            state.audit.record(event).await;
             error_redirect(state, &redirect_uri, st.as_deref(), &error)
         }
     }
+}
+
+/// Audit a refusal of a validated request and send it back to the client.
+pub async fn deny(
+    state: &AppState,
+    meta: &RequestMeta,
+    request: &AuthzRequest,
+    user: Option<Uuid>,
+    error: OAuthError,
+) -> Response {
+    let mut event = Event::new("authorization.denied", Outcome::Denied)
+        .during(meta)
+        .client(&request.client_id)
+        .scopes(scope::join(&request.scopes))
+        .detail(error.code.as_str());
+    if let Some(user) = user {
+        event = event.subject(user.to_string());
+    }
+    if let Some(resource) = state.resources.load().by_id(request.resource_id) {
+        event = event.resource(&resource.uri);
+    }
+    state.audit.record(event).await;
+    error_redirect(state, &request.redirect_uri, request.state.as_deref(), &error)
 }
 
 /// Steps 1–3: the client, its redirect URI, then everything else.
@@ -93,6 +134,7 @@ async fn validate(state: &AppState, query: &str) -> Result<AuthzRequest, Rejecti
 
     let client_state = params.get("state").map(str::to_owned);
     let fail = |error: OAuthError| Rejection::Redirect {
+        client_id: client.client_id.clone(),
         redirect_uri: redirect_uri.clone(),
         state: client_state.clone(),
         error,
@@ -205,7 +247,7 @@ pub async fn signed_in(state: &AppState, session: &Session) -> Result<Option<Ses
 }
 
 /// Store the validated request, then send the browser to login, consent, or straight back.
-async fn start(state: &AppState, session: &Session, request: AuthzRequest) -> Response {
+async fn start(state: &AppState, meta: &RequestMeta, session: &Session, request: AuthzRequest) -> Response {
     let base = state.settings.issuer.path();
     let handle = Secret::generate();
     let digest = handle.digest();
@@ -225,14 +267,12 @@ async fn start(state: &AppState, session: &Session, request: AuthzRequest) -> Re
                 return PageError::internal(base, e).into_response();
             }
             let request = AuthzRequest { user_id: Some(user.id), ..request };
-            proceed(state, handle.expose(), request, &user).await
+            proceed(state, meta, handle.expose(), request, &user).await
         }
-        _ if has_prompt(&request, "none") => error_redirect(
-            state,
-            &request.redirect_uri,
-            request.state.as_deref(),
-            &OAuthError::new(ErrorCode::LoginRequired, "the user is not signed in"),
-        ),
+        _ if has_prompt(&request, "none") => {
+            deny(state, meta, &request, None, OAuthError::new(ErrorCode::LoginRequired, "the user is not signed in"))
+                .await
+        }
         _ => see_other(&format!("{}?request={}", state.settings.issuer.join("/login"), handle.expose())),
     }
 }
@@ -249,7 +289,13 @@ pub async fn registered_client(state: &AppState, client_id: &str) -> Result<Arc<
 
 /// With a signed-in user bound to the request: ask for consent, or issue the code at once when
 /// the user already approved these scopes for this (operator-registered) client.
-pub async fn proceed(state: &AppState, handle: &str, request: AuthzRequest, user: &SessionUser) -> Response {
+pub async fn proceed(
+    state: &AppState,
+    meta: &RequestMeta,
+    handle: &str,
+    request: AuthzRequest,
+    user: &SessionUser,
+) -> Response {
     let base = state.settings.issuer.path();
     let client = match registered_client(state, &request.client_id).await {
         Ok(client) => client,
@@ -273,14 +319,10 @@ pub async fn proceed(state: &AppState, handle: &str, request: AuthzRequest, user
         Err(e) => return PageError::internal(base, e).into_response(),
     };
     if needs_consent {
-        return error_redirect(
-            state,
-            &claimed.redirect_uri,
-            claimed.state.as_deref(),
-            &OAuthError::new(ErrorCode::ConsentRequired, "the user has not approved this access"),
-        );
+        let error = OAuthError::new(ErrorCode::ConsentRequired, "the user has not approved this access");
+        return deny(state, meta, &claimed, Some(user.id), error).await;
     }
-    issue_code(state, &claimed, user.id).await
+    issue_code(state, meta, &claimed, user.id).await
 }
 
 pub fn expired_request(base: &str) -> PageError {
@@ -291,7 +333,7 @@ pub fn expired_request(base: &str) -> PageError {
 }
 
 /// Create the grant and its code, and send the browser back to the client.
-pub async fn issue_code(state: &AppState, request: &AuthzRequest, user_id: Uuid) -> Response {
+pub async fn issue_code(state: &AppState, meta: &RequestMeta, request: &AuthzRequest, user_id: Uuid) -> Response {
     let code = Secret::generate();
     let new = grants::NewCode {
         grant_id: Uuid::new_v4(),
@@ -307,6 +349,17 @@ pub async fn issue_code(state: &AppState, request: &AuthzRequest, user_id: Uuid)
     if let Err(e) = grants::create_with_code(&state.pool, &new).await {
         return PageError::internal(state.settings.issuer.path(), e).into_response();
     }
+    let mut event = Event::new("authorization.approved", Outcome::Success)
+        .during(meta)
+        .client(&request.client_id)
+        .subject(user_id.to_string())
+        .scopes(scope::join(&request.scopes))
+        .digest(&new.code_hash[..])
+        .detail(format!("grant {}", new.grant_id));
+    if let Some(resource) = state.resources.load().by_id(request.resource_id) {
+        event = event.resource(&resource.uri);
+    }
+    state.audit.record(event).await;
     let mut params = vec![("code", code.expose())];
     if let Some(st) = request.state.as_deref() {
         params.push(("state", st));

@@ -7,13 +7,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
 
-use super::authorize::{error_redirect, expired_request, issue_code, registered_client, see_other, signed_in};
+use super::authorize::{deny, expired_request, issue_code, registered_client, see_other, signed_in};
 use super::browser;
 use super::login::valid_handle;
 use super::pages::{ConsentPage, PageError, render};
+use crate::audit::{Event, Outcome};
 use crate::oauth::params::Params;
 use crate::oauth::scope::OFFLINE_ACCESS;
-use crate::oauth::{ErrorCode, OAuthError, redirect_uri, secret};
+use crate::oauth::{ErrorCode, OAuthError, redirect_uri, scope, secret};
+use crate::security::client_addr::RequestMeta;
 use crate::state::AppState;
 use crate::store::{authz_requests, grants};
 
@@ -83,7 +85,13 @@ pub async fn show(State(state): State<AppState>, session: Session, RawQuery(quer
     )
 }
 
-pub async fn submit(State(state): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn submit(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let base = state.settings.issuer.path();
     if !browser::same_origin(&headers, &state.settings.issuer) {
         return PageError::forbidden(base, "This form was submitted from another site.").into_response();
@@ -120,15 +128,22 @@ pub async fn submit(State(state): State<AppState>, session: Session, headers: He
         Err(e) => return PageError::internal(base, e).into_response(),
     };
     if !allow {
-        tracing::info!(client_id = %request.client_id, user_id = %user.id, "authorization denied by the user");
         let error = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
-        return error_redirect(&state, &request.redirect_uri, request.state.as_deref(), &error);
+        return deny(&state, &meta, &request, Some(user.id), error).await;
     }
     if let Err(e) =
         grants::remember_consent(&state.pool, user.id, &request.client_id, request.resource_id, &request.scopes).await
     {
         return PageError::internal(base, e).into_response();
     }
-    tracing::info!(client_id = %request.client_id, user_id = %user.id, "authorization approved");
-    issue_code(&state, &request, user.id).await
+    let mut event = Event::new("consent.granted", Outcome::Success)
+        .during(&meta)
+        .client(&request.client_id)
+        .subject(user.id.to_string())
+        .scopes(scope::join(&request.scopes));
+    if let Some(resource) = state.resources.load().by_id(request.resource_id) {
+        event = event.resource(&resource.uri);
+    }
+    state.audit.record(event).await;
+    issue_code(&state, &meta, &request, user.id).await
 }

@@ -11,13 +11,16 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::token::parse_form;
+use super::token::{client_limit, parse_form};
+use crate::audit::{Event, Outcome};
 use crate::clients::{self, Client};
 use crate::error::ApiError;
 use crate::oauth::client_auth::Presented;
 use crate::oauth::params::Params;
 use crate::oauth::{OAuthError, scope, secret};
 use crate::resources::Resource;
+use crate::security::client_addr::RequestMeta;
+use crate::security::rate_limit::Route;
 use crate::state::AppState;
 use crate::store::grants;
 use crate::tokens;
@@ -29,9 +32,15 @@ pub enum Caller {
 }
 
 /// Resource-server credentials first, then confidential clients; a public client cannot call.
-async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params) -> Result<Caller, ApiError> {
+async fn authenticate(
+    state: &AppState,
+    meta: &RequestMeta,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<Caller, ApiError> {
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
     let presented = Presented::from_request(authorization, params)?;
+    client_limit(state, meta, Route::Introspect, presented.client_id()).await?;
     let resource = state.resources.load().by_credential(presented.client_id()).cloned();
     if let Some(resource) = resource {
         presented.verify(resource.credential_secret_hash.as_deref())?;
@@ -57,18 +66,27 @@ fn no_store(body: Value) -> Response {
     res
 }
 
-pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn introspect(State(state): State<AppState>, meta: RequestMeta, headers: HeaderMap, body: Bytes) -> Response {
     let result = async {
         let params = parse_form(&headers, &body)?;
-        let caller = authenticate(&state, &headers, &params).await?;
+        let caller = authenticate(&state, &meta, &headers, &params).await?;
         let token = params.get("token").ok_or_else(|| OAuthError::invalid_request("token is required"))?;
         // A database failure is a 503, never a guess either way.
         let answer = inspect(&state, &caller, token).await.map_err(ApiError::unavailable)?;
-        let active = answer.is_some();
-        match &caller {
-            Caller::Resource(r) => tracing::info!(caller = %r.uri, active, "introspection"),
-            Caller::Client(c) => tracing::info!(caller = %c.client_id, active, "introspection"),
-        }
+        let mut event = Event::new("introspection", Outcome::Success).during(&meta).digest_of(token);
+        event = match &caller {
+            Caller::Resource(r) => event.resource(&r.uri),
+            Caller::Client(c) => event.client(&c.client_id),
+        };
+        event = match &answer {
+            Some(a) => {
+                let client = a["client_id"].as_str().unwrap_or_default().to_owned();
+                let subject = a["sub"].as_str().unwrap_or_default().to_owned();
+                event.detail("active").client(client).subject(subject)
+            }
+            None => event.detail("inactive"),
+        };
+        state.audit.record(event).await;
         Ok::<_, ApiError>(no_store(answer.unwrap_or_else(|| json!({"active": false}))))
     }
     .await;

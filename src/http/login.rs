@@ -10,11 +10,13 @@ use tower_sessions::Session;
 use super::authorize::{expired_request, proceed};
 use super::browser::{self, SessionUser};
 use super::pages::{InfoPage, LoginPage, PageError, render};
+use crate::audit::{Event, Outcome};
 use crate::clients;
 use crate::oauth::params::Params;
 use crate::oauth::secret;
+use crate::security::client_addr::RequestMeta;
 use crate::state::AppState;
-use crate::store::{authz_requests, users};
+use crate::store::{authz_requests, login_throttle, users};
 
 const BAD_CREDENTIALS: &str = "Incorrect username or password.";
 
@@ -80,7 +82,13 @@ pub async fn show(State(state): State<AppState>, session: Session, RawQuery(quer
     login_page(&state, &session, StatusCode::OK, LoginForm { request, client_name, username: "", error: None }).await
 }
 
-pub async fn submit(State(state): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn submit(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let base = state.settings.issuer.path();
     if !browser::same_origin(&headers, &state.settings.issuer) {
         return PageError::forbidden(base, "This form was submitted from another site.").into_response();
@@ -109,6 +117,30 @@ pub async fn submit(State(state): State<AppState>, session: Session, headers: He
         return login_page(&state, &session, StatusCode::BAD_REQUEST, form).await;
     }
 
+    // Throttling is keyed on the name as typed and the source together: the same for unknown and
+    // known accounts, and a failure flood elsewhere cannot lock the person out from here.
+    let account = username.to_lowercase();
+    let source = meta.source.to_string();
+    let settings = &state.settings;
+    let blocked =
+        login_throttle::blocked_until(&state.pool, &account, &source, i64::from(settings.login_source_max_failures))
+            .await;
+    match blocked {
+        Ok(None) => {}
+        Ok(Some(until)) => {
+            let secs = (until - chrono::Utc::now()).num_seconds().max(1);
+            let event = Event::new("login.throttled", Outcome::RateLimited).during(&meta).digest_of(&account);
+            state.audit.record(event).await;
+            let message = format!("Too many failed sign-in attempts. Try again in {secs} seconds.");
+            let mut res = login_page(&state, &session, StatusCode::TOO_MANY_REQUESTS, again(&message)).await;
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+            return res;
+        }
+        Err(e) => return PageError::internal(base, e).into_response(),
+    }
+
     let user = match users::by_username(&state.pool, username).await {
         Ok(u) => u,
         Err(e) => return PageError::internal(base, e).into_response(),
@@ -116,17 +148,32 @@ pub async fn submit(State(state): State<AppState>, session: Session, headers: He
     // Disabled and unknown accounts are verified against the dummy hash: same answer, same time.
     let hash = user.as_ref().filter(|u| !u.disabled).map(|u| u.password_hash.clone());
     let verified = crate::password::verify(password.to_owned(), hash).await;
+    let known = user.as_ref().map(|u| (u.id, u.disabled));
     let Some(user) = user.filter(|_| verified) else {
-        tracing::info!("login failed");
+        let max = i32::try_from(settings.login_max_failures).unwrap_or(i32::MAX);
+        if let Err(e) = login_throttle::record_failure(&state.pool, &account, &source, max).await {
+            return PageError::internal(base, e).into_response();
+        }
+        let mut event = Event::new("login.failure", Outcome::Denied).during(&meta).digest_of(&account);
+        event = match known {
+            Some((id, disabled)) => {
+                event.subject(id.to_string()).detail(if disabled { "account disabled" } else { "wrong password" })
+            }
+            None => event.detail("unknown account"),
+        };
+        state.audit.record(event).await;
         let form = again(BAD_CREDENTIALS);
         return login_page(&state, &session, StatusCode::UNAUTHORIZED, form).await;
     };
+    if let Err(e) = login_throttle::clear(&state.pool, &account, &source).await {
+        return PageError::internal(base, e).into_response();
+    }
     let now = chrono::Utc::now();
     let session_user = SessionUser { id: user.id, username: user.username.clone(), auth_time: now.timestamp() };
     if let Err(e) = browser::log_in(&session, session_user.clone()).await {
         return PageError::internal(base, e).into_response();
     }
-    tracing::info!(user_id = %user.id, "login succeeded");
+    state.audit.record(Event::new("login.success", Outcome::Success).during(&meta).subject(user.id.to_string())).await;
 
     let Some(handle) = request else {
         return render(
@@ -144,7 +191,7 @@ pub async fn submit(State(state): State<AppState>, session: Session, headers: He
         Err(e) => return PageError::internal(base, e).into_response(),
     }
     match authz_requests::get(&state.pool, &digest).await {
-        Ok(Some(pending)) => proceed(&state, handle, pending, &session_user).await,
+        Ok(Some(pending)) => proceed(&state, &meta, handle, pending, &session_user).await,
         Ok(None) => expired_request(base).into_response(),
         Err(e) => PageError::internal(base, e).into_response(),
     }

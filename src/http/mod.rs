@@ -27,7 +27,8 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::error::ApiError;
-use crate::security::{headers, request_id};
+use crate::security::rate_limit::{self, Route};
+use crate::security::{client_addr, headers, request_id};
 use crate::state::AppState;
 
 /// Largest request body any endpoint accepts.
@@ -98,18 +99,19 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/oauth-authorization-server", get(metadata::metadata))
         .route("/jwks.json", get(metadata::jwks))
         .layer(public_cors());
+    let limit = |route: Route| axum::middleware::from_fn_with_state((state.clone(), route), rate_limit::per_address);
     // Browser pages: sessions, no CORS.
     let pages = Router::new()
-        .route("/authorize", get(authorize::authorize))
-        .route("/login", get(login::show).post(login::submit))
-        .route("/consent", get(consent::show).post(consent::submit))
+        .route("/authorize", get(authorize::authorize).route_layer(limit(Route::Browser)))
+        .route("/login", get(login::show).post(login::submit).route_layer(limit(Route::Browser)))
+        .route("/consent", get(consent::show).post(consent::submit).route_layer(limit(Route::Browser)))
         .route("/logout", post(login::logout))
         .layer(session_layer(&state));
     let api = Router::new()
-        .route("/token", post(token::token))
-        .route("/revoke", post(revoke::revoke))
+        .route("/token", post(token::token).route_layer(limit(Route::Token)))
+        .route("/revoke", post(revoke::revoke).route_layer(limit(Route::Revoke)))
         .layer(api_cors())
-        .route("/introspect", post(introspect::introspect));
+        .route("/introspect", post(introspect::introspect).route_layer(limit(Route::Introspect)));
     let registration = Router::new()
         .route("/register", post(register::create))
         .route("/register/{client_id}", get(register::read).put(register::update).delete(register::delete))
@@ -136,6 +138,7 @@ pub fn router(state: AppState) -> Router {
 
     // Layers run outside-in in the reverse order they are added here:
     //   request id + access log  — outermost, so every response (even a panic) is logged with its id;
+    //   client address           — the source (behind trusted proxies) for limits and audit;
     //   security headers         — on every response, including errors produced below;
     //   JSON errors              — framework-made 405/408/413 answers get an RFC 6749-shaped body;
     //   panic catcher            — a bug answers 500 `server_error`, never a dropped connection;
@@ -148,7 +151,9 @@ pub fn router(state: AppState) -> Router {
     for layer in headers::layers(issuer.is_https()) {
         app = app.layer(layer);
     }
-    app.layer(axum::middleware::from_fn(request_id::layer)).with_state(state)
+    app.layer(axum::middleware::from_fn_with_state(state.clone(), client_addr::layer))
+        .layer(axum::middleware::from_fn(request_id::layer))
+        .with_state(state)
 }
 
 async fn not_found() -> Response {

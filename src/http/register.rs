@@ -10,14 +10,14 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq as _;
 
+use crate::audit::{Event, Outcome};
 use crate::clients::Client;
 use crate::config::RegistrationPolicy;
 use crate::error::ApiError;
 use crate::oauth::registration::{self, Metadata, Source};
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{ErrorCode, OAuthError};
-use crate::security::client_addr::ClientAddr;
-use crate::security::rate_limit::retry_after_secs;
+use crate::security::client_addr::RequestMeta;
 use crate::state::AppState;
 use crate::store::{clients, registration_tokens};
 
@@ -33,21 +33,6 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             format!("the request body exceeds {limit} bytes"),
         )
     })
-}
-
-/// `429 Too Many Requests` with `Retry-After`.
-pub fn too_many(wait: std::time::Duration) -> Response {
-    let secs = retry_after_secs(wait);
-    let mut res = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "temporarily_unavailable",
-        format!("too many requests; retry after {secs} seconds"),
-    )
-    .into_response();
-    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-        res.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    res
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -109,37 +94,41 @@ fn apply(client: &mut Client, m: Metadata) {
     client.metadata = Value::Object(m.stored);
 }
 
-pub async fn create(
-    State(state): State<AppState>,
-    ClientAddr(addr): ClientAddr,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    match register(&state, addr, &headers, body).await {
-        Ok(res) => res,
-        Err(e) => e.into_response(),
+pub async fn create(State(state): State<AppState>, meta: RequestMeta, headers: HeaderMap, body: Body) -> Response {
+    match register(&state, &meta, &headers, body).await {
+        Ok((res, client_id)) => {
+            let event = Event::new("client.registered", Outcome::Success).during(&meta).client(client_id);
+            state.audit.record(event).await;
+            res
+        }
+        Err(e) => {
+            let event = if e.status == StatusCode::TOO_MANY_REQUESTS {
+                Event::new("rate_limit.hit", Outcome::RateLimited).during(&meta).detail("register")
+            } else {
+                Event::new("client.registration_refused", Outcome::Denied).during(&meta).detail(e.code)
+            };
+            state.audit.record(event).await;
+            e.into_response()
+        }
     }
 }
 
 async fn register(
     state: &AppState,
-    addr: std::net::IpAddr,
+    meta: &RequestMeta,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    match state.settings.registration {
-        RegistrationPolicy::Closed => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "access_denied",
-                "client registration is closed on this server",
-            ));
-        }
-        RegistrationPolicy::Open | RegistrationPolicy::Token => {}
+) -> Result<(Response, String), ApiError> {
+    if state.settings.registration == RegistrationPolicy::Closed {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "access_denied",
+            "client registration is closed on this server",
+        ));
     }
-    if let Err(wait) = state.registration_limiter.check(&addr) {
-        tracing::warn!(source = %addr, "registration rate limit reached");
-        return Ok(too_many(wait));
+    if let Err(wait) = state.registration_limiter.check(&meta.source) {
+        crate::metrics::rate_limited("register");
+        return Err(ApiError::too_many_requests(wait));
     }
     let body = read_body(body, MAX_BODY).await?;
     let doc = parse_json(headers, &body)?;
@@ -161,8 +150,9 @@ async fn register(
     apply(&mut client, metadata);
     client.created_at = chrono::Utc::now();
     clients::insert(&state.pool, &client).await?;
-    tracing::info!(client_id = %client.client_id, source = %addr, "client registered");
-    Ok(no_store(StatusCode::CREATED, information(state, &client, client_secret.as_ref(), registration_token.expose())))
+    let res =
+        no_store(StatusCode::CREATED, information(state, &client, client_secret.as_ref(), registration_token.expose()));
+    Ok((res, client.client_id))
 }
 
 /// The self-registered client whose registration access token the request presents. Any
@@ -195,6 +185,7 @@ pub async fn read(State(state): State<AppState>, Path(client_id): Path<String>, 
 
 pub async fn update(
     State(state): State<AppState>,
+    meta: RequestMeta,
     Path(client_id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -224,18 +215,29 @@ pub async fn update(
         }
         apply(&mut client, metadata);
         clients::update_metadata(&state.pool, &client).await?;
-        tracing::info!(client_id = %client.client_id, "client registration updated");
+        state
+            .audit
+            .record(Event::new("client.updated", Outcome::Success).during(&meta).client(&client.client_id))
+            .await;
         Ok::<_, ApiError>(no_store(StatusCode::OK, information(&state, &client, None, &token)))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub async fn delete(State(state): State<AppState>, Path(client_id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn delete(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let result = async {
         let (client, _) = authorized_client(&state, &client_id, &headers).await?;
         clients::delete(&state.pool, &client.client_id).await?;
-        tracing::info!(client_id = %client.client_id, "client deleted its registration");
+        state
+            .audit
+            .record(Event::new("client.deleted", Outcome::Success).during(&meta).client(&client.client_id))
+            .await;
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     }
     .await;

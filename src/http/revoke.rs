@@ -8,19 +8,29 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::token::{authenticate_client, parse_form};
+use crate::audit::{Event, Outcome};
 use crate::clients::Client;
 use crate::error::ApiError;
 use crate::oauth::{OAuthError, secret};
+use crate::security::client_addr::RequestMeta;
+use crate::security::rate_limit::Route;
 use crate::state::AppState;
 use crate::store::{grants, revocation};
 use crate::tokens;
 
-pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn revoke(State(state): State<AppState>, meta: RequestMeta, headers: HeaderMap, body: Bytes) -> Response {
     let result = async {
         let params = parse_form(&headers, &body)?;
-        let client = authenticate_client(&state, &headers, &params).await?;
+        let client = authenticate_client(&state, &meta, &headers, &params, Route::Revoke).await?;
         let token = params.get("token").ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-        revoke_token(&state, &client, token).await.map_err(ApiError::unavailable)?;
+        let revoked = revoke_token(&state, &client, token).await.map_err(ApiError::unavailable)?;
+        // Recorded whether or not anything was revoked: the digest says which token was presented.
+        let event = Event::new("token.revoked", Outcome::Success)
+            .during(&meta)
+            .client(&client.client_id)
+            .digest_of(token)
+            .detail(revoked.unwrap_or("nothing revoked"));
+        state.audit.record(event).await;
         let mut res = StatusCode::OK.into_response();
         res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Ok::<_, ApiError>(res)
@@ -29,7 +39,8 @@ pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Byt
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn revoke_token(state: &AppState, client: &Client, token: &str) -> Result<(), sqlx::Error> {
+/// What was revoked, if anything.
+async fn revoke_token(state: &AppState, client: &Client, token: &str) -> Result<Option<&'static str>, sqlx::Error> {
     if token.bytes().filter(|b| *b == b'.').count() == 2 {
         // An expired token needs no revoking; one of another client is not ours to revoke.
         if let Ok(claims) = tokens::verify(state, token, false)
@@ -37,18 +48,18 @@ async fn revoke_token(state: &AppState, client: &Client, token: &str) -> Result<
         {
             let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(chrono::Utc::now);
             revocation::revoke_jti(&state.pool, &claims.jti, expires_at).await?;
-            tracing::info!(client_id = %client.client_id, jti = %claims.jti, "access token revoked");
+            return Ok(Some("access token"));
         }
-        return Ok(());
+        return Ok(None);
     }
     if token.len() > 256 {
-        return Ok(());
+        return Ok(None);
     }
     if let Some(refresh) = grants::refresh_state(&state.pool, &secret::digest(token)).await?
         && refresh.client_id == client.client_id
     {
         grants::revoke(&state.pool, refresh.grant_id, "revoked_by_client").await?;
-        tracing::info!(client_id = %client.client_id, grant_id = %refresh.grant_id, "refresh token revoked with its grant");
+        return Ok(Some("refresh token and its grant"));
     }
-    Ok(())
+    Ok(None)
 }

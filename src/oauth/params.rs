@@ -74,6 +74,10 @@ impl Params {
             };
             let name = decode(name)?;
             let value = decode(value)?;
+            // NUL has no place in any OAuth parameter (and PostgreSQL text cannot hold it).
+            if name.contains('\0') || value.contains('\0') {
+                return Err(ParamError::Malformed);
+            }
             if value.len() > MAX_VALUE || name.len() > 256 {
                 return Err(ParamError::TooLong(name.chars().take(64).collect()));
             }
@@ -136,7 +140,7 @@ mod tests {
         assert_eq!(Params::parse(&many).unwrap_err(), ParamError::TooMany);
         let long = format!("a={}", "x".repeat(MAX_VALUE + 1));
         assert!(matches!(Params::parse(long.as_bytes()), Err(ParamError::TooLong(_))));
-        // A NUL byte decodes to valid UTF-8; handlers validate their own fields.
-        assert_eq!(Params::parse(b"a=%00").unwrap().get("a"), Some("\0"));
+        assert_eq!(Params::parse(b"a=%00").unwrap_err(), ParamError::Malformed);
+        assert_eq!(Params::parse(b"a%00=1").unwrap_err(), ParamError::Malformed);
     }
 }

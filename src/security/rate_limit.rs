@@ -58,3 +58,125 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
     }
 }
+
+/// Which limit a request counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Token,
+    Introspect,
+    Revoke,
+    Browser,
+}
+
+impl Route {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Introspect => "introspect",
+            Self::Revoke => "revoke",
+            Self::Browser => "browser",
+        }
+    }
+}
+
+/// Every per-instance limit.
+pub struct RateLimits {
+    token: (Limiter<std::net::IpAddr>, Limiter<String>),
+    introspect: (Limiter<std::net::IpAddr>, Limiter<String>),
+    revoke: (Limiter<std::net::IpAddr>, Limiter<String>),
+    browser: Limiter<std::net::IpAddr>,
+}
+
+impl RateLimits {
+    pub fn new(s: &crate::config::RateLimitSettings) -> Self {
+        let pair = |((a, ap), (c, cp)): ((u32, Duration), (u32, Duration))| (Limiter::new(a, ap), Limiter::new(c, cp));
+        Self {
+            token: pair(s.token),
+            introspect: pair(s.introspect),
+            revoke: pair(s.revoke),
+            browser: Limiter::new(s.browser.0, s.browser.1),
+        }
+    }
+
+    pub fn check_address(&self, route: Route, addr: std::net::IpAddr) -> Result<(), Duration> {
+        match route {
+            Route::Token => self.token.0.check(&addr),
+            Route::Introspect => self.introspect.0.check(&addr),
+            Route::Revoke => self.revoke.0.check(&addr),
+            Route::Browser => self.browser.check(&addr),
+        }
+    }
+
+    pub fn check_client(&self, route: Route, client_id: &str) -> Result<(), Duration> {
+        let limiter = match route {
+            Route::Token => &self.token.1,
+            Route::Introspect => &self.introspect.1,
+            Route::Revoke => &self.revoke.1,
+            Route::Browser => return Ok(()),
+        };
+        limiter.check(&client_id.to_owned())
+    }
+
+    pub fn prune(&self) {
+        for (a, c) in [&self.token, &self.introspect, &self.revoke] {
+            a.prune();
+            c.prune();
+        }
+        self.browser.prune();
+    }
+}
+
+/// Middleware: refuse a request over its route's per-address limit with 429 and `Retry-After`
+/// (an HTML page on browser routes), and audit it.
+pub async fn per_address(
+    axum::extract::State((state, route)): axum::extract::State<(crate::state::AppState, Route)>,
+    meta: super::client_addr::RequestMeta,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match state.limits.check_address(route, meta.source) {
+        Ok(()) => next.run(req).await,
+        Err(wait) => refuse(&state, route, &meta, None, wait).await,
+    }
+}
+
+/// The 429 answer for `route`, audited.
+pub async fn refuse(
+    state: &crate::state::AppState,
+    route: Route,
+    meta: &super::client_addr::RequestMeta,
+    client_id: Option<&str>,
+    wait: Duration,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    crate::metrics::rate_limited(route.name());
+    let mut event = crate::audit::Event::new("rate_limit.hit", crate::audit::Outcome::RateLimited)
+        .during(meta)
+        .detail(route.name());
+    if let Some(client_id) = client_id {
+        event = event.client(client_id);
+    }
+    state.audit.record(event).await;
+    let secs = retry_after_secs(wait);
+    let mut res = if route == Route::Browser {
+        let base = state.settings.issuer.path();
+        crate::http::pages::PageError::new(
+            base,
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests",
+            format!("Too many requests from your network. Try again in {secs} seconds."),
+        )
+        .into_response()
+    } else {
+        crate::error::ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            format!("too many requests; retry after {secs} seconds"),
+        )
+        .into_response()
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+        res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+    }
+    res
+}

@@ -32,7 +32,8 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let route = req.extensions().get::<MatchedPath>().map_or("(unmatched)", |p| p.as_str()).to_owned();
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route);
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     req.extensions_mut().insert(RequestId(id.clone()));
     let started = Instant::now();
     let mut res = next.run(req).instrument(span.clone()).await;
@@ -40,6 +41,7 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         res.headers_mut().insert(X_REQUEST_ID.clone(), v);
     }
     let status = res.status().as_u16();
+    crate::metrics::request(&route, method.as_str(), status, started.elapsed());
     let elapsed_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     span.in_scope(|| {
         if status >= 500 {

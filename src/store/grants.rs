@@ -277,3 +277,28 @@ pub async fn prune(pool: &PgPool, grant_retention_seconds: f64) -> Result<u64, s
     .rows_affected();
     Ok(codes + tokens + grants)
 }
+
+/// Forget a user's approvals (for one client or all) and revoke the grants made with them.
+/// Returns how many approvals were forgotten and grants revoked.
+pub async fn revoke_consent(pool: &PgPool, user_id: Uuid, client_id: Option<&str>) -> Result<(u64, u64), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let consents = sqlx::query!(
+        "DELETE FROM consents WHERE user_id = $1 AND ($2::text IS NULL OR client_id = $2)",
+        user_id,
+        client_id
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let grants = sqlx::query!(
+        "UPDATE grants SET revoked_at = now(), revoked_reason = 'consent_revoked'
+         WHERE user_id = $1 AND ($2::text IS NULL OR client_id = $2) AND revoked_at IS NULL",
+        user_id,
+        client_id
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok((consents, grants))
+}

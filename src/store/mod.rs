@@ -1,10 +1,12 @@
 //! Every SQL statement Tessera runs, one file per object. Plain async functions over `PgPool` or
 //! a connection; nothing here knows about HTTP.
 
+pub mod audit;
 pub mod authz_requests;
 pub mod clients;
 pub mod grants;
 pub mod keys;
+pub mod login_throttle;
 pub mod registration_tokens;
 pub mod resources;
 pub mod revocation;

@@ -1,0 +1,118 @@
+//! The `audit_events` table.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::audit::Event;
+
+/// Insert a batch in one statement.
+pub async fn insert(pool: &PgPool, events: &[Event]) -> Result<(), sqlx::Error> {
+    let mut at = Vec::with_capacity(events.len());
+    let mut request_id = Vec::with_capacity(events.len());
+    let mut event = Vec::with_capacity(events.len());
+    let mut outcome = Vec::with_capacity(events.len());
+    let mut client_id = Vec::with_capacity(events.len());
+    let mut subject = Vec::with_capacity(events.len());
+    let mut resource = Vec::with_capacity(events.len());
+    let mut scopes = Vec::with_capacity(events.len());
+    let mut source = Vec::with_capacity(events.len());
+    let mut digest = Vec::with_capacity(events.len());
+    let mut detail = Vec::with_capacity(events.len());
+    for e in events {
+        at.push(e.at);
+        request_id.push(e.request_id.clone());
+        event.push(e.event.to_owned());
+        outcome.push(e.outcome.as_str().to_owned());
+        client_id.push(e.client_id.clone());
+        subject.push(e.subject.clone());
+        resource.push(e.resource.clone());
+        scopes.push(e.scopes.clone());
+        source.push(e.source.map(|s| s.to_string()));
+        digest.push(e.digest.clone());
+        detail.push(e.detail.clone());
+    }
+    sqlx::query!(
+        "INSERT INTO audit_events (at, request_id, event, outcome, client_id, subject, resource, scopes, source, digest, detail)
+         SELECT at, request_id, event, outcome, client_id, subject, resource, scopes, source::inet, digest, detail
+         FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                     $9::text[], $10::text[], $11::text[])
+              AS t(at, request_id, event, outcome, client_id, subject, resource, scopes, source, digest, detail)",
+        &at,
+        &request_id as &[Option<String>],
+        &event,
+        &outcome,
+        &client_id as &[Option<String>],
+        &subject as &[Option<String>],
+        &resource as &[Option<String>],
+        &scopes as &[Option<String>],
+        &source as &[Option<String>],
+        &digest as &[Option<String>],
+        &detail as &[Option<String>]
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A stored record, as `audit tail` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct Row {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub request_id: Option<String>,
+    pub event: String,
+    pub outcome: String,
+    pub client_id: Option<String>,
+    pub subject: Option<String>,
+    pub resource: Option<String>,
+    pub scopes: Option<String>,
+    pub source: Option<String>,
+    pub digest: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Filters for `audit tail`.
+#[derive(Default)]
+pub struct Filter {
+    pub client_id: Option<String>,
+    pub subject: Option<String>,
+    pub event: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    /// Only rows after this id (for --follow).
+    pub after_id: Option<i64>,
+}
+
+/// Matching rows, oldest first: the last `limit` of them (or all after `after_id`).
+pub async fn list(pool: &PgPool, f: &Filter, limit: i64) -> Result<Vec<Row>, sqlx::Error> {
+    let mut rows = sqlx::query_as!(
+        Row,
+        r#"SELECT id, at, request_id, event, outcome, client_id, subject, resource, scopes, host(source) AS source,
+                  digest, detail
+           FROM audit_events
+           WHERE ($1::text IS NULL OR client_id = $1)
+             AND ($2::text IS NULL OR subject = $2)
+             AND ($3::text IS NULL OR event = $3 OR event LIKE $3 || '.%')
+             AND ($4::timestamptz IS NULL OR at >= $4)
+             AND ($5::bigint IS NULL OR id > $5)
+           ORDER BY id DESC
+           LIMIT $6"#,
+        f.client_id,
+        f.subject,
+        f.event,
+        f.since,
+        f.after_id,
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// Delete records older than the retention period.
+pub async fn prune(pool: &PgPool, retention_secs: f64) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!("DELETE FROM audit_events WHERE at < now() - make_interval(secs => $1)", retention_secs)
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
