@@ -1,0 +1,566 @@
+"""Journeys of the official MCP Python SDK client (`mcp`, OAuthClientProvider, unmodified)
+against MCP servers that trust Tessera. Run by e2e/run, which writes the config file named by
+$E2E_CONFIG (issuer, servers, user, ...). Prints what each journey does; exits non-zero when
+any journey fails.
+
+    E2E_CONFIG=... python py_journeys.py [JOURNEY ...]
+"""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import traceback
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable
+from urllib.parse import parse_qs, urlparse
+
+import anyio
+import httpx2
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import AnyUrl
+
+from browser import Browser, BrowserError
+from mcp import ClientSession
+from mcp.client.auth import OAuthClientProvider, TokenStorage
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+CFG: dict[str, Any] = json.load(open(os.environ["E2E_CONFIG"]))
+ISSUER: str = CFG["issuer"]
+STEP_TIMEOUT = 30
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+class Failed(Exception):
+    pass
+
+
+def check(cond: Any, what: str) -> None:
+    if not cond:
+        raise Failed(what)
+
+
+class MemoryStorage(TokenStorage):
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client_info: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
+
+
+class Trace:
+    """Every HTTP exchange the SDK makes (httpx2 event hooks see the auth flow's requests too)
+    and what the browser did, printed step by step."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.mark = 0
+
+    def note(self, text: str) -> None:
+        self.events.append({"note": text})
+
+    async def on_response(self, res: httpx2.Response) -> None:
+        req = res.request
+        host = "tessera" if str(req.url).startswith(ISSUER) else "mcp"
+        label = req.url.path
+        extra = ""
+        if req.method == "POST" and req.url.path.endswith("/token"):
+            form = parse_qs(req.content.decode())
+            extra = form.get("grant_type", ["?"])[0]
+            if "authorization" in req.headers:
+                label += " (Basic" + (" + client_id in body)" if "client_id" in form else ")")
+        elif req.method == "POST" and host == "mcp":
+            try:
+                body = json.loads(req.content)
+                extra = body.get("method", "")
+                if extra == "tools/call":
+                    extra += " " + body["params"]["name"]
+            except (ValueError, KeyError, AttributeError):
+                pass
+            label = ""
+        error = ""
+        if res.status_code >= 400 and host == "tessera":
+            await res.aread()
+            try:
+                error = " " + res.json().get("error", "")
+            except ValueError:
+                pass
+        self.events.append(
+            {"method": req.method, "host": host, "path": req.url.path, "kind": extra, "status": res.status_code,
+             "error": error.strip(), "www": res.headers.get("www-authenticate", ""),
+             "text": f"{req.method} {host}{label and ' ' + label}{extra and ' ' + extra} -> {res.status_code}{error}"}
+        )
+
+    def flush(self, indent: str = "      ") -> None:
+        for e in self.events[self.mark:]:
+            say(f"{indent}{e['note'] if 'note' in e else e['text']}")
+        self.mark = len(self.events)
+
+    def requests(self, since: int = 0) -> list[dict[str, Any]]:
+        return [e for e in self.events[since:] if "note" not in e]
+
+    def token_grants(self, since: int = 0) -> list[str]:
+        return [e["kind"] for e in self.requests(since) if e["path"].endswith("/token")]
+
+
+class PyClient:
+    """One MCP client application: its token storage, its SDK OAuth provider, its browser."""
+
+    def __init__(self, server: str, name: str, browser: Browser, *, auth_method: str = "none",
+                 client_metadata_url: str | None = None, storage: MemoryStorage | None = None):
+        self.server = server
+        self.url: str = CFG["servers"][server]
+        self.browser = browser
+        self.storage = storage or MemoryStorage()
+        self.trace = Trace()
+        self.authorizations = 0
+        self.last_authorize: dict[str, str] = {}
+        self.callback_url = ""
+        self.abort_in_redirect: str | None = None
+        self.provider = OAuthClientProvider(
+            server_url=self.url,
+            client_metadata=OAuthClientMetadata(
+                client_name=name,
+                redirect_uris=[AnyUrl(CFG["callback"])],
+                grant_types=["authorization_code", "refresh_token"],
+                response_types=["code"],
+                token_endpoint_auth_method=auth_method,  # type: ignore[arg-type]
+            ),
+            storage=self.storage,
+            redirect_handler=self._open_browser,
+            callback_handler=self._callback,
+            client_metadata_url=client_metadata_url,
+        )
+        self.browser.log = self.trace.note
+        self.session: ClientSession | None = None
+
+    async def _open_browser(self, url: str) -> None:
+        self.authorizations += 1
+        q = {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
+        self.last_authorize = q
+        self.trace.note(f"SDK opens the browser: /authorize client_id={short(q.get('client_id'))} "
+                        f"scope={q.get('scope')!r} resource={q.get('resource')} prompt={q.get('prompt')}")
+        if self.abort_in_redirect:
+            raise Failed(self.abort_in_redirect)
+        self.callback_url = await self.browser.authorize(url)
+
+    async def _callback(self) -> AuthorizationCodeResult:
+        q = {k: v[0] for k, v in parse_qs(urlparse(self.callback_url).query).items()}
+        if "code" not in q:
+            raise Failed(f"authorization failed: {q}")
+        return AuthorizationCodeResult(code=q["code"], state=q.get("state"), iss=q.get("iss"))
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator["PyClient"]:
+        http = httpx2.AsyncClient(auth=self.provider, timeout=httpx2.Timeout(15, read=30), trust_env=False,
+                                  event_hooks={"response": [self.trace.on_response]})
+        async with http:
+            async with streamable_http_client(self.url, http_client=http) as (read, write):
+                async with ClientSession(read, write, read_timeout_seconds=STEP_TIMEOUT) as session:
+                    with anyio.fail_after(STEP_TIMEOUT):
+                        await session.initialize()
+                    self.session = session
+                    try:
+                        yield self
+                    finally:
+                        self.session = None
+
+    async def call(self, tool: str, args: dict[str, Any] | None = None) -> Any:
+        assert self.session is not None
+        with anyio.fail_after(STEP_TIMEOUT):
+            result = await self.session.call_tool(tool, args or {})
+        if result.is_error:
+            raise Failed(f"{tool} failed: {result.content}")
+        if result.structured_content is not None:
+            sc = result.structured_content
+            return sc.get("result", sc) if isinstance(sc, dict) and set(sc) == {"result"} else sc
+        return result.content[0].text  # type: ignore[union-attr]
+
+    async def list_tools(self) -> list[str]:
+        assert self.session is not None
+        with anyio.fail_after(STEP_TIMEOUT):
+            return [t.name for t in (await self.session.list_tools()).tools]
+
+    def access_token(self) -> str:
+        assert self.storage.tokens is not None
+        return self.storage.tokens.access_token
+
+    def claims(self) -> dict[str, Any]:
+        return jwt.decode(self.access_token(), options={"verify_signature": False})
+
+
+def short(value: str | None) -> str:
+    if value is None:
+        return "None"
+    return value if len(value) <= 40 else value[:37] + "..."
+
+
+async def wait_for_expiry(client: PyClient) -> None:
+    exp = client.claims()["exp"]
+    delay = max(0.0, exp - time.time() + 1.2)
+    say(f"      waiting {delay:.1f}s for the access token to expire")
+    await anyio.sleep(delay)
+
+
+def tessera_cli(*args: str) -> str:
+    env = dict(os.environ, DATABASE_URL=CFG["database_url"])
+    out = subprocess.run([CFG["tessera"], *args], env=env, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise Failed(f"tessera {' '.join(args)}: {out.stderr.strip()}")
+    return out.stdout
+
+
+async def revoke(token: str, hint: str, client_id: str) -> None:
+    async with httpx2.AsyncClient(trust_env=False, timeout=10) as http:
+        res = await http.post(f"{ISSUER}/revoke", data={"token": token, "token_type_hint": hint,
+                                                        "client_id": client_id})
+    check(res.status_code == 200, f"revoke: {res.status_code} {res.text}")
+
+
+async def raw_mcp(url: str, token: str | None) -> httpx2.Response:
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    async with httpx2.AsyncClient(trust_env=False, timeout=10) as http:
+        return await http.post(url, json=body, headers=headers)
+
+
+def new_browser() -> Browser:
+    return Browser(ISSUER, CFG["username"], CFG["password"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Journeys
+
+
+JOURNEYS: dict[str, Callable[[], Awaitable[None]]] = {}
+
+
+def journey(name: str) -> Callable[[Callable[[], Awaitable[None]]], Callable[[], Awaitable[None]]]:
+    def register(fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        JOURNEYS[name] = fn
+        return fn
+
+    return register
+
+
+async def full_journey(c: PyClient, *, registered: bool) -> None:
+    """Connect (discovery from the 401, registration or not, login + consent, code exchange),
+    list and call tools, refresh after expiry, step up for tools:write."""
+    say("    connect: the first request has no token")
+    async with c.connect():
+        t = c.trace
+        reqs = t.requests()
+        t.flush()
+        first = reqs[0]
+        check(first["status"] == 401 and "resource_metadata=" in first["www"],
+              f"first request should get 401 with resource_metadata, got {first['status']} {first['www']!r}")
+        check(any(r["path"].startswith("/.well-known/oauth-protected-resource") and r["status"] == 200 for r in reqs),
+              "protected resource metadata fetched")
+        check(any(r["path"] == "/.well-known/oauth-authorization-server" and r["status"] == 200 for r in reqs),
+              "authorization server metadata fetched from Tessera")
+        registrations = [r for r in reqs if r["path"] == "/register"]
+        if registered:
+            check(len(registrations) == 1 and registrations[0]["status"] == 201, "one dynamic registration (201)")
+        else:
+            check(not registrations, "no registration")
+        check(c.authorizations == 1, f"one authorization, saw {c.authorizations}")
+        check(c.last_authorize.get("resource") == c.url, f"resource indicator {c.last_authorize.get('resource')}")
+        check(t.token_grants()[-1:] == ["authorization_code"],
+              f"code exchanged: {t.token_grants()}")
+        client_id = c.storage.client_info.client_id if c.storage.client_info else None
+        say(f"    client_id {short(client_id)}; granted scope {c.storage.tokens.scope!r}")  # type: ignore[union-attr]
+
+        tools = await c.list_tools()
+        say(f"    tools/list: {tools}")
+        check({"whoami", "add_note"} <= set(tools), "both tools listed")
+        me = await c.call("whoami")
+        say(f"    whoami: {me}")
+        check(me["aud"] == c.url and me["client_id"] == client_id, "token bound to this server and client")
+        check("tools:write" not in me["scopes"], "no tools:write yet")
+        t.flush()
+
+        first_access, first_refresh = c.access_token(), c.storage.tokens.refresh_token  # type: ignore[union-attr]
+        check(first_refresh, "a refresh token was issued")
+        await wait_for_expiry(c)
+        mark = len(t.events)
+        me = await c.call("whoami")
+        t.flush()
+        check("refresh_token" in t.token_grants(mark), f"SDK refreshed: {t.token_grants(mark)}")
+        check(c.authorizations == 1, "no new authorization for a refresh")
+        check(c.access_token() != first_access, "new access token")
+        check(c.storage.tokens.refresh_token not in (None, first_refresh), "refresh token rotated")  # type: ignore[union-attr]
+        say(f"    refreshed after expiry: whoami ok, expires_in={me['expires_in']}, refresh token rotated")
+
+        say("    add_note needs tools:write")
+        mark = len(t.events)
+        note = await c.call("add_note", {"text": "hello from the Python SDK"})
+        t.flush()
+        stepped = [r for r in t.requests(mark) if r["status"] == 403]
+        check(stepped and 'error="insufficient_scope"' in stepped[0]["www"], "403 insufficient_scope seen")
+        check(c.authorizations == 2, f"SDK re-authorized once for the step-up, saw {c.authorizations - 1}")
+        check("tools:write" in c.last_authorize.get("scope", "").split()
+              and "tools:read" in c.last_authorize.get("scope", "").split(), "step-up asks read + write")
+        me = await c.call("whoami")
+        check({"tools:read", "tools:write"} <= set(me["scopes"]), f"stepped-up scopes {me['scopes']}")
+        say(f"    stepped up: {note!r}; scopes now {me['scopes']}")
+
+
+@journey("py-dcr@py-jwks")
+async def py_dcr_jwks() -> None:
+    """Python SDK client, dynamic registration (public client), Python server verifying via JWKS."""
+    c = PyClient("py-jwks", "e2e python public", new_browser())
+    await full_journey(c, registered=True)
+
+
+@journey("py-dcr@py-introspect")
+async def py_dcr_introspect() -> None:
+    """Python SDK client registering as a confidential client (client_secret_basic), Python
+    server verifying through introspection."""
+    c = PyClient("py-introspect", "e2e python confidential", new_browser(), auth_method="client_secret_basic")
+    await full_journey(c, registered=True)
+    info = c.storage.client_info
+    check(info and info.client_secret and info.token_endpoint_auth_method == "client_secret_basic",
+          "registered confidential with a secret")
+    say("    token requests used Basic (the SDK also repeats client_id in the body; Tessera accepts it)")
+
+
+@journey("py-dcr@ts-jwks")
+async def py_dcr_ts() -> None:
+    """Python SDK client against the TypeScript SDK server (requireBearerAuth, JWKS)."""
+    c = PyClient("ts-jwks", "e2e python vs ts server", new_browser())
+    await full_journey(c, registered=True)
+
+
+@journey("py-cimd@py-jwks")
+async def py_cimd() -> None:
+    """A client identified by a client ID metadata document (no registration)."""
+    doc_url = f"{CFG['cimd_base']}/py-client.json"
+    # 1. The SDK's own CIMD support: with Tessera advertising client_id_metadata_document_supported
+    #    it skips registration and uses the URL as client_id. The SDK accepts only https URLs; a
+    #    loopback test cannot serve one Tessera trusts, so this stops at the browser.
+    https_url = doc_url.replace("http://", "https://", 1)
+    try:
+        PyClient("py-jwks", "x", new_browser(), client_metadata_url=doc_url)
+        raise Failed("SDK accepted an http client_metadata_url")
+    except ValueError as e:
+        say(f"    SDK refuses an http client_metadata_url: {str(e)[:80]}...")
+    probe = PyClient("py-jwks", "e2e python cimd", new_browser(), client_metadata_url=https_url)
+    probe.abort_in_redirect = "stop before the browser (probe)"
+    try:
+        async with probe.connect():
+            pass
+    except BaseException:  # the aborted flow surfaces as the transport's error
+        pass
+    probe.trace.flush()
+    check(probe.authorizations == 1 and probe.last_authorize.get("client_id") == https_url,
+          "SDK sent the document URL as client_id")
+    check(not [r for r in probe.trace.requests() if r["path"] == "/register"], "SDK did not register")
+    say("    SDK chose CIMD (client_id = document URL, no /register)")
+
+    # 2. The whole journey with the loopback http document Tessera fetches under
+    #    TESSERA_CIMD_ALLOW_LOOPBACK: the URL is handed to the SDK as the stored client_id.
+    storage = MemoryStorage()
+    storage.client_info = OAuthClientInformationFull(
+        client_id=doc_url, token_endpoint_auth_method="none", redirect_uris=[AnyUrl(CFG["callback"])]
+    )
+    c = PyClient("py-jwks", "e2e python cimd", new_browser(), storage=storage)
+    await full_journey(c, registered=False)
+    check(c.claims()["client_id"] == doc_url, "access token's client_id is the document URL")
+
+
+@journey("neg-audience")
+async def neg_audience() -> None:
+    """Tokens minted for one resource are refused by every other server, in both verification modes."""
+    tokens = {}
+    for server in ("py-jwks", "py-introspect"):
+        c = PyClient(server, f"e2e audience {server}", new_browser())
+        async with c.connect():
+            await c.call("whoami")
+        tokens[server] = c.access_token()
+        say(f"    got a token for {server} (aud {c.claims()['aud']})")
+    servers = CFG["servers"]
+    for token_for, token in tokens.items():
+        for server, url in servers.items():
+            res = await raw_mcp(url, token)
+            own = server == token_for
+            say(f"    token for {token_for} -> {server}: {res.status_code}")
+            if own:
+                check(res.status_code == 200, f"own server accepts: {res.status_code} {res.text[:200]}")
+            else:
+                check(res.status_code == 401, f"{server} must refuse a token for {token_for}: {res.status_code}")
+                check("resource_metadata=" in res.headers.get("www-authenticate", ""), "401 names the metadata")
+    # A token with Tessera's header and claims but signed by another key.
+    header = jwt.get_unverified_header(tokens["py-jwks"])
+    claims = jwt.decode(tokens["py-jwks"], options={"verify_signature": False})
+    forged = jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256",
+                        headers={"kid": header["kid"], "typ": "at+jwt"})
+    for server in ("py-jwks", "ts-jwks"):
+        res = await raw_mcp(servers[server], forged)
+        say(f"    forged signature -> {server}: {res.status_code}")
+        check(res.status_code == 401, "forged token refused")
+    for server in ("py-jwks", "py-introspect"):
+        res = await raw_mcp(servers[server], None)
+        check(res.status_code == 401, "no token: 401")
+    await anyio.sleep(max(0.0, claims["exp"] - time.time() + 1.2))
+    for server in ("py-jwks", "py-introspect"):
+        res = await raw_mcp(servers[server], tokens[server])
+        say(f"    expired token -> {server}: {res.status_code}")
+        check(res.status_code == 401, "expired token refused")
+
+
+@journey("neg-revoked@py-introspect")
+async def neg_revoked_introspect() -> None:
+    """Revoking the grant (its refresh token, RFC 7009) makes the next call fail at once when
+    the server introspects; the SDK then re-authorizes by itself."""
+    c = PyClient("py-introspect", "e2e python revoke", new_browser())
+    async with c.connect():
+        await c.call("whoami")
+        c.trace.flush()
+        old = c.access_token()
+        await revoke(c.storage.tokens.refresh_token, "refresh_token", c.storage.client_info.client_id)  # type: ignore
+        say("    revoked the grant with its refresh token at /revoke")
+        res = await raw_mcp(c.url, old)
+        check(res.status_code == 401, f"old access token now refused: {res.status_code}")
+        say("    the still-unexpired access token is refused at once (introspection: active=false)")
+        mark = len(c.trace.events)
+        me = await c.call("whoami")
+        c.trace.flush()
+        check(any(r["status"] == 401 for r in c.trace.requests(mark)), "call got 401")
+        check(c.authorizations == 2, "SDK re-authorized")
+        check(c.access_token() != old, "new token")
+        say(f"    re-authorized, whoami ok ({me['client_id'] == c.storage.client_info.client_id})")  # type: ignore
+
+
+@journey("neg-revoked@py-jwks")
+async def neg_revoked_jwks() -> None:
+    """With local JWT verification a revoked grant's access token lives until it expires; the
+    refresh then fails and the SDK re-authorizes."""
+    c = PyClient("py-jwks", "e2e python revoke jwks", new_browser())
+    async with c.connect():
+        await c.call("whoami")
+        c.trace.flush()
+        await revoke(c.storage.tokens.refresh_token, "refresh_token", c.storage.client_info.client_id)  # type: ignore
+        say("    revoked the grant at /revoke")
+        await c.call("whoami")
+        say("    next call still succeeds: the JWT is verified locally until exp (expected)")
+        await wait_for_expiry(c)
+        mark = len(c.trace.events)
+        await c.call("whoami")
+        c.trace.flush()
+        check([r for r in c.trace.requests(mark) if r["kind"] == "refresh_token" and r["status"] == 400
+               and r["error"] == "invalid_grant"], "refresh refused with invalid_grant")
+        check(c.authorizations == 2, "SDK re-authorized")
+        say("    refresh refused (invalid_grant); SDK re-authorized; whoami ok")
+
+
+@journey("neg-deleted-client@py-jwks")
+async def neg_deleted_client() -> None:
+    """`tessera client remove` deletes the registered client: the next token request gets 401
+    invalid_client, and the client must register again."""
+    storage = MemoryStorage()
+    c = PyClient("py-jwks", "e2e python deleted", new_browser(), storage=storage)
+    outcome = "ok"
+    mark = 0
+    try:
+        async with c.connect():
+            await c.call("whoami")
+            c.trace.flush()
+            old_id = storage.client_info.client_id  # type: ignore[union-attr]
+            tessera_cli("client", "remove", old_id)
+            say(f"    tessera client remove {old_id}")
+            await wait_for_expiry(c)
+            mark = len(c.trace.events)
+            await c.call("whoami")
+    except BaseException as e:  # noqa: BLE001 - report whatever the SDK raised
+        cause = leaf(e)
+        outcome = f"{type(cause).__name__}: {str(cause)[:200]}"
+    c.trace.flush()
+    refused = [r for r in c.trace.requests(mark) if r["kind"] == "refresh_token" and r["status"] == 401
+               and r["error"] == "invalid_client"]
+    check(refused, "Tessera answered the refresh with 401 invalid_client")
+    say("    Tessera: refresh -> 401 invalid_client")
+    if outcome == "ok" and storage.client_info and storage.client_info.client_id != old_id:
+        say(f"    SDK re-registered by itself as {storage.client_info.client_id}")
+        return
+    # mcp 2.3.0 drops only the tokens after invalid_client and keeps the deleted client_id, so it
+    # sends the person to /authorize with an unknown client, which Tessera refuses with an error
+    # page (no redirect to an unverified URI). The application recovers by forgetting the client.
+    say(f"    KNOWN SDK LIMITATION (mcp 2.3.0): it kept the deleted client_id and did not register again:")
+    say(f"      {outcome}")
+    check("unknown client_id" in outcome, "Tessera's /authorize refused the deleted client with its error page")
+    storage.client_info, storage.tokens = None, None
+    c2 = PyClient("py-jwks", "e2e python deleted", c.browser, storage=storage)
+    async with c2.connect():
+        await c2.call("whoami")
+    c2.trace.flush()
+    check(storage.client_info and storage.client_info.client_id != old_id, "registered anew")
+    say(f"    application cleared its stored client: the SDK registered anew as "
+        f"{storage.client_info.client_id} and the call succeeded")  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def leaf(e: BaseException) -> BaseException:
+    """The exception inside the task groups the SDK's transport wraps failures in."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return e
+
+
+class QuietSdkLogs(logging.Filter):
+    """The SDK logs its own flow's failures with tracebacks; one line each is enough here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+async def main(selected: list[str]) -> int:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("      sdk log: %(message)s"))
+    handler.addFilter(QuietSdkLogs())
+    logging.getLogger("mcp").addHandler(handler)
+    logging.getLogger("mcp").propagate = False
+    names = selected or list(JOURNEYS)
+    passed, failed = [], []
+    for name in names:
+        say(f"\n== journey {name} (Python SDK mcp {CFG['versions']['python_mcp']}): {JOURNEYS[name].__doc__.strip().splitlines()[0]}")
+        started = time.monotonic()
+        try:
+            with anyio.fail_after(120):
+                await JOURNEYS[name]()
+        except BaseException as e:  # noqa: BLE001 - one journey's failure must not stop the others
+            failed.append(name)
+            cause = leaf(e)
+            say(f"FAIL {name} ({time.monotonic() - started:.1f}s): {type(cause).__name__}: {cause}")
+            if not isinstance(cause, Failed):
+                traceback.print_exception(cause, file=sys.stdout)
+            continue
+        passed.append(name)
+        say(f"PASS {name} ({time.monotonic() - started:.1f}s)")
+    say(f"\npython journeys: {len(passed)} passed, {len(failed)} failed{': ' + ', '.join(failed) if failed else ''}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(anyio.run(main, sys.argv[1:]))
