@@ -171,11 +171,14 @@ pub fn cache_ttl(headers: &reqwest::header::HeaderMap) -> Duration {
     ttl.unwrap_or(DEFAULT_CACHE).clamp(MIN_CACHE, MAX_CACHE)
 }
 
+/// The outcome of one fetch, shared by every request that waited for it.
+type InFlight = Arc<OnceCell<Result<Client, CimdError>>>;
+
 /// Resolves and fetches documents, with a per-host limit and one fetch per URL at a time.
 pub struct Fetcher {
     settings: CimdSettings,
     per_host: Limiter<String>,
-    in_flight: Mutex<HashMap<String, Arc<OnceCell<Result<Client, CimdError>>>>>,
+    in_flight: Mutex<HashMap<String, InFlight>>,
 }
 
 impl Fetcher {

@@ -44,12 +44,10 @@ fn remember<K: std::hash::Hash + Eq>(map: &RwLock<HashMap<K, bool>>, key: K, val
     }
 }
 
-fn recall<K: std::hash::Hash + Eq + ?Sized, Q: std::hash::Hash + Eq>(
-    map: &RwLock<HashMap<Q, bool>>,
-    key: &K,
-) -> Option<bool>
+fn recall<K, Q>(map: &RwLock<HashMap<Q, bool>>, key: &K) -> Option<bool>
 where
-    Q: std::borrow::Borrow<K>,
+    K: std::hash::Hash + Eq + ?Sized,
+    Q: std::hash::Hash + Eq + std::borrow::Borrow<K>,
 {
     map.read().ok()?.get(key).copied()
 }

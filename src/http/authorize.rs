@@ -354,7 +354,7 @@ pub async fn issue_code(state: &AppState, meta: &RequestMeta, request: &AuthzReq
         .client(&request.client_id)
         .subject(user_id.to_string())
         .scopes(scope::join(&request.scopes))
-        .digest(&new.code_hash[..])
+        .digest(new.code_hash)
         .detail(format!("grant {}", new.grant_id));
     if let Some(resource) = state.resources.load().by_id(request.resource_id) {
         event = event.resource(&resource.uri);

@@ -10,5 +10,6 @@ mod binary;
 mod browser;
 mod cimd;
 mod foundation;
+mod hardening;
 mod introspection;
 mod registration;

@@ -252,8 +252,11 @@ impl TestApp {
 
     /// A second instance on the same database (cross-instance tests).
     pub async fn spawn_on(db: Arc<TestDb>, options: Options) -> Self {
-        if let Ok(filter) = std::env::var("TESSERA_TEST_LOG") {
-            tessera::telemetry::init(&filter, tessera::config::LogFormat::Pretty);
+        match std::env::var("TESSERA_TEST_LOG") {
+            Ok(filter) => tessera::telemetry::init(&filter, tessera::config::LogFormat::Pretty),
+            Err(_) => {
+                captured_logs();
+            }
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -307,6 +310,47 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Every log line of this test process (JSON, debug level), kept so a test can check that no
+/// secret ever reaches the logs. Installed as the global subscriber by the first test server.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut b) = self.0.lock()
+            && b.len() < 512 * 1024 * 1024
+        {
+            b.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().map(|b| b.clone()).unwrap_or_default()).into_owned()
+    }
+}
+
+pub fn captured_logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,sqlx=warn,hyper=info,reqwest=info,h2=info"))
+            .with_current_span(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        logs
+    })
 }
 
 /// One master key per test process, generated (never stored in the repository).
