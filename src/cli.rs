@@ -167,45 +167,21 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             telemetry::init(&config.log, config.log_format.unwrap_or(LogFormat::Pretty));
             dev::run(config, &cli.data_dir, *port).await
         }
-        Command::Migrate => {
+        admin => {
             init_admin_logging(&config);
             let db = AdminDb::open(&config, &cli.data_dir).await?;
-            println!("migrations applied");
-            db.close().await;
-            Ok(())
-        }
-        Command::Keys(cmd) => {
-            init_admin_logging(&config);
-            let db = AdminDb::open(&config, &cli.data_dir).await?;
-            let result = keys_command(&config, &db, cmd).await;
-            db.close().await;
-            result
-        }
-        Command::Resource(cmd) => {
-            init_admin_logging(&config);
-            let db = AdminDb::open(&config, &cli.data_dir).await?;
-            let result = crate::admin::resource(&db.pool, cmd).await;
-            db.close().await;
-            result
-        }
-        Command::User(cmd) => {
-            init_admin_logging(&config);
-            let db = AdminDb::open(&config, &cli.data_dir).await?;
-            let result = crate::admin::user(&db.pool, cmd).await;
-            db.close().await;
-            result
-        }
-        Command::Client(cmd) => {
-            init_admin_logging(&config);
-            let db = AdminDb::open(&config, &cli.data_dir).await?;
-            let result = crate::admin::client(&db.pool, cmd).await;
-            db.close().await;
-            result
-        }
-        Command::Audit(AuditCommand::Tail(args)) => {
-            init_admin_logging(&config);
-            let db = AdminDb::open(&config, &cli.data_dir).await?;
-            let result = crate::admin::audit_tail(&db.pool, args).await;
+            let result = match admin {
+                Command::Keys(cmd) => keys_command(&config, &db, cmd).await,
+                Command::Resource(cmd) => crate::admin::resource(&db.pool, cmd).await,
+                Command::User(cmd) => crate::admin::user(&db.pool, cmd).await,
+                Command::Client(cmd) => crate::admin::client(&db.pool, cmd).await,
+                Command::Audit(AuditCommand::Tail(args)) => crate::admin::audit_tail(&db.pool, args).await,
+                // `AdminDb::open` applied them.
+                Command::Migrate | Command::Serve | Command::Dev { .. } => {
+                    println!("migrations applied");
+                    Ok(())
+                }
+            };
             db.close().await;
             result
         }

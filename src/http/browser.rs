@@ -115,6 +115,17 @@ impl std::fmt::Display for FormError {
     }
 }
 
+/// The form of a POST from one of our pages: from our own origin, well formed. A refusal is
+/// the page to show.
+pub fn posted_form(issuer: &Issuer, headers: &HeaderMap, body: &Bytes) -> Result<Params, super::pages::PageError> {
+    let base = issuer.path();
+    if !same_origin(headers, issuer) {
+        return Err(super::pages::PageError::forbidden(base, "This form was submitted from another site."));
+    }
+    form(headers, body)
+        .map_err(|e| super::pages::PageError::bad_request(base, format!("The form could not be read: {e}.")))
+}
+
 /// Parse an `application/x-www-form-urlencoded` body, refusing other content types and
 /// repeated parameters.
 pub fn form(headers: &HeaderMap, body: &Bytes) -> Result<Params, FormError> {

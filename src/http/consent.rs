@@ -93,12 +93,9 @@ pub async fn submit(
     body: Bytes,
 ) -> Response {
     let base = state.settings.issuer.path();
-    if !browser::same_origin(&headers, &state.settings.issuer) {
-        return PageError::forbidden(base, "This form was submitted from another site.").into_response();
-    }
-    let params = match browser::form(&headers, &body) {
+    let params = match browser::posted_form(&state.settings.issuer, &headers, &body) {
         Ok(p) => p,
-        Err(e) => return PageError::bad_request(base, format!("The form could not be read: {e}.")).into_response(),
+        Err(page) => return page.into_response(),
     };
     if !browser::csrf_ok(&session, params.get("csrf_token")).await {
         return PageError::forbidden(base, "This form expired. Go back to the application and start again.")
