@@ -43,6 +43,10 @@ struct Args {
     /// Smoke mode: small pools, no warm-up (use with a short --duration).
     #[arg(long)]
     smoke: bool,
+    /// Before each workload, wait up to this many seconds for the machine to be quiet (less
+    /// than 0.15 cores busy with anything); 0 disables.
+    #[arg(long, default_value_t = 20.0)]
+    wait_quiet: f64,
 }
 
 #[derive(Deserialize, Clone, Debug)]
@@ -205,6 +209,30 @@ struct Bench {
     duration: Duration,
     concurrency: usize,
     smoke: bool,
+    wait_quiet: Duration,
+}
+
+/// Wait (at most `max`) until the whole machine is nearly idle, so that other builds and tests
+/// on a shared machine do not land in a measurement. Returns the busy cores last seen.
+async fn wait_quiet(max: Duration) -> f64 {
+    const QUIET: f64 = 0.15;
+    let until = Instant::now() + max;
+    let mut told = false;
+    loop {
+        let before = procstat::machine_busy_secs();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let busy = procstat::machine_busy_secs() - before;
+        if busy < QUIET || Instant::now() >= until {
+            if told {
+                eprintln!("[bench]   machine {} ({busy:.2} cores busy)", if busy < QUIET { "quiet" } else { "still busy; going on" });
+            }
+            return busy;
+        }
+        if !told {
+            eprintln!("[bench]   waiting up to {} s for other load to stop ({busy:.2} cores busy)", max.as_secs());
+            told = true;
+        }
+    }
 }
 
 impl Bench {
@@ -423,6 +451,9 @@ impl Bench {
     }
 
     async fn measure(&self, w: Workload, s: &Arc<Server>, rss: &procstat::RssSampler) -> Result<Option<Measured>, String> {
+        if !self.wait_quiet.is_zero() {
+            wait_quiet(self.wait_quiet).await;
+        }
         let prepared = self.prepare(w, s).await.map_err(|e| format!("{e:#}"))?;
         let (sources, warmup, max_duration, note) = match prepared {
             Prepared::Skip(note) => return Ok(Some(skipped(note))),
@@ -542,7 +573,12 @@ async fn run(args: Args) -> Result<()> {
         let name = cfg.name.clone();
         servers.push(Arc::new(Server::discover(cfg).await.with_context(|| format!("discovering {name}"))?));
     }
-    let bench = Bench { duration: Duration::from_secs_f64(args.duration), concurrency: args.concurrency, smoke: args.smoke };
+    let bench = Bench {
+        duration: Duration::from_secs_f64(args.duration),
+        concurrency: args.concurrency,
+        smoke: args.smoke,
+        wait_quiet: Duration::from_secs_f64(args.wait_quiet.clamp(0.0, 120.0)),
+    };
     let samplers: Vec<_> = servers.iter().map(|s| procstat::RssSampler::start(s.cfg.pid)).collect();
 
     let mut rows = Vec::new();
