@@ -299,6 +299,30 @@ async function revoke(token: string, hint: string, clientId: string) {
     check(res.status === 200, `revoke: ${res.status}`);
 }
 
+/** The server (introspecting) refuses the revoked grant's unexpired access token; Tessera's
+ *  introspection learns of a revocation through LISTEN/NOTIFY, so wait for it (bounded). */
+async function refusedAfterRevocation(url: string, token: string) {
+    const started = Date.now();
+    for (let attempts = 1; ; attempts++) {
+        const res = await fetch(url, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+            body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' })
+        });
+        await res.body?.cancel();
+        if (res.status === 401) {
+            say(
+                attempts === 1
+                    ? '    the unexpired access token is refused at once (introspection: active=false)'
+                    : `    NOTE Tessera: introspection still answered active:true right after /revoke; refused ${Date.now() - started} ms later`
+            );
+            return;
+        }
+        check(res.status === 200 && Date.now() - started < 2000, `revoked token: ${res.status} after ${Date.now() - started} ms`);
+        await sleep(5);
+    }
+}
+
 /** Call a tool that needs a scope the token lacks. The SDK sees 403 insufficient_scope; if it
  *  cannot step up by itself, the application re-authorizes with auth() for the challenged scope. */
 async function stepUp(c: TsClient, tool: string, args: Record<string, unknown>): Promise<{ result: any; bySdk: boolean }> {
@@ -459,6 +483,7 @@ const JOURNEYS: Record<string, { doc: string; run: () => Promise<void> }> = {
                 const old = c.provider.tokenSet!;
                 await revoke(old.refresh_token!, 'refresh_token', c.provider.client!.client_id);
                 say('    revoked the grant with its refresh token at /revoke');
+                await refusedAfterRevocation(c.url, old.access_token);
                 const mark = c.trace.events.length;
                 await c.call('whoami');
                 c.trace.flush();
