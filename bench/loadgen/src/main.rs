@@ -460,10 +460,14 @@ impl Bench {
             Prepared::Run { sources, warmup, max_duration, note } => (sources, warmup, max_duration, note),
         };
         let mut sources = sources;
+        let mut warm_errors = None;
         if warmup && !self.smoke {
             let warm = Duration::from_secs_f64((self.duration.as_secs_f64() / 5.0).clamp(0.5, 2.0));
-            let (_, back) = workload::run(s.addr, &s.host, sources, warm).await.map_err(|e| format!("{e:#}"))?;
+            let (out, back) = workload::run(s.addr, &s.host, sources, warm).await.map_err(|e| format!("{e:#}"))?;
             sources = back;
+            if out.total_errors() > 0 {
+                warm_errors = Some(out);
+            }
         }
         let duration = max_duration.map_or(self.duration, |m| m.min(self.duration));
         rss.take_peak();
@@ -473,14 +477,27 @@ impl Bench {
             procstat::self_cpu_secs(),
             procstat::machine_busy_secs(),
         );
-        let (out, _) = workload::run(s.addr, &s.host, sources, duration).await.map_err(|e| format!("{e:#}"))?;
-        let secs = out.elapsed.as_secs_f64().max(1e-9);
+        let (mut out, _) = workload::run(s.addr, &s.host, sources, duration).await.map_err(|e| format!("{e:#}"))?;
+        // Errors during the warm-up count too (a refresh chain that failed there is gone).
+        if let Some(warm) = warm_errors {
+            for (kind, n) in warm.errors {
+                *out.errors.entry(format!("warm-up: {kind}")).or_default() += n;
+            }
+            out.error_samples.extend(warm.error_samples.into_iter().map(|e| format!("warm-up: {e}")));
+        }
+        // CPU shares over a run too short to measure mean nothing.
+        let secs = if out.elapsed.as_secs_f64() < 0.05 { f64::NAN } else { out.elapsed.as_secs_f64() };
         let cpu_server = ((procstat::cpu_secs(s.cfg.pid).unwrap_or(0.0) - cpu0) / secs).max(0.0);
         let pg = ((procstat::cpu_secs_by_name("postgres") - pg0) / secs).max(0.0);
         let cpu_gen = ((procstat::self_cpu_secs() - gen0) / secs).max(0.0);
         let all = (procstat::machine_busy_secs() - all0) / secs;
-        let cpu_other = (all - cpu_server - pg - cpu_gen).max(0.0);
+        let cpu_other = if all.is_nan() { f64::NAN } else { (all - cpu_server - pg - cpu_gen).max(0.0) };
         let cpu_pg = s.cfg.uses_postgres.then_some(pg);
+        let (cpu_server, cpu_gen, cpu_pg) = if secs.is_nan() {
+            (f64::NAN, f64::NAN, cpu_pg.map(|_| f64::NAN))
+        } else {
+            (cpu_server, cpu_gen, cpu_pg)
+        };
         let peak_rss_kb = rss.take_peak();
         let mut note = note;
         if out.exhausted {
