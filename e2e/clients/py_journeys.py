@@ -449,8 +449,8 @@ async def neg_audience() -> None:
 
 @journey("neg-revoked@py-introspect")
 async def neg_revoked_introspect() -> None:
-    """Revoking the grant (its refresh token, RFC 7009) makes the next call fail at once when
-    the server introspects; the SDK then re-authorizes by itself."""
+    """Revoking the grant (its refresh token, RFC 7009) makes the next call fail when the server
+    introspects, before the access token expires; the SDK then re-authorizes by itself."""
     c = PyClient("py-introspect", "e2e python revoke", new_browser())
     async with c.connect():
         await c.call("whoami")
@@ -562,7 +562,7 @@ async def main(selected: list[str]) -> int:
     names = selected or list(JOURNEYS)
     passed, failed = [], []
     for name in names:
-        say(f"\n== journey {name} (Python SDK mcp {CFG['versions']['python_mcp']}): {JOURNEYS[name].__doc__.strip().splitlines()[0]}")
+        say(f"\n== journey {name} (Python SDK mcp {CFG['versions']['python_mcp']}): {' '.join((JOURNEYS[name].__doc__ or '').split())}")
         started = time.monotonic()
         try:
             with anyio.fail_after(120):
