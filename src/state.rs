@@ -192,6 +192,30 @@ impl AppState {
         let _ = rx.wait_for(|listening| *listening).await;
     }
 
+    /// Revoke a grant. This instance forgets it at once (RFC 7009 §2.2: immediately); the
+    /// others hear of it through the trigger's notification.
+    pub async fn revoke_grant(&self, grant_id: uuid::Uuid, reason: &str) -> Result<bool, sqlx::Error> {
+        let revoked = store::grants::revoke(&self.pool, grant_id, reason).await?;
+        self.revocation.grant_revoked(&grant_id.to_string());
+        Ok(revoked)
+    }
+
+    /// Put an access token on the deny list, here at once and elsewhere by notification.
+    pub async fn revoke_access_token(&self, jti: &str, exp: i64) -> Result<(), sqlx::Error> {
+        let expires_at = chrono::DateTime::from_timestamp(exp, 0).unwrap_or_else(chrono::Utc::now);
+        store::revocation::revoke_jti(&self.pool, jti, expires_at).await?;
+        self.revocation.token_revoked(&format!("{jti} {exp}"));
+        Ok(())
+    }
+
+    /// Delete a client; this instance forgets it at once.
+    pub async fn delete_client(&self, client_id: &str) -> Result<bool, sqlx::Error> {
+        let deleted = store::clients::delete(&self.pool, client_id).await?;
+        self.clients.invalidate(client_id);
+        self.revocation.client_changed(client_id);
+        Ok(deleted)
+    }
+
     /// Note that a client obtained a token: updates `last_used_at` in the background, at most
     /// about once an hour per client and instance, so the token path never waits for it.
     pub fn client_used(&self, client: &crate::clients::Client) {

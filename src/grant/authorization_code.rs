@@ -30,7 +30,7 @@ pub async fn exchange(
         return Err(explain_unclaimable(state, meta, &code_hash, client).await);
     };
     let fail = |error: OAuthError| async move {
-        grants::revoke(&state.pool, claimed.grant_id, "failed_code_exchange").await?;
+        state.revoke_grant(claimed.grant_id, "failed_code_exchange").await?;
         Err::<Issued, ApiError>(error.into())
     };
 
@@ -98,7 +98,7 @@ async fn explain_unclaimable(state: &AppState, meta: &RequestMeta, code_hash: &[
                 .digest(code_hash)
                 .detail(format!("grant {} revoked", code.grant_id));
             state.audit.record(event).await;
-            if let Err(e) = grants::revoke(&state.pool, code.grant_id, "code_replay").await {
+            if let Err(e) = state.revoke_grant(code.grant_id, "code_replay").await {
                 return e.into();
             }
             OAuthError::invalid_grant("the code was already used; everything issued from it is revoked").into()

@@ -90,7 +90,7 @@ async fn explain_unrotatable(state: &AppState, meta: &RequestMeta, request: &gra
             .digest(request.old_hash)
             .detail(format!("grant {} revoked", token.grant_id));
         state.audit.record(event).await;
-        if let Err(e) = grants::revoke(&state.pool, token.grant_id, "refresh_reuse").await {
+        if let Err(e) = state.revoke_grant(token.grant_id, "refresh_reuse").await {
             return e.into();
         }
         return OAuthError::invalid_grant("the refresh token was already used; the grant is revoked").into();

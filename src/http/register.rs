@@ -233,7 +233,7 @@ pub async fn delete(
 ) -> Response {
     let result = async {
         let (client, _) = authorized_client(&state, &client_id, &headers).await?;
-        clients::delete(&state.pool, &client.client_id).await?;
+        state.delete_client(&client.client_id).await?;
         state
             .audit
             .record(Event::new("client.deleted", Outcome::Success).during(&meta).client(&client.client_id))

@@ -15,7 +15,7 @@ use crate::oauth::{OAuthError, secret};
 use crate::security::client_addr::RequestMeta;
 use crate::security::rate_limit::Route;
 use crate::state::AppState;
-use crate::store::{grants, revocation};
+use crate::store::grants;
 use crate::tokens;
 
 pub async fn revoke(State(state): State<AppState>, meta: RequestMeta, headers: HeaderMap, body: Bytes) -> Response {
@@ -46,8 +46,7 @@ async fn revoke_token(state: &AppState, client: &Client, token: &str) -> Result<
         if let Ok(claims) = tokens::verify(state, token, false)
             && claims.client_id == client.client_id
         {
-            let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(chrono::Utc::now);
-            revocation::revoke_jti(&state.pool, &claims.jti, expires_at).await?;
+            state.revoke_access_token(&claims.jti, claims.exp).await?;
             return Ok(Some("access token"));
         }
         return Ok(None);
@@ -58,7 +57,7 @@ async fn revoke_token(state: &AppState, client: &Client, token: &str) -> Result<
     if let Some(refresh) = grants::refresh_state(&state.pool, &secret::digest(token)).await?
         && refresh.client_id == client.client_id
     {
-        grants::revoke(&state.pool, refresh.grant_id, "revoked_by_client").await?;
+        state.revoke_grant(refresh.grant_id, "revoked_by_client").await?;
         return Ok(Some("refresh token and its grant"));
     }
     Ok(None)
