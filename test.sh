@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests against a real PostgreSQL (DATABASE_URL, or a
-# throwaway cluster from the local PostgreSQL binaries) and a real headless Chromium.
-# Installs Debian's chromium and chromium-driver first when they are missing and we are root.
+# throwaway cluster from the local PostgreSQL binaries) and a real headless Chromium, then the
+# end-to-end suite in which the official MCP SDKs (Python and TypeScript) talk to Tessera.
+# Installs Debian's chromium and chromium-driver first when they are missing and we are root;
+# e2e/run installs its own Python (e2e/.venv) and npm (e2e/node_modules) packages.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -18,3 +20,6 @@ if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
 fi
 
 cargo test --locked "$@"
+
+echo "test.sh: end-to-end journeys with the MCP SDKs (e2e/run)"
+e2e/run
