@@ -31,6 +31,7 @@ pub async fn run_once(app: &AppState) {
     app.registration_limiter.prune();
     app.limits.prune();
     app.revocation.prune();
+    app.verified.prune();
     app.cimd.prune();
     let settings = &app.settings;
     match store::clients::delete_stale(

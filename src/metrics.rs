@@ -11,6 +11,11 @@ use crate::state::AppState;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// Whether a recorder is installed (so the hot path does not build labels for nobody).
+fn enabled() -> bool {
+    HANDLE.get().is_some_and(Option::is_some)
+}
+
 /// Install the process-wide recorder (once); `None` if another recorder is installed.
 pub fn install() -> Option<PrometheusHandle> {
     HANDLE
@@ -29,12 +34,18 @@ pub fn install() -> Option<PrometheusHandle> {
 }
 
 pub fn request(route: &str, method: &str, status: u16, elapsed: Duration) {
+    if !enabled() {
+        return;
+    }
     let labels = [("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())];
     metrics::counter!("tessera_http_requests_total", &labels).increment(1);
     metrics::histogram!("tessera_http_request_duration_seconds", &labels[..2]).record(elapsed.as_secs_f64());
 }
 
 pub fn token_issued(grant_type: &str) {
+    if !enabled() {
+        return;
+    }
     metrics::counter!("tessera_tokens_issued_total", "grant_type" => grant_type.to_owned()).increment(1);
 }
 

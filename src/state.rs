@@ -99,6 +99,8 @@ pub struct Inner {
     pub clients: crate::clients::ClientCache,
     /// What makes tokens inactive.
     pub revocation: crate::revocation::RevocationCache,
+    /// Access tokens already verified (introspection).
+    pub verified: crate::tokens::VerifiedCache,
     /// True once this instance listens for cache invalidations (and has reloaded after starting to).
     pub(crate) listening: tokio::sync::watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -130,6 +132,7 @@ impl AppState {
             recently_used: Default::default(),
             clients: Default::default(),
             revocation: Default::default(),
+            verified: Default::default(),
             audit: crate::audit::AuditSink::start(pool.clone()),
             limits: crate::security::rate_limit::RateLimits::new(&settings.rate_limits),
             settings,

@@ -134,3 +134,44 @@ pub async fn is_active(state: &AppState, claims: &AccessClaims) -> Result<bool, 
         None => state.revocation.client_exists(&state.pool, &claims.client_id, trusted).await,
     }
 }
+
+/// Access tokens whose signature and claims already verified, by SHA-256 of the token, until
+/// they expire. A resource server introspects the same token on every call; this spares the
+/// signature check (the costliest step) on all but the first. Revocation is checked every time.
+#[derive(Default)]
+pub struct VerifiedCache {
+    map: std::sync::RwLock<std::collections::HashMap<[u8; 32], std::sync::Arc<AccessClaims>>>,
+}
+
+/// Beyond this many remembered tokens, start afresh.
+const MAX_VERIFIED: usize = 100_000;
+
+impl VerifiedCache {
+    /// Verify `token` as [`verify`] does (expired tokens refused), remembering the result.
+    pub fn verify(&self, state: &AppState, token: &str) -> Result<std::sync::Arc<AccessClaims>, Invalid> {
+        let key: [u8; 32] = crate::oauth::secret::digest(token);
+        let now = chrono::Utc::now().timestamp();
+        if let Some(claims) = self.map.read().ok().and_then(|m| m.get(&key).cloned()) {
+            return if claims.exp > now { Ok(claims) } else { Err(Invalid::Expired) };
+        }
+        let claims = std::sync::Arc::new(verify(state, token, false)?);
+        if let Ok(mut map) = self.map.write() {
+            if map.len() >= MAX_VERIFIED {
+                map.retain(|_, c| c.exp > now);
+                if map.len() >= MAX_VERIFIED {
+                    map.clear();
+                }
+            }
+            map.insert(key, claims.clone());
+        }
+        Ok(claims)
+    }
+
+    /// Forget expired tokens.
+    pub fn prune(&self) {
+        let now = chrono::Utc::now().timestamp();
+        if let Ok(mut map) = self.map.write() {
+            map.retain(|_, c| c.exp > now);
+        }
+    }
+}

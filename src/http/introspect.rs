@@ -97,7 +97,7 @@ pub async fn introspect(State(state): State<AppState>, meta: RequestMeta, header
 async fn inspect(state: &AppState, caller: &Caller, token: &str) -> Result<Option<Value>, sqlx::Error> {
     if token.bytes().filter(|b| *b == b'.').count() == 2 {
         let Caller::Resource(resource) = caller else { return Ok(None) };
-        let Ok(claims) = tokens::verify(state, token, false) else { return Ok(None) };
+        let Ok(claims) = state.verified.verify(state, token) else { return Ok(None) };
         if claims.aud != resource.uri || !tokens::is_active(state, &claims).await? {
             return Ok(None);
         }

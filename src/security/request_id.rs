@@ -30,7 +30,7 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .filter(|v| is_safe(v))
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
     let route = req.extensions().get::<MatchedPath>().map_or("(unmatched)", |p| p.as_str()).to_owned();
     let method = req.method().clone();
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
