@@ -16,11 +16,10 @@ pub mod token;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{Method, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{Any, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_sessions::cookie::SameSite;
@@ -28,7 +27,7 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::error::ApiError;
 use crate::security::rate_limit::{self, Route};
-use crate::security::{client_addr, headers, request_id};
+use crate::security::{client_addr, cors, headers, request_id};
 use crate::state::AppState;
 
 /// Largest request body any endpoint accepts.
@@ -36,41 +35,6 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// A request that takes longer than this is cut off with 408.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const STYLESHEET: &str = include_str!("../../static/tessera.css");
-
-/// CORS for public, credential-free documents: any origin may read them.
-fn public_cors() -> CorsLayer {
-    CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::GET, Method::OPTIONS])
-        .allow_headers([header::HeaderName::from_static("mcp-protocol-version")])
-        .max_age(Duration::from_secs(86400))
-}
-
-/// CORS for the endpoints browser-based MCP clients call directly (no cookies are involved).
-fn api_cors() -> CorsLayer {
-    CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::POST, Method::OPTIONS])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            header::HeaderName::from_static("mcp-protocol-version"),
-        ])
-        .max_age(Duration::from_secs(86400))
-}
-
-/// CORS for registration: browser-based MCP clients (such as MCP Inspector) register this way.
-fn registration_cors() -> CorsLayer {
-    CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            header::HeaderName::from_static("mcp-protocol-version"),
-        ])
-        .max_age(Duration::from_secs(86400))
-}
 
 /// The session cookie: `__Host-` prefixed (bound to this host, `Secure`, path `/`) when the
 /// issuer is https at the root; plain on a loopback http issuer, where `Secure` cannot be set.
@@ -95,10 +59,11 @@ pub fn router(state: AppState) -> Router {
     let issuer = state.settings.issuer.clone();
     let path = issuer.path();
 
+    let cors = |policy: cors::Policy| axum::middleware::from_fn_with_state(policy, cors::layer);
     let discovery = Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata::metadata))
         .route("/jwks.json", get(metadata::jwks))
-        .layer(public_cors());
+        .layer(cors(cors::DOCUMENTS));
     let limit = |route: Route| axum::middleware::from_fn_with_state((state.clone(), route), rate_limit::per_address);
     // Browser pages: sessions, no CORS.
     let pages = Router::new()
@@ -110,12 +75,12 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/token", post(token::token).route_layer(limit(Route::Token)))
         .route("/revoke", post(revoke::revoke).route_layer(limit(Route::Revoke)))
-        .layer(api_cors())
+        .layer(cors(cors::API))
         .route("/introspect", post(introspect::introspect).route_layer(limit(Route::Introspect)));
     let registration = Router::new()
         .route("/register", post(register::create))
         .route("/register/{client_id}", get(register::read).put(register::update).delete(register::delete))
-        .layer(registration_cors());
+        .layer(cors(cors::REGISTRATION));
     let endpoints = Router::new()
         .merge(discovery)
         .merge(pages)
@@ -129,7 +94,7 @@ pub fn router(state: AppState) -> Router {
     } else {
         app.nest(path, endpoints).route(
             &format!("/.well-known/oauth-authorization-server{path}"),
-            get(metadata::metadata).layer(public_cors()),
+            get(metadata::metadata).layer(cors(cors::DOCUMENTS)),
         )
     };
     // (Not `method_not_allowed_fallback`: it would replace the per-route fallbacks that the CORS
@@ -139,18 +104,15 @@ pub fn router(state: AppState) -> Router {
     // Layers run outside-in in the reverse order they are added here:
     //   request id + access log  — outermost, so every response (even a panic) is logged with its id;
     //   client address           — the source (behind trusted proxies) for limits and audit;
-    //   security headers         — on every response, including errors produced below;
-    //   JSON errors              — framework-made 405/408/413 answers get an RFC 6749-shaped body;
+    //   finish                   — framework-made 405/408/413 answers get an RFC 6749-shaped body,
+    //                              and every response, errors included, the security headers;
     //   panic catcher            — a bug answers 500 `server_error`, never a dropped connection;
     //   body limit, timeout      — bound what a client can make us read and how long it can hold us.
     app = app
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
-        .layer(axum::middleware::from_fn(json_errors));
-    for layer in headers::layers(issuer.is_https()) {
-        app = app.layer(layer);
-    }
+        .layer(axum::middleware::from_fn_with_state(issuer.is_https(), finish));
     app.layer(axum::middleware::from_fn_with_state(state.clone(), client_addr::layer))
         .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state)
@@ -160,10 +122,20 @@ async fn not_found() -> Response {
     ApiError::not_found().into_response()
 }
 
+/// The last touches on every response: security headers, and the JSON error shape.
+async fn finish(
+    axum::extract::State(https): axum::extract::State<bool>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut res = json_errors(next.run(req).await);
+    headers::apply(res.headers_mut(), https);
+    res
+}
+
 /// Give bodiless or plain-text error answers made by the framework (wrong method, body too
 /// large, timeout) the same JSON shape as ours, keeping their headers (such as `Allow`).
-async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let res = next.run(req).await;
+fn json_errors(res: Response) -> Response {
     let ours = res
         .headers()
         .get(header::CONTENT_TYPE)

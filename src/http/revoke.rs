@@ -54,11 +54,12 @@ async fn revoke_token(state: &AppState, client: &Client, token: &str) -> Result<
     if token.len() > 256 {
         return Ok(None);
     }
-    if let Some(refresh) = grants::refresh_state(&state.pool, &secret::digest(token)).await?
-        && refresh.client_id == client.client_id
-    {
-        state.revoke_grant(refresh.grant_id, "revoked_by_client").await?;
-        return Ok(Some("refresh token and its grant"));
+    let hash = secret::digest(token);
+    match grants::revoke_by_refresh_token(&state.pool, &hash, &client.client_id, "revoked_by_client").await? {
+        Some(grant_id) => {
+            state.revocation.grant_revoked(&grant_id.to_string());
+            Ok(Some("refresh token and its grant"))
+        }
+        None => Ok(None),
     }
-    Ok(None)
 }

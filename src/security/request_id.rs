@@ -46,11 +46,23 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
     span.in_scope(|| {
         if status >= 500 {
             tracing::error!(status, elapsed_ms, "request failed");
+        } else if status < 400 && is_routine(&route) {
+            tracing::debug!(status, elapsed_ms, "request");
         } else {
             tracing::info!(status, elapsed_ms, "request");
         }
     });
     res
+}
+
+/// Successful fetches of public documents and health checks are logged at debug level: they
+/// are the bulk of the traffic and say nothing about security (metrics still count them).
+fn is_routine(route: &str) -> bool {
+    route.ends_with("/jwks.json")
+        || route.contains("/.well-known/")
+        || route.ends_with("/static/tessera.css")
+        || route == "/healthz"
+        || route == "/readyz"
 }
 
 #[cfg(test)]

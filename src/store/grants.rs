@@ -302,3 +302,24 @@ pub async fn revoke_consent(pool: &PgPool, user_id: Uuid, client_id: Option<&str
     tx.commit().await?;
     Ok((consents, grants))
 }
+
+/// Revoke the grant of a refresh token issued to `client_id`, in one statement; the grant id,
+/// or `None` when the token is unknown, another client's, or its grant already revoked.
+pub async fn revoke_by_refresh_token(
+    pool: &PgPool,
+    token_hash: &[u8],
+    client_id: &str,
+    reason: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "UPDATE grants g SET revoked_at = now(), revoked_reason = $3
+         FROM refresh_tokens r
+         WHERE r.token_hash = $1 AND r.client_id = $2 AND g.id = r.grant_id AND g.revoked_at IS NULL
+         RETURNING g.id",
+        token_hash,
+        client_id,
+        reason
+    )
+    .fetch_optional(pool)
+    .await
+}

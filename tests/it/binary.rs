@@ -96,6 +96,8 @@ async fn serve_runs_migrations_serves_and_stops_on_sigterm() {
     let doc: Value = res.json().await.unwrap();
     assert_eq!(doc["issuer"], base, "issuer is published without the trailing slash");
     assert_eq!(reqwest::get(format!("{base}/readyz")).await.unwrap().status(), 200);
+    // Routine fetches are logged at debug; this one (405) at info.
+    assert_eq!(reqwest::get(format!("{base}/token")).await.unwrap().status(), 405);
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(20));
     assert!(status.success(), "serve exited with {status}");
@@ -105,7 +107,7 @@ async fn serve_runs_migrations_serves_and_stops_on_sigterm() {
     let request_line = stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["span"]["route"] == "/.well-known/oauth-authorization-server")
+        .find(|v| v["span"]["route"] == "/token")
         .unwrap_or_else(|| panic!("no JSON request log line in:\n{stderr}"));
     assert!(request_line["span"]["request_id"].as_str().is_some_and(|id| !id.is_empty()));
 }
