@@ -215,6 +215,8 @@ pub async fn update(
         }
         apply(&mut client, metadata);
         clients::update_metadata(&state.pool, &client).await?;
+        // Forget the old metadata here at once; other instances follow the notification.
+        state.clients.invalidate(&client.client_id);
         state
             .audit
             .record(Event::new("client.updated", Outcome::Success).during(&meta).client(&client.client_id))
