@@ -9,10 +9,12 @@ use serde_json::json;
 
 use crate::config::RegistrationPolicy;
 use crate::resources::ResourceSet;
-use crate::state::{AppState, JWKS_MAX_AGE, ServerSettings};
+use crate::state::{AppState, ServerSettings};
 
-/// How long clients may cache the metadata document.
-const METADATA_MAX_AGE: u64 = 300;
+/// Both documents may be cached for 5 minutes (the JWKS no longer than a rotation's delay,
+/// see `state::JWKS_MAX_AGE`).
+const CACHE_FIVE_MINUTES: HeaderValue = HeaderValue::from_static("public, max-age=300");
+const _: () = assert!(crate::state::JWKS_MAX_AGE.as_secs() == 300);
 
 /// The authorization server metadata document. It lists only what works.
 pub fn document(settings: &ServerSettings, resources: &ResourceSet) -> Bytes {
@@ -41,20 +43,18 @@ pub fn document(settings: &ServerSettings, resources: &ResourceSet) -> Bytes {
     serde_json::to_vec(&doc).unwrap_or_default().into()
 }
 
-fn cacheable_json(body: Bytes, max_age: u64) -> Response {
+fn cacheable_json(body: Bytes) -> Response {
     let mut res = body.into_response();
     let headers = res.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
-        headers.insert(header::CACHE_CONTROL, v);
-    }
+    headers.insert(header::CACHE_CONTROL, CACHE_FIVE_MINUTES);
     res
 }
 
 pub async fn metadata(State(state): State<AppState>) -> Response {
-    cacheable_json(state.metadata.load().as_ref().clone(), METADATA_MAX_AGE)
+    cacheable_json(state.metadata.load().as_ref().clone())
 }
 
 pub async fn jwks(State(state): State<AppState>) -> Response {
-    cacheable_json(state.keys.jwks(), JWKS_MAX_AGE.as_secs())
+    cacheable_json(state.keys.jwks())
 }

@@ -27,7 +27,7 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::error::ApiError;
 use crate::security::rate_limit::{self, Route};
-use crate::security::{client_addr, cors, headers, request_id};
+use crate::security::{cors, headers, request_id};
 use crate::state::AppState;
 
 /// Largest request body any endpoint accepts.
@@ -102,8 +102,8 @@ pub fn router(state: AppState) -> Router {
     let mut app = app.fallback(not_found);
 
     // Layers run outside-in in the reverse order they are added here:
-    //   request id + access log  — outermost, so every response (even a panic) is logged with its id;
-    //   client address           — the source (behind trusted proxies) for limits and audit;
+    //   request id, client address (behind trusted proxies) and access log — outermost, so every
+    //                              response (even a panic) is logged with its id;
     //   finish                   — framework-made 405/408/413 answers get an RFC 6749-shaped body,
     //                              and every response, errors included, the security headers;
     //   panic catcher            — a bug answers 500 `server_error`, never a dropped connection;
@@ -113,9 +113,7 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
         .layer(axum::middleware::from_fn_with_state(issuer.is_https(), finish));
-    app.layer(axum::middleware::from_fn_with_state(state.clone(), client_addr::layer))
-        .layer(axum::middleware::from_fn(request_id::layer))
-        .with_state(state)
+    app.layer(axum::middleware::from_fn_with_state(state.clone(), request_id::layer)).with_state(state)
 }
 
 async fn not_found() -> Response {

@@ -4,11 +4,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::Response;
 use ipnet::IpNet;
 
 use super::request_id::RequestId;
@@ -45,7 +43,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     }
 }
 
-fn peer(extensions: &axum::http::Extensions) -> IpAddr {
+pub fn peer(extensions: &axum::http::Extensions) -> IpAddr {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| canonical(a.ip()))
@@ -95,14 +93,6 @@ fn parse_node(s: &str) -> Option<IpAddr> {
         return Some(sa.ip());
     }
     s.strip_prefix('[').and_then(|r| r.split(']').next()).and_then(|ip| ip.parse().ok())
-}
-
-/// Middleware: compute the client address once per request.
-pub async fn layer(state: axum::extract::State<crate::state::AppState>, mut req: Request, next: Next) -> Response {
-    let peer = peer(req.extensions());
-    let addr = resolve(peer, req.headers(), &state.settings.trusted_proxies);
-    req.extensions_mut().insert(ClientAddr(addr));
-    next.run(req).await
 }
 
 #[cfg(test)]

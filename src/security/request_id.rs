@@ -6,11 +6,14 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument as _;
+
+use super::client_addr::{self, ClientAddr};
+use crate::state::AppState;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -23,7 +26,9 @@ fn is_safe(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-pub async fn layer(mut req: Request, next: Next) -> Response {
+/// Middleware: the request id, the client address (behind trusted proxies), the request span
+/// and the access log line, in one place.
+pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(&X_REQUEST_ID)
@@ -31,27 +36,43 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         .filter(|v| is_safe(v))
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
-    let route = req.extensions().get::<MatchedPath>().map_or("(unmatched)", |p| p.as_str()).to_owned();
+    let source =
+        client_addr::resolve(client_addr::peer(req.extensions()), req.headers(), &state.settings.trusted_proxies);
+    req.extensions_mut().insert(ClientAddr(source));
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route_name = route.as_ref().map_or("(unmatched)", MatchedPath::as_str);
     let method = req.method().clone();
-    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     req.extensions_mut().insert(RequestId(id.clone()));
+    let routine = is_routine(route_name);
     let started = Instant::now();
-    let mut res = next.run(req).instrument(span.clone()).await;
+    // Routine fetches log nothing at info, so they skip the span (the costliest part).
+    let (mut res, span) = if routine && !tracing::enabled!(tracing::Level::DEBUG) {
+        (next.run(req).await, None)
+    } else {
+        let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route_name);
+        (next.run(req).instrument(span.clone()).await, Some(span))
+    };
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(X_REQUEST_ID.clone(), v);
     }
     let status = res.status().as_u16();
-    crate::metrics::request(&route, method.as_str(), status, started.elapsed());
+    crate::metrics::request(route_name, method.as_str(), status, started.elapsed());
     let elapsed_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
-    span.in_scope(|| {
-        if status >= 500 {
-            tracing::error!(status, elapsed_ms, "request failed");
-        } else if status < 400 && is_routine(&route) {
-            tracing::debug!(status, elapsed_ms, "request");
-        } else {
-            tracing::info!(status, elapsed_ms, "request");
+    match span {
+        Some(span) => span.in_scope(|| {
+            if status >= 500 {
+                tracing::error!(status, elapsed_ms, "request failed");
+            } else if status < 400 && routine {
+                tracing::debug!(status, elapsed_ms, "request");
+            } else {
+                tracing::info!(status, elapsed_ms, "request");
+            }
+        }),
+        None if status >= 400 => {
+            tracing::info!(request_id = %id, method = %method, route = route_name, status, elapsed_ms, "request");
         }
-    });
+        None => {}
+    }
     res
 }
 
