@@ -399,41 +399,18 @@ impl Config {
             parse_duration_setting(src, "TESSERA_REGISTRATION_IDLE_TTL", "90d", (3600, 10 * 365 * 86400))?;
         let cimd_allow_loopback =
             src.get("TESSERA_CIMD_ALLOW_LOOPBACK").map(|v| parse_bool("TESSERA_CIMD_ALLOW_LOOPBACK", v)).transpose()?;
-        let cimd_allowed_ports = match src.get("TESSERA_CIMD_ALLOWED_PORTS") {
-            None => Vec::new(),
-            Some(v) => v
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    p.parse::<u16>().ok().filter(|n| *n != 0).ok_or_else(|| {
-                        ConfigError::new(
-                            "TESSERA_CIMD_ALLOWED_PORTS",
-                            format!("{p:?} is not a port; use a comma-separated list such as 8443,9443"),
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        };
+        let cimd_allowed_ports = parse_list(src, "TESSERA_CIMD_ALLOWED_PORTS", |p| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|n| *n != 0)
+                .ok_or_else(|| format!("{p:?} is not a port; use a comma-separated list such as 8443,9443"))
+        })?;
         let cimd_fetches_per_minute = parse_int_setting(src, "TESSERA_CIMD_FETCHES_PER_MINUTE", 20, (1, 100_000))?;
-        let trusted_proxies = match src.get("TESSERA_TRUSTED_PROXIES") {
-            None => Vec::new(),
-            Some(v) => v
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    p.parse::<ipnet::IpNet>()
-                        .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| {
-                            ConfigError::new(
-                                "TESSERA_TRUSTED_PROXIES",
-                                format!("{p:?} is not an address or CIDR range"),
-                            )
-                        })
-                })
-                .collect::<Result<_, _>>()?,
-        };
+        let trusted_proxies = parse_list(src, "TESSERA_TRUSTED_PROXIES", |p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{p:?} is not an address or CIDR range"))
+        })?;
         let metrics_listen = src
             .get("TESSERA_METRICS_LISTEN")
             .map(|v| {
@@ -551,6 +528,16 @@ fn parse_rate(src: &Sources, key: &str, default: &str) -> Result<(u32, Duration)
         return Err(ConfigError::new(key, "the period must be at least 1s"));
     }
     Ok((count, period))
+}
+
+/// A comma-separated list, each item parsed by `item`.
+fn parse_list<T>(src: &Sources, key: &str, item: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, ConfigError> {
+    let Some(raw) = src.get(key) else { return Ok(Vec::new()) };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| item(p).map_err(|m| ConfigError::new(key, m)))
+        .collect()
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {

@@ -13,61 +13,39 @@ use tokio::task::JoinHandle;
 
 use std::net::IpAddr;
 
-use crate::config::{Config, Issuer, MasterKey, RegistrationPolicy};
+use crate::config::{Config, Issuer, MasterKey};
 use crate::keys::{KeyError, KeyRing};
 use crate::resources::ResourceSet;
 use crate::security::rate_limit::Limiter;
 use crate::store::sessions::PgSessionStore;
 use crate::{http, notify, password, store};
 
-/// Settings a running server needs, already validated.
+/// Settings a running server needs, already validated: the configuration, with the issuer and
+/// master key that `serve` and `dev` require (and settle) made non-optional.
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
     pub issuer: Issuer,
     pub master_key: MasterKey,
-    /// Access-token lifetime where a resource sets none.
-    pub access_token_ttl: Duration,
-    pub key_rotation_delay: Option<Duration>,
-    pub refresh_idle_ttl: Duration,
-    pub refresh_max_ttl: Duration,
-    pub session_ttl: Duration,
-    pub registration: RegistrationPolicy,
-    pub registration_rate: (u32, Duration),
-    pub registration_unauthorized_ttl: Duration,
-    pub registration_idle_ttl: Duration,
     pub cimd: crate::cimd::CimdSettings,
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    pub audit_retention: Duration,
-    pub rate_limits: crate::config::RateLimitSettings,
-    pub login_max_failures: u32,
-    pub login_source_max_failures: u32,
+    pub config: Config,
 }
 
 impl ServerSettings {
     pub fn from_config(config: &Config, issuer: Issuer, master_key: MasterKey) -> Self {
-        Self {
-            issuer,
-            master_key,
-            access_token_ttl: config.access_token_ttl,
-            key_rotation_delay: config.key_rotation_delay,
-            refresh_idle_ttl: config.refresh_idle_ttl,
-            refresh_max_ttl: config.refresh_max_ttl,
-            session_ttl: config.session_ttl,
-            registration: config.registration,
-            registration_rate: config.registration_rate,
-            registration_unauthorized_ttl: config.registration_unauthorized_ttl,
-            registration_idle_ttl: config.registration_idle_ttl,
-            cimd: crate::cimd::CimdSettings {
-                allow_loopback: config.cimd_allow_loopback.unwrap_or(false),
-                allowed_ports: config.cimd_allowed_ports.clone(),
-                fetches_per_minute: config.cimd_fetches_per_minute,
-            },
-            trusted_proxies: config.trusted_proxies.clone(),
-            audit_retention: config.audit_retention,
-            rate_limits: config.rate_limits.clone(),
-            login_max_failures: config.login_max_failures,
-            login_source_max_failures: config.login_source_max_failures,
-        }
+        let cimd = crate::cimd::CimdSettings {
+            allow_loopback: config.cimd_allow_loopback.unwrap_or(false),
+            allowed_ports: config.cimd_allowed_ports.clone(),
+            fetches_per_minute: config.cimd_fetches_per_minute,
+        };
+        Self { issuer, master_key, cimd, config: config.clone() }
+    }
+}
+
+/// Every other setting reads straight from the configuration.
+impl Deref for ServerSettings {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.config
     }
 }
 
