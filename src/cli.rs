@@ -53,6 +53,13 @@ pub enum Command {
         #[arg(long, default_value_t = 8080)]
         port: u16,
     },
+    #[command(flatten)]
+    Admin(AdminCommand),
+}
+
+/// Commands that work on the database (DATABASE_URL, or the `dev` data directory) and exit.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
     /// Apply pending database migrations and exit (safe while other instances start).
     Migrate,
     /// Manage the signing keys of access tokens.
@@ -170,17 +177,17 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             telemetry::init(&config.log, config.log_format.unwrap_or(LogFormat::Pretty));
             dev::run(config, &cli.data_dir, *port).await
         }
-        admin => {
+        Command::Admin(admin) => {
             init_admin_logging(&config);
             let db = AdminDb::open(&config, &cli.data_dir).await?;
             let result = match admin {
-                Command::Keys(cmd) => keys_command(&config, &db, cmd).await,
-                Command::Resource(cmd) => crate::admin::resource(&db.pool, cmd).await,
-                Command::User(cmd) => crate::admin::user(&db.pool, cmd).await,
-                Command::Client(cmd) => crate::admin::client(&db.pool, cmd).await,
-                Command::Audit(AuditCommand::Tail(args)) => crate::admin::audit_tail(&db.pool, args).await,
+                AdminCommand::Keys(cmd) => keys_command(&config, &db, cmd).await,
+                AdminCommand::Resource(cmd) => crate::admin::resource(&db.pool, cmd).await,
+                AdminCommand::User(cmd) => crate::admin::user(&db.pool, cmd).await,
+                AdminCommand::Client(cmd) => crate::admin::client(&db.pool, cmd).await,
+                AdminCommand::Audit(AuditCommand::Tail(args)) => crate::admin::audit_tail(&db.pool, args).await,
                 // `AdminDb::open` applied them.
-                Command::Migrate | Command::Serve | Command::Dev { .. } => {
+                AdminCommand::Migrate => {
                     println!("migrations applied");
                     Ok(())
                 }
