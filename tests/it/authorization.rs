@@ -436,90 +436,25 @@ async fn code_exchange_errors() {
     // Wrong verifier: invalid_grant, and the code is spent.
     let (code, verifier) = get_code(&app, &f.client_id, REDIRECT, &[]).await;
     let bad = pkce().verifier;
-    let (status, _, body) = app
-        .token(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", &bad),
-                ("client_id", &f.client_id),
-            ],
-            None,
-        )
-        .await;
+    let (status, _, body) = app.exchange(&code, Some(&bad), REDIRECT, &f.client_id).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
-    let (status, _, _) = app
-        .token(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", &verifier),
-                ("client_id", &f.client_id),
-            ],
-            None,
-        )
-        .await;
+    let (status, _, _) = app.exchange(&code, Some(&verifier), REDIRECT, &f.client_id).await;
     assert_eq!(status, 400);
 
     // Missing verifier.
     let (code, verifier) = get_code(&app, &f.client_id, REDIRECT, &[]).await;
-    let (status, _, body) = app
-        .token(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("client_id", &f.client_id),
-            ],
-            None,
-        )
-        .await;
+    let (status, _, body) = app.exchange(&code, None, REDIRECT, &f.client_id).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
 
     // Another client presenting the code: refused, and the code still works for its owner.
-    let (status, _, body) = app
-        .token(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", &verifier),
-                ("client_id", &other),
-            ],
-            None,
-        )
-        .await;
+    let (status, _, body) = app.exchange(&code, Some(&verifier), REDIRECT, &other).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
-    let (status, _, _) = app
-        .token(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", &verifier),
-                ("client_id", &f.client_id),
-            ],
-            None,
-        )
-        .await;
+    let (status, _, _) = app.exchange(&code, Some(&verifier), REDIRECT, &f.client_id).await;
     assert_eq!(status, 200);
 
     // Redirect URI mismatch at the token endpoint.
     let (code, verifier) = get_code(&app, &f.client_id, REDIRECT, &[]).await;
-    let (status, _, body) = app
-        .token(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", "http://127.0.0.1/other"),
-                ("code_verifier", &verifier),
-                ("client_id", &f.client_id),
-            ],
-            None,
-        )
-        .await;
+    let (status, _, body) = app.exchange(&code, Some(&verifier), "http://127.0.0.1/other", &f.client_id).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
 
     // Expired code.
@@ -528,18 +463,7 @@ async fn code_exchange_errors() {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    let (status, _, body) = app
-        .token(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", &verifier),
-                ("client_id", &f.client_id),
-            ],
-            None,
-        )
-        .await;
+    let (status, _, body) = app.exchange(&code, Some(&verifier), REDIRECT, &f.client_id).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
 
     // A resource other than the authorized one.
@@ -561,18 +485,7 @@ async fn code_exchange_errors() {
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_target")));
 
     // Garbage code.
-    let (status, _, body) = app
-        .token(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", "garbage"),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", &verifier),
-                ("client_id", &f.client_id),
-            ],
-            None,
-        )
-        .await;
+    let (status, _, body) = app.exchange("garbage", Some(&verifier), REDIRECT, &f.client_id).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
 }
 
@@ -768,14 +681,7 @@ async fn client_authentication() {
 async fn basic_credentials_are_url_decoded() {
     let app = TestApp::spawn().await;
     app.add_resource(RESOURCE, true).await;
-    let (id, secret) = app
-        .add_client(ClientSpec {
-            confidential: true,
-            redirect_uris: vec![],
-            grant_types: vec!["client_credentials"],
-            ..Default::default()
-        })
-        .await;
+    let (id, secret) = app.add_client(ClientSpec::service()).await;
     let secret = secret.unwrap();
     // Percent-encode every character of id and secret, as RFC 6749 §2.3.1 allows.
     let enc = |s: &str| s.bytes().map(|b| format!("%{b:02X}")).collect::<String>();

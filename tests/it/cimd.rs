@@ -316,6 +316,17 @@ async fn slow_documents_time_out() {
     }
 }
 
+/// Make the cached document stale, as time would.
+async fn expire_document(app: &TestApp, client_id: &str) {
+    sqlx::query("UPDATE clients SET document_expires_at = now() - interval '1 second' WHERE client_id = $1")
+        .bind(client_id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    // What the trigger's notification does moments later, done now so the test does not race it.
+    app.state.clients.invalidate(client_id);
+}
+
 #[tokio::test]
 async fn caching_follows_cache_control_and_stale_documents_are_refetched() {
     let app = test_app().await;
@@ -342,13 +353,7 @@ async fn caching_follows_cache_control_and_stale_documents_are_refetched() {
     let mut renamed = document(&client_id);
     renamed["client_name"] = json!("Renamed Doc Client");
     docs.set("/cached.json", Reply::json(renamed));
-    sqlx::query("UPDATE clients SET document_expires_at = now() - interval '1 second' WHERE client_id = $1")
-        .bind(&client_id)
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
-    // What the trigger's notification does moments later, done now so the test does not race it.
-    app.state.clients.invalidate(&client_id);
+    expire_document(&app, &client_id).await;
     let (status, _) = try_authorize(&app, &client_id).await;
     assert_eq!(status, 303);
     assert_eq!(docs.hits("/cached.json"), 2);
@@ -361,13 +366,7 @@ async fn caching_follows_cache_control_and_stale_documents_are_refetched() {
 
     // A stale document that now fails is not used.
     docs.set("/cached.json", Reply { status: 500, ..Reply::json(json!({})) });
-    sqlx::query("UPDATE clients SET document_expires_at = now() - interval '1 second' WHERE client_id = $1")
-        .bind(&client_id)
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
-    // What the trigger's notification does moments later, done now so the test does not race it.
-    app.state.clients.invalidate(&client_id);
+    expire_document(&app, &client_id).await;
     let (status, page) = try_authorize(&app, &client_id).await;
     assert_eq!(status, 400);
     assert!(page.contains("HTTP 500"));

@@ -19,14 +19,7 @@ fn settings(pairs: &[(&'static str, &str)]) -> Options {
 async fn token_rate_limits_per_address_and_per_client_are_reached_and_recover() {
     let app = TestApp::spawn_with(settings(&[("TESSERA_RATE_LIMIT_TOKEN", "3/2s,1000/1m")])).await;
     app.add_resource(RESOURCE, true).await;
-    let (id, secret) = app
-        .add_client(ClientSpec {
-            confidential: true,
-            redirect_uris: vec![],
-            grant_types: vec!["client_credentials"],
-            ..Default::default()
-        })
-        .await;
+    let (id, secret) = app.add_client(ClientSpec::service()).await;
     let secret = secret.unwrap();
     for _ in 0..3 {
         assert_eq!(app.token(&[("grant_type", "client_credentials")], Some((&id, &secret))).await.0, 200);
@@ -42,12 +35,7 @@ async fn token_rate_limits_per_address_and_per_client_are_reached_and_recover() 
     // Per client: two clients from one address, the limited one is refused alone.
     let app = TestApp::spawn_with(settings(&[("TESSERA_RATE_LIMIT_TOKEN", "1000/1m,2/2s")])).await;
     app.add_resource(RESOURCE, true).await;
-    let spec = || ClientSpec {
-        confidential: true,
-        redirect_uris: vec![],
-        grant_types: vec!["client_credentials"],
-        ..Default::default()
-    };
+    let spec = || ClientSpec::service();
     let (a, a_secret) = app.add_client(spec()).await;
     let (b, b_secret) = app.add_client(spec()).await;
     let (a_secret, b_secret) = (a_secret.unwrap(), b_secret.unwrap());
@@ -394,34 +382,13 @@ async fn audit_records_every_event_and_no_secret_is_stored_or_logged() {
     let callback = location(&res);
     let code = crate::common::flow::query(&callback)["code"].clone();
     secrets.push(code.clone());
-    let (_, _, tokens) = app
-        .token(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", &p.verifier),
-                ("client_id", &f.client_id),
-            ],
-            None,
-        )
-        .await;
+    let (_, _, tokens) = app.exchange(&code, Some(&p.verifier), REDIRECT, &f.client_id).await;
     secrets.push(p.verifier.clone());
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
     secrets.extend([access.clone(), refresh.clone()]);
     // Code replay, refresh rotation and reuse, introspection, revocation, a rate limit.
-    app.token(
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &p.verifier),
-            ("client_id", &f.client_id),
-        ],
-        None,
-    )
-    .await;
+    app.exchange(&code, Some(&p.verifier), REDIRECT, &f.client_id).await;
     let tokens = code_and_tokens(&app, &f, &[]).await;
     let r1 = tokens["refresh_token"].as_str().unwrap().to_owned();
     let (_, _, rotated) =

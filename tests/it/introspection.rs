@@ -306,14 +306,7 @@ async fn client_credentials_tokens_die_with_their_client() {
     let app = TestApp::spawn().await;
     app.add_resource(RESOURCE, true).await;
     let rs = credentials(&app, RESOURCE).await;
-    let (id, secret) = app
-        .add_client(ClientSpec {
-            confidential: true,
-            redirect_uris: vec![],
-            grant_types: vec!["client_credentials"],
-            ..Default::default()
-        })
-        .await;
+    let (id, secret) = app.add_client(ClientSpec::service()).await;
     let (_, _, body) = app.token(&[("grant_type", "client_credentials")], Some((&id, &secret.unwrap()))).await;
     let token = body["access_token"].as_str().unwrap();
     assert_eq!(introspect(&app, token, (&rs.0, &rs.1)).await.2["active"], true);

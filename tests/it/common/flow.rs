@@ -36,6 +36,18 @@ pub struct ClientSpec<'a> {
     pub allowed_resources: Vec<Uuid>,
 }
 
+impl ClientSpec<'_> {
+    /// A confidential client that only uses `client_credentials`.
+    pub fn service() -> Self {
+        Self {
+            confidential: true,
+            redirect_uris: vec![],
+            grant_types: vec!["client_credentials"],
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for ClientSpec<'_> {
     fn default() -> Self {
         Self {
@@ -106,6 +118,26 @@ impl TestApp {
             username: "alice".into(),
             user_id,
         }
+    }
+
+    /// Exchange a code as a public client (`verifier` omitted when `None`).
+    pub async fn exchange(
+        &self,
+        code: &str,
+        verifier: Option<&str>,
+        redirect_uri: &str,
+        client_id: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("client_id", client_id),
+        ];
+        if let Some(v) = verifier {
+            form.push(("code_verifier", v));
+        }
+        self.token(&form, None).await
     }
 
     /// POST /token with a form, optionally authenticating with Basic.
