@@ -63,13 +63,18 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Set a new password.
+    /// Set a new password. Ends the user's browser sessions and revokes every grant they made
+    /// (refresh tokens stop at once; access tokens turn inactive at introspection).
     Passwd {
         username: String,
         #[arg(long)]
         password_stdin: bool,
+        /// Keep the user's grants (refresh tokens keep working); sessions still end.
+        #[arg(long)]
+        keep_grants: bool,
     },
-    /// Disable an account: it can no longer sign in, and every grant it made is revoked.
+    /// Disable an account: it can no longer sign in, its browser sessions end, and every grant
+    /// it made is revoked.
     Disable { username: String },
     /// Enable a disabled account.
     Enable { username: String },
@@ -323,27 +328,35 @@ pub async fn user(pool: &PgPool, cmd: &UserCommand) -> Result<(), Failure> {
             println!("user {id}");
             Ok(())
         }
-        UserCommand::Passwd { username, password_stdin } => {
+        UserCommand::Passwd { username, password_stdin, keep_grants } => {
             let hashed = hash(read_password(*password_stdin)?).await?;
-            if store::users::set_password(pool, username, &hashed).await.map_err(db)? {
-                admin_event(pool, Event::new("admin.user.password_changed", Outcome::Success).detail(username.clone()))
-                    .await?;
-                println!("password changed for {username}");
-                Ok(())
-            } else {
-                Err(usage("USERNAME", format!("no user {username}")))
-            }
+            let (id, evicted) = store::users::set_password(pool, username, &hashed, *keep_grants)
+                .await
+                .map_err(db)?
+                .ok_or_else(|| usage("USERNAME", format!("no user {username}")))?;
+            let grants =
+                if *keep_grants { "grants kept".to_owned() } else { format!("{} grants revoked", evicted.grants) };
+            let detail = format!("{username}: {} sessions ended, {grants}", evicted.sessions);
+            let event = Event::new("admin.user.password_changed", Outcome::Success).subject(id.to_string());
+            admin_event(pool, event.detail(detail.clone())).await?;
+            println!("password changed for {detail}");
+            Ok(())
         }
         UserCommand::Disable { username } | UserCommand::Enable { username } => {
             let disable = matches!(cmd, UserCommand::Disable { .. });
-            if store::users::set_disabled(pool, username, disable).await.map_err(db)? {
-                let event = if disable { "admin.user.disabled" } else { "admin.user.enabled" };
-                admin_event(pool, Event::new(event, Outcome::Success).detail(username.clone())).await?;
-                println!("{} {username}", if disable { "disabled" } else { "enabled" });
-                Ok(())
+            let evicted = store::users::set_disabled(pool, username, disable)
+                .await
+                .map_err(db)?
+                .ok_or_else(|| usage("USERNAME", format!("no user {username}")))?;
+            let (event, detail) = if disable {
+                let ended = format!("{} sessions ended, {} grants revoked", evicted.sessions, evicted.grants);
+                ("admin.user.disabled", format!("{username}: {ended}"))
             } else {
-                Err(usage("USERNAME", format!("no user {username}")))
-            }
+                ("admin.user.enabled", username.clone())
+            };
+            admin_event(pool, Event::new(event, Outcome::Success).detail(detail.clone())).await?;
+            println!("{} {detail}", if disable { "disabled" } else { "enabled" });
+            Ok(())
         }
         UserCommand::Revoke { username, client } => {
             let user = store::users::by_username(pool, username)

@@ -124,7 +124,8 @@ fn authority_has_at(raw: &str) -> bool {
     rest[..end].contains('@')
 }
 
-/// Validate a fetched document for `url`; returns the client it describes.
+/// Validate a document fetched for the `client_id` URL as presented (compared byte for byte with
+/// the document's own `client_id`); returns the client it describes.
 pub fn validate_document(url: &str, doc: &Value) -> Result<Client, CimdError> {
     let invalid = |m: String| CimdError::Invalid(m);
     let obj = doc.as_object().ok_or_else(|| invalid("not a JSON object".into()))?;
@@ -208,7 +209,7 @@ impl Fetcher {
             let mut in_flight = self.in_flight.lock().map_err(|_| CimdError::Fetch)?;
             in_flight.entry(client_id.to_owned()).or_default().clone()
         };
-        let result = cell.get_or_init(|| self.fetch_and_store(pool, audit, &url)).await.clone();
+        let result = cell.get_or_init(|| self.fetch_and_store(pool, audit, client_id, &url)).await.clone();
         if let Ok(mut in_flight) = self.in_flight.lock()
             && in_flight.get(client_id).is_some_and(|c| Arc::ptr_eq(c, &cell))
         {
@@ -217,17 +218,21 @@ impl Fetcher {
         result
     }
 
+    /// Fetch `url` (the parsed form of `client_id`, as presented) and store the client under
+    /// `client_id` exactly: the draft compares the two as plain strings, so no normalization of
+    /// the URL may make a document that names itself differently acceptable.
     async fn fetch_and_store(
         &self,
         pool: &sqlx::PgPool,
         audit: &AuditSink,
+        client_id: &str,
         url: &url::Url,
     ) -> Result<Client, CimdError> {
         let result = async {
             let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
             self.per_host.check(&host).map_err(|_| CimdError::RateLimited)?;
             let (doc, ttl) = self.fetch(url).await?;
-            let mut client = validate_document(url.as_str(), &doc)?;
+            let mut client = validate_document(client_id, &doc)?;
             client.document_expires_at =
                 Some(Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(5)));
             clients::upsert_document_client(pool, &client).await.map_err(|e| {
@@ -237,9 +242,7 @@ impl Fetcher {
         }
         .await;
         if let Err(e) = &result {
-            audit
-                .record(Event::new("cimd.fetch_failed", Outcome::Error).client(url.as_str()).detail(e.to_string()))
-                .await;
+            audit.record(Event::new("cimd.fetch_failed", Outcome::Error).client(client_id).detail(e.to_string())).await;
         }
         result
     }
@@ -364,9 +367,21 @@ mod tests {
         assert_eq!(client.token_endpoint_auth_method, "none");
         assert!(client.has_grant("refresh_token"));
         assert!(validate_document("https://app.example.com/other.json", &ok).is_err(), "client_id mismatch");
-        let mut trailing = ok.clone();
-        trailing["client_id"] = json!(format!("{url}/"));
-        assert!(validate_document(url, &trailing).is_err(), "exact match");
+        // Simple string comparison: no URL normalization on either side.
+        for (presented, named) in [
+            (url, "https://app.example.com/client.json/"),
+            (url, "https://app.example.com:443/client.json"),
+            ("https://app.example.com:443/client.json", url),
+            (url, "https://APP.example.com/client.json"),
+            ("https://App.Example.com/client.json", url),
+            (url, "https://app.example.com/%63lient.json"),
+            ("https://app.example.com/%63lient.json", url),
+            (url, "HTTPS://app.example.com/client.json"),
+        ] {
+            let mut doc = ok.clone();
+            doc["client_id"] = json!(named);
+            assert!(validate_document(presented, &doc).is_err(), "{presented} vs {named}");
+        }
         assert!(validate_document(url, &json!({"client_id": url})).is_err(), "no redirect_uris");
         assert!(validate_document(url, &json!({"client_id": url, "redirect_uris": ["javascript:x"]})).is_err());
         let mut secret = ok.clone();

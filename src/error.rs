@@ -107,12 +107,14 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 53: insufficient resources; 57: operator intervention
-            // (shutdown, cannot connect now); 3D000: the database does not exist; 28: refused login.
+            // (shutdown, cannot connect now); 3D000: the database does not exist; 28: refused login;
+            // 55000: the database is not accepting connections (ALLOW_CONNECTIONS false).
             code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57")
                 || code == "3D000"
                 || code.starts_with("28")
+                || code == "55000"
         }),
         _ => false,
     }

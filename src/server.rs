@@ -1,21 +1,23 @@
 //! Running the router on listeners until a shutdown signal, finishing in-flight requests.
 
-use std::net::SocketAddr;
-
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::http::transport;
+use crate::security::client_addr::Peer;
 use crate::state::AppState;
 
 /// Serve on every listener until `shutdown` is cancelled, then let in-flight requests finish.
 pub async fn run(state: AppState, listeners: Vec<TcpListener>, shutdown: CancellationToken) -> std::io::Result<()> {
     let app = crate::http::router(state.clone());
+    let https = state.settings.issuer.is_https();
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {
         let app = app.clone();
         let shutdown = shutdown.clone();
+        let listener = transport::Listener::new(listener, https);
         servers.spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await
         });

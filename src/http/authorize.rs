@@ -239,11 +239,12 @@ fn has_prompt(request: &AuthzRequest, value: &str) -> bool {
     request.prompt.iter().any(|p| p == value)
 }
 
-/// The signed-in user of this browser, if the account still exists and is enabled.
+/// The signed-in user of this browser, if the account still exists, is enabled, and has not
+/// changed its password (or been disabled) since this session signed in.
 pub async fn signed_in(state: &AppState, session: &Session) -> Result<Option<SessionUser>, sqlx::Error> {
     let Some(user) = browser::user(session).await else { return Ok(None) };
     let current = users::by_id(&state.pool, user.id).await?;
-    Ok(current.filter(|u| !u.disabled).map(|_| user))
+    Ok(current.filter(|u| !u.disabled && u.session_generation == user.generation).map(|_| user))
 }
 
 /// Store the validated request, then send the browser to login, consent, or straight back.

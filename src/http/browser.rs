@@ -24,6 +24,10 @@ pub struct SessionUser {
     pub username: String,
     /// When the user last entered their password (Unix seconds).
     pub auth_time: i64,
+    /// The account's session generation at sign-in: a password change or a disable bumps it,
+    /// voiding this session even if it escaped deletion. (Absent in sessions older than the field.)
+    #[serde(default)]
+    pub generation: i32,
 }
 
 pub async fn user(session: &Session) -> Option<SessionUser> {

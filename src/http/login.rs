@@ -115,14 +115,16 @@ pub async fn submit(
     }
 
     // Throttling is keyed on the name as typed and the source together: the same for unknown and
-    // known accounts, and a failure flood elsewhere cannot lock the person out from here.
+    // known accounts, and a failure flood elsewhere cannot lock the person out from here. The
+    // attempt is reserved before the password is checked, so parallel guesses cannot all run.
     let account = username.to_lowercase();
     let source = meta.source.to_string();
     let settings = &state.settings;
-    let blocked =
-        login_throttle::blocked_until(&state.pool, &account, &source, i64::from(settings.login_source_max_failures))
-            .await;
-    match blocked {
+    let limits = login_throttle::Limits {
+        per_account: settings.login_max_failures,
+        per_source: settings.login_source_max_failures,
+    };
+    match login_throttle::reserve(&state.pool, &account, &source, limits).await {
         Ok(None) => {}
         Ok(Some(until)) => {
             let secs = (until - chrono::Utc::now()).num_seconds().max(1);
@@ -147,10 +149,7 @@ pub async fn submit(
     let verified = crate::password::verify(password.to_owned(), hash).await;
     let known = user.as_ref().map(|u| (u.id, u.disabled));
     let Some(user) = user.filter(|_| verified) else {
-        let max = i32::try_from(settings.login_max_failures).unwrap_or(i32::MAX);
-        if let Err(e) = login_throttle::record_failure(&state.pool, &account, &source, max).await {
-            return PageError::internal(base, e).into_response();
-        }
+        // The reservation stays: it is this failure's count.
         let mut event = Event::new("login.failure", Outcome::Denied).during(&meta).digest_of(&account);
         event = match known {
             Some((id, disabled)) => {
@@ -162,11 +161,16 @@ pub async fn submit(
         let form = again(BAD_CREDENTIALS);
         return login_page(&state, &session, StatusCode::UNAUTHORIZED, form).await;
     };
-    if let Err(e) = login_throttle::clear(&state.pool, &account, &source).await {
+    if let Err(e) = login_throttle::release(&state.pool, &account, &source).await {
         return PageError::internal(base, e).into_response();
     }
     let now = chrono::Utc::now();
-    let session_user = SessionUser { id: user.id, username: user.username.clone(), auth_time: now.timestamp() };
+    let session_user = SessionUser {
+        id: user.id,
+        username: user.username.clone(),
+        auth_time: now.timestamp(),
+        generation: user.session_generation,
+    };
     if let Err(e) = browser::log_in(&session, session_user.clone()).await {
         return PageError::internal(base, e).into_response();
     }

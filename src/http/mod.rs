@@ -12,6 +12,7 @@ pub mod pages;
 pub mod register;
 pub mod revoke;
 pub mod token;
+pub mod transport;
 
 use std::time::Duration;
 

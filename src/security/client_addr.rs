@@ -11,6 +11,10 @@ use ipnet::IpNet;
 
 use super::request_id::RequestId;
 
+/// The socket peer of a connection: the `ConnectInfo` of every request on it.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
 /// Where a request came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
@@ -45,8 +49,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
 
 pub fn peer(extensions: &axum::http::Extensions) -> IpAddr {
     extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| canonical(a.ip()))
+        .get::<ConnectInfo<Peer>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(Peer(a))| canonical(a.ip()))
 }
 
 /// IPv4-mapped IPv6 peers (dual-stack sockets) count as their IPv4 address.

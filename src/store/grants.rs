@@ -103,15 +103,15 @@ pub async fn revoke(pool: &PgPool, grant_id: Uuid, reason: &str) -> Result<bool,
     Ok(done.rows_affected() > 0)
 }
 
-pub async fn revoke_user_grants(conn: &mut PgConnection, user_id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+pub async fn revoke_user_grants(conn: &mut PgConnection, user_id: Uuid, reason: &str) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!(
         "UPDATE grants SET revoked_at = now(), revoked_reason = $2 WHERE user_id = $1 AND revoked_at IS NULL",
         user_id,
         reason
     )
     .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected())
 }
 
 /// Issue the first refresh token of a grant.

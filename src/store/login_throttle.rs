@@ -1,77 +1,68 @@
-//! Failed logins per (account, source), in PostgreSQL so throttling holds across instances and
-//! restarts. `account` is the lower-cased username as typed, whether or not it exists.
+//! Login attempts per (account, source) and per source, in PostgreSQL so throttling holds across
+//! instances and restarts. `account` is the lower-cased username as typed, whether or not it
+//! exists.
+//!
+//! An attempt is reserved before the password is checked (one statement that counts it and
+//! answers whether it may proceed), and released when it succeeds: however many guesses arrive
+//! at once, at most the configured number is ever evaluated.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-/// The window in which failures from one source add up.
+/// The window in which attempts from one source add up.
 const SOURCE_WINDOW_SECS: f64 = 900.0;
 /// The longest an account+source pair is refused after its failures.
 const MAX_BLOCK_SECS: f64 = 900.0;
 
-/// Until when attempts for `account` from `source` are refused: by that pair's own failures,
-/// or because the source as a whole failed too often recently.
-pub async fn blocked_until(
+/// The limits a reservation is checked against.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Attempts for one account from one source before that pair is refused for 1, 2, 4, ... s.
+    pub per_account: u32,
+    /// Attempts from one source (any accounts) within 15 minutes before the source is refused.
+    pub per_source: u32,
+}
+
+/// Reserve one attempt: `None` when it may proceed (it counts as a failure until
+/// [`release`]d), else until when the pair or the source is refused.
+pub async fn reserve(
     pool: &PgPool,
     account: &str,
     source: &str,
-    source_max_failures: i64,
+    limits: Limits,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    let row = sqlx::query!(
-        r#"SELECT
-             (SELECT blocked_until FROM login_failures
-               WHERE account = $1 AND source = $2::text::inet AND blocked_until > now()) AS "pair",
-             (SELECT max(last_failure_at) + make_interval(secs => $4) FROM login_failures
-               WHERE source = $2::text::inet AND last_failure_at > now() - make_interval(secs => $4)
-               HAVING sum(failures) FILTER (WHERE last_failure_at > now() - make_interval(secs => $4)) >= $3) AS "source""#,
+    let per_account = i32::try_from(limits.per_account).unwrap_or(i32::MAX);
+    let per_source = i32::try_from(limits.per_source).unwrap_or(i32::MAX);
+    sqlx::query_scalar!(
+        "SELECT tessera_login_reserve($1, $2::text::inet, $3, $4, make_interval(secs => $5), make_interval(secs => $6))",
         account,
         source,
-        source_max_failures,
-        SOURCE_WINDOW_SECS
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok(match (row.pair, row.source) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    })
-}
-
-/// Count a failure. From the `max_failures`-th on, the pair is refused for a growing interval:
-/// 1, 2, 4, ... seconds, at most 15 minutes. A day without failures starts the count afresh.
-pub async fn record_failure(pool: &PgPool, account: &str, source: &str, max_failures: i32) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "INSERT INTO login_failures AS f (account, source, failures, last_failure_at, blocked_until)
-         VALUES ($1, $2::text::inet, 1, now(), CASE WHEN $3 <= 1 THEN now() + interval '1 second' END)
-         ON CONFLICT (account, source) DO UPDATE SET
-             failures = CASE WHEN f.last_failure_at < now() - interval '1 day' THEN 1 ELSE f.failures + 1 END,
-             last_failure_at = now(),
-             blocked_until = CASE
-                 WHEN (CASE WHEN f.last_failure_at < now() - interval '1 day' THEN 1 ELSE f.failures + 1 END) >= $3
-                 THEN now() + make_interval(secs => least($4,
-                        power(2, (CASE WHEN f.last_failure_at < now() - interval '1 day' THEN 1 ELSE f.failures + 1 END) - $3)))
-                 ELSE NULL END",
-        account,
-        source,
-        max_failures,
+        per_account,
+        per_source,
+        SOURCE_WINDOW_SECS,
         MAX_BLOCK_SECS
     )
-    .execute(pool)
-    .await?;
-    Ok(())
+    .fetch_one(pool)
+    .await
 }
 
-/// A successful login forgets that pair's failures.
-pub async fn clear(pool: &PgPool, account: &str, source: &str) -> Result<(), sqlx::Error> {
-    sqlx::query!("DELETE FROM login_failures WHERE account = $1 AND source = $2::text::inet", account, source)
-        .execute(pool)
-        .await?;
+/// A successful login: forget that pair's failures and return the source's reservation.
+pub async fn release(pool: &PgPool, account: &str, source: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!("SELECT tessera_login_release($1, $2::text::inet)", account, source).execute(pool).await?;
     Ok(())
 }
 
 pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query!("DELETE FROM login_failures WHERE last_failure_at < now() - interval '1 day'")
+    let pairs = sqlx::query!("DELETE FROM login_failures WHERE last_failure_at < now() - interval '1 day'")
         .execute(pool)
         .await?
-        .rows_affected())
+        .rows_affected();
+    let sources = sqlx::query!(
+        "DELETE FROM login_sources WHERE window_start < now() - make_interval(secs => $1)",
+        SOURCE_WINDOW_SECS
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(pairs + sources)
 }

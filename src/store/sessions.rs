@@ -1,10 +1,12 @@
 //! Browser sessions for tower-sessions, stored in PostgreSQL under the SHA-256 of the session id,
-//! so the database never holds a usable cookie value.
+//! so the database never holds a usable cookie value. Each row names its signed-in user, so a
+//! credential change can end that user's sessions; and a save never re-creates a deleted row, so
+//! a request in flight during the change cannot bring its session back.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
@@ -27,6 +29,16 @@ fn key(id: &Id) -> Vec<u8> {
     crate::oauth::secret::digest(&id.to_string()).to_vec()
 }
 
+/// The signed-in user's id, as `http::browser` keeps it under `user`.
+fn user_id(record: &Record) -> Option<uuid::Uuid> {
+    record.data.get("user")?.get("id")?.as_str()?.parse().ok()
+}
+
+/// End every session of a user (a password change, a disabled account).
+pub async fn delete_user_sessions(conn: &mut PgConnection, user_id: uuid::Uuid) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!("DELETE FROM sessions WHERE user_id = $1", user_id).execute(conn).await?.rows_affected())
+}
+
 fn expiry(record: &Record) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp(record.expiry_date.unix_timestamp(), 0).unwrap_or_else(Utc::now)
 }
@@ -42,10 +54,12 @@ impl SessionStore for PgSessionStore {
         // A 128-bit id collides essentially never; if it does, draw another.
         for _ in 0..4 {
             let inserted = sqlx::query!(
-                "INSERT INTO sessions (id_hash, data, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                "INSERT INTO sessions (id_hash, data, expires_at, user_id) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
                 key(&record.id),
                 data,
-                expiry(record)
+                expiry(record),
+                user_id(record)
             )
             .execute(&self.pool)
             .await
@@ -58,14 +72,16 @@ impl SessionStore for PgSessionStore {
         Err(backend("could not allocate a session id"))
     }
 
+    /// Update an existing session only: tower-sessions creates new ones through `create`, so a
+    /// missing row here was deleted (signed out everywhere, password changed) and stays deleted.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let data = serde_json::to_value(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
         sqlx::query!(
-            "INSERT INTO sessions (id_hash, data, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT (id_hash) DO UPDATE SET data = EXCLUDED.data, expires_at = EXCLUDED.expires_at",
+            "UPDATE sessions SET data = $2, expires_at = $3, user_id = $4 WHERE id_hash = $1",
             key(&record.id),
             data,
-            expiry(record)
+            expiry(record),
+            user_id(record)
         )
         .execute(&self.pool)
         .await

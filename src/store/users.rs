@@ -11,6 +11,8 @@ pub struct User {
     pub email: Option<String>,
     pub password_hash: String,
     pub disabled: bool,
+    /// Bumped by a password change or a disable; sessions signed in under another are void.
+    pub session_generation: i32,
     pub created_at: DateTime<Utc>,
 }
 
@@ -18,7 +20,7 @@ pub struct User {
 pub async fn by_username(pool: &PgPool, username: &str) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
-        "SELECT id, username, email, password_hash, disabled, created_at FROM users WHERE lower(username) = lower($1)",
+        "SELECT id, username, email, password_hash, disabled, session_generation, created_at FROM users WHERE lower(username) = lower($1)",
         username
     )
     .fetch_optional(pool)
@@ -28,7 +30,7 @@ pub async fn by_username(pool: &PgPool, username: &str) -> Result<Option<User>, 
 pub async fn by_id(pool: &PgPool, id: Uuid) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
-        "SELECT id, username, email, password_hash, disabled, created_at FROM users WHERE id = $1",
+        "SELECT id, username, email, password_hash, disabled, session_generation, created_at FROM users WHERE id = $1",
         id
     )
     .fetch_optional(pool)
@@ -38,7 +40,7 @@ pub async fn by_id(pool: &PgPool, id: Uuid) -> Result<Option<User>, sqlx::Error>
 pub async fn list(pool: &PgPool) -> Result<Vec<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
-        "SELECT id, username, email, password_hash, disabled, created_at FROM users ORDER BY lower(username)"
+        "SELECT id, username, email, password_hash, disabled, session_generation, created_at FROM users ORDER BY lower(username)"
     )
     .fetch_all(pool)
     .await
@@ -64,32 +66,59 @@ pub async fn insert(
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn set_password(pool: &PgPool, username: &str, password_hash: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query!(
-        "UPDATE users SET password_hash = $2, updated_at = now() WHERE lower(username) = lower($1)",
+/// What a credential change ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Evicted {
+    pub sessions: u64,
+    pub grants: u64,
+}
+
+/// Set a new password. The account's browser sessions end (deleted, and their generation
+/// voided), and unless `keep_grants`, every grant is revoked: refresh tokens stop at once and
+/// access tokens turn inactive at introspection. `None` if there is no such user.
+pub async fn set_password(
+    pool: &PgPool,
+    username: &str,
+    password_hash: &str,
+    keep_grants: bool,
+) -> Result<Option<(Uuid, Evicted)>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let id = sqlx::query_scalar!(
+        "UPDATE users SET password_hash = $2, session_generation = session_generation + 1, updated_at = now()
+         WHERE lower(username) = lower($1) RETURNING id",
         username,
         password_hash
     )
-    .execute(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(done.rows_affected() == 1)
+    let Some(id) = id else { return Ok(None) };
+    let sessions = super::sessions::delete_user_sessions(&mut tx, id).await?;
+    let grants =
+        if keep_grants { 0 } else { super::grants::revoke_user_grants(&mut tx, id, "password_changed").await? };
+    tx.commit().await?;
+    Ok(Some((id, Evicted { sessions, grants })))
 }
 
-/// Disable (or re-enable) an account. Disabling also revokes every grant of the user, so
-/// refresh tokens stop working and access tokens turn inactive at introspection.
-pub async fn set_disabled(pool: &PgPool, username: &str, disabled: bool) -> Result<bool, sqlx::Error> {
+/// Disable (or re-enable) an account. Disabling deletes its browser sessions (re-enabling does
+/// not bring them back) and revokes every grant, so refresh tokens stop working and access
+/// tokens turn inactive at introspection. `None` if there is no such user.
+pub async fn set_disabled(pool: &PgPool, username: &str, disabled: bool) -> Result<Option<Evicted>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let id = sqlx::query_scalar!(
-        "UPDATE users SET disabled = $2, updated_at = now() WHERE lower(username) = lower($1) RETURNING id",
+        "UPDATE users SET disabled = $2, updated_at = now(),
+             session_generation = session_generation + CASE WHEN $2 THEN 1 ELSE 0 END
+         WHERE lower(username) = lower($1) RETURNING id",
         username,
         disabled
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(id) = id else { return Ok(false) };
+    let Some(id) = id else { return Ok(None) };
+    let mut evicted = Evicted::default();
     if disabled {
-        super::grants::revoke_user_grants(&mut tx, id, "user_disabled").await?;
+        evicted.sessions = super::sessions::delete_user_sessions(&mut tx, id).await?;
+        evicted.grants = super::grants::revoke_user_grants(&mut tx, id, "user_disabled").await?;
     }
     tx.commit().await?;
-    Ok(true)
+    Ok(Some(evicted))
 }

@@ -392,7 +392,7 @@ async fn login_errors_look_the_same_and_forms_need_csrf_and_same_origin() {
 async fn disabled_users_cannot_sign_in() {
     let app = TestApp::spawn().await;
     let f = app.fixture().await;
-    assert!(tessera::store::users::set_disabled(&app.db.pool, "alice", true).await.unwrap());
+    assert!(tessera::store::users::set_disabled(&app.db.pool, "alice", true).await.unwrap().is_some());
     let browser = Browser::new(&app);
     let login_url = location(&browser.get(&authorize_url(&app, &f.client_id, REDIRECT, &pkce(), &[])).await);
     assert_eq!(browser.login(&login_url, "alice", PASSWORD).await.status(), 401);

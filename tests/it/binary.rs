@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tessera::config::MasterKey;
 
-use crate::common::{TestDb, free_port, tessera_bin, wait_for};
+use crate::common::{TestDb, admin, admin_fails, free_port, tessera_bin, wait_for};
 
 /// Run `tessera serve` with `env` and expect exit code 2 with one line naming `key`.
 fn expect_config_error(env: &[(&str, &str)], key: &str) {
@@ -164,28 +164,6 @@ async fn dev_starts_from_an_empty_data_dir_and_reuses_it() {
 }
 
 /// Run the binary against `db` with `stdin`, expecting success; returns stdout.
-fn admin(db: &TestDb, args: &[&str], stdin: &str) -> String {
-    use std::io::Write as _;
-    let mut child = tessera_bin()
-        .args(args)
-        .env("DATABASE_URL", db.url())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn admin_fails(db: &TestDb, args: &[&str]) -> String {
-    let out = tessera_bin().args(args).env("DATABASE_URL", db.url()).stdin(Stdio::null()).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{args:?} should fail with 2");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[tokio::test]
 async fn admin_commands_manage_resources_users_and_clients() {
     let app = crate::common::TestApp::spawn().await;

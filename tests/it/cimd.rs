@@ -47,12 +47,16 @@ struct DocServer {
 
 impl DocServer {
     async fn start() -> (Self, String) {
-        let server = Self::default();
-        let app = axum::Router::new().fallback(serve).with_state(server.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        (Self::serve_on(listener), base)
+    }
+
+    fn serve_on(listener: tokio::net::TcpListener) -> Self {
+        let server = Self::default();
+        let app = axum::Router::new().fallback(serve).with_state(server.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        (server, base)
+        server
     }
 
     fn set(&self, path: &str, reply: Reply) {
@@ -412,4 +416,53 @@ async fn fetches_are_rate_limited_per_host() {
     assert_eq!(status, 400);
     assert!(page.contains("too many metadata document fetches"), "{page}");
     assert_eq!(docs.hits("/c2.json"), 0);
+}
+
+#[tokio::test]
+async fn a_document_must_name_itself_exactly_as_presented() {
+    let app = test_app().await;
+    let (docs, base) = DocServer::start().await;
+    let port = base.rsplit(':').next().unwrap().to_owned();
+    // (client_id as presented, path it is served at, the document's own client_id)
+    let mut cases = vec![
+        (format!("{base}/slash.json"), "/slash.json", format!("{base}/slash.json/")),
+        (format!("{base}/scheme.json"), "/scheme.json", format!("HTTP://127.0.0.1:{port}/scheme.json")),
+        (format!("{base}/pct.json"), "/pct.json", format!("{base}/%70ct.json")),
+        (format!("{base}/%70ct2.json"), "/%70ct2.json", format!("{base}/pct2.json")),
+        (format!("{base}/dot.json"), "/dot.json", format!("http://127.0.0.1.:{port}/dot.json")),
+    ];
+    // The explicit default port, on a loopback address of its own (port 80 needs root; the
+    // host-case and https variants are in the unit tests of `cimd::validate_document`).
+    let default_port = tokio::net::TcpListener::bind("127.77.0.1:80").await;
+    let port80 = match default_port {
+        Ok(listener) => Some(DocServer::serve_on(listener)),
+        Err(e) => {
+            eprintln!("skipping the default-port rows: cannot listen on 127.77.0.1:80 ({e})");
+            None
+        }
+    };
+    if port80.is_some() {
+        cases.push(("http://127.77.0.1:80/p80.json".into(), "/p80.json", "http://127.77.0.1/p80.json".into()));
+        cases.push(("http://127.77.0.1/p80b.json".into(), "/p80b.json", "http://127.77.0.1:80/p80b.json".into()));
+    }
+    for (presented, path, named) in &cases {
+        let server = if presented.starts_with("http://127.77.0.1") { port80.as_ref().unwrap() } else { &docs };
+        server.set(path, Reply::json(document(named)));
+        let (status, page) = try_authorize(&app, presented).await;
+        assert_eq!(status, 400, "{presented} vs {named}");
+        assert!(page.contains("does not equal the URL"), "{presented} vs {named}: {page}");
+        assert_eq!(server.hits(path), 1, "{presented} was fetched");
+        let (status, _, body) =
+            app.token(&[("grant_type", "refresh_token"), ("refresh_token", "x"), ("client_id", presented)], None).await;
+        assert_eq!((status.as_u16(), body["error"].as_str()), (401, Some("invalid_client")), "{presented}");
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM clients").fetch_one(&app.db.pool).await.unwrap();
+    assert_eq!(stored, 0, "no client stored for a document that names itself differently");
+    // The control: the same document under the URL it names is accepted, and stored under it.
+    let exact = format!("{base}/exact.json");
+    docs.set("/exact.json", Reply::json(document(&exact)));
+    let (status, _) = try_authorize(&app, &exact).await;
+    assert_eq!(status, 303);
+    let ids: Vec<String> = sqlx::query_scalar("SELECT client_id FROM clients").fetch_all(&app.db.pool).await.unwrap();
+    assert_eq!(ids, [exact]);
 }

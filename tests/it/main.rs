@@ -13,3 +13,4 @@ mod foundation;
 mod hardening;
 mod introspection;
 mod registration;
+mod security;

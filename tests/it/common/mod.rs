@@ -11,6 +11,7 @@ pub mod flow;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -178,6 +179,21 @@ impl TestDb {
     pub fn url(&self) -> String {
         let server = SERVER.get().expect("a TestDb exists only once the server is initialised");
         (server.url_for)(&self.name)
+    }
+
+    /// Make the database refuse new connections (`ALLOW_CONNECTIONS false`, SQLSTATE 55000) and
+    /// end the open ones: "the database is there but will not talk to us".
+    pub async fn refuse_connections(&self) {
+        let mut conn = server().await.admin.connect().await.unwrap();
+        sqlx::query(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", quote_ident(&self.name)))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&self.name)
+            .execute(&mut conn)
+            .await
+            .unwrap();
     }
 
     /// Drop the database now (connections are terminated): "the database is down".
@@ -399,4 +415,28 @@ pub async fn wait_for(url: &str, timeout: Duration) -> reqwest::Response {
         assert!(tokio::time::Instant::now() < deadline, "{url} did not answer 200 within {timeout:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Run an admin command of the `tessera` binary against `db`, feeding `stdin`; its standard output.
+pub fn admin(db: &TestDb, args: &[&str], stdin: &str) -> String {
+    use std::io::Write as _;
+    let mut child = tessera_bin()
+        .args(args)
+        .env("DATABASE_URL", db.url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Run an admin command that must fail with exit code 2; its standard error.
+pub fn admin_fails(db: &TestDb, args: &[&str]) -> String {
+    let out = tessera_bin().args(args).env("DATABASE_URL", db.url()).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?} should fail with 2");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
