@@ -149,7 +149,7 @@ fn print_credentials(id: &str, secret: &Secret) {
 pub async fn admin_event(pool: &PgPool, event: Event) -> Result<(), Failure> {
     let event = event.detail_default("cli");
     event.log_now();
-    store::audit::insert(pool, &[event]).await.map_err(db)
+    store::audit::insert(pool, &[event.row()]).await.map_err(db)
 }
 
 fn usage(key: &str, message: impl Into<String>) -> Failure {

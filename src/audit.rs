@@ -8,7 +8,7 @@
 //! batch that cannot be stored is retried; on shutdown the queue is drained.
 
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,6 +23,13 @@ use crate::oauth::secret;
 const QUEUE: usize = 8192;
 /// Records per INSERT.
 const BATCH: usize = 512;
+
+/// The request a record was made during: its id and source address.
+#[derive(Clone, Debug)]
+pub struct RequestMeta {
+    pub request_id: String,
+    pub source: IpAddr,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -76,7 +83,7 @@ impl Event {
     }
 
     /// Request id and source address of the request this happened in.
-    pub fn during(mut self, meta: &crate::security::client_addr::RequestMeta) -> Self {
+    pub fn during(mut self, meta: &RequestMeta) -> Self {
         self.request_id = Some(meta.request_id.clone());
         self.source = Some(meta.source);
         self
@@ -132,6 +139,23 @@ impl Event {
         self.log();
     }
 
+    /// The row that stores it.
+    pub fn row(&self) -> crate::store::audit::NewRow<'_> {
+        crate::store::audit::NewRow {
+            at: self.at,
+            request_id: self.request_id.as_deref(),
+            event: self.event,
+            outcome: self.outcome.as_str(),
+            client_id: self.client_id.as_deref(),
+            subject: self.subject.as_deref(),
+            resource: self.resource.as_deref(),
+            scopes: self.scopes.as_deref(),
+            source: self.source,
+            digest: self.digest.as_deref(),
+            detail: self.detail.as_deref(),
+        }
+    }
+
     fn log(&self) {
         tracing::info!(
             target: "audit",
@@ -150,11 +174,12 @@ impl Event {
     }
 }
 
-/// Where requests hand their records.
+/// Where requests hand their records. Cheap to clone: every clone feeds the same writer.
+#[derive(Clone)]
 pub struct AuditSink {
     tx: mpsc::Sender<Event>,
     stop: CancellationToken,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl AuditSink {
@@ -162,7 +187,7 @@ impl AuditSink {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stop = CancellationToken::new();
         let writer = tokio::spawn(write_loop(pool, rx, stop.clone()));
-        Self { tx, stop, writer: Mutex::new(Some(writer)) }
+        Self { tx, stop, writer: Arc::new(Mutex::new(Some(writer))) }
     }
 
     /// Log the record and queue it for the table; waits only when the queue is full.
@@ -223,7 +248,8 @@ async fn write_loop(pool: PgPool, mut rx: mpsc::Receiver<Event>, stop: Cancellat
 async fn store(pool: &PgPool, events: &[Event], stopping: bool) {
     let mut delay = Duration::from_millis(100);
     for attempt in 1.. {
-        match crate::store::audit::insert(pool, events).await {
+        let rows: Vec<_> = events.iter().map(Event::row).collect();
+        match crate::store::audit::insert(pool, &rows).await {
             Ok(()) => return,
             Err(e) if stopping && attempt >= 3 => {
                 tracing::error!(target: "audit", error = %e, count = events.len(), "audit records could not be stored");

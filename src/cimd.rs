@@ -102,7 +102,7 @@ pub fn check_url(raw: &str, settings: &CimdSettings) -> Result<url::Url, CimdErr
         return Err(CimdError::Url("must not contain user information"));
     }
     let Some(host) = url.host() else { return Err(CimdError::Url("must name a host")) };
-    let is_loopback = crate::config::is_loopback_host(&host);
+    let is_loopback = crate::oauth::redirect_uri::is_loopback_host(&host);
     if loopback_http && !is_loopback {
         return Err(CimdError::Url("must use https"));
     }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ConfigError, LogFormat, Sources};
 use crate::dev::{self, AdminDb};
 use crate::keys::{KeyError, KeyRing, KeyStatus};
-use crate::state::{self, AppState, ServerSettings};
+use crate::state::{AppState, ServerSettings};
 use crate::{server, store, telemetry};
 
 #[derive(Debug, Parser)]
@@ -228,8 +228,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
     tracing::info!(issuer = %state.settings.issuer, listen = %config.listen, "tessera is serving");
     let shutdown = CancellationToken::new();
     if let Some(addr) = config.metrics_listen {
-        crate::metrics::install();
-        crate::metrics::start(&state, addr, shutdown.clone()).await?;
+        server::start_metrics(&state, addr, shutdown.clone()).await?;
     }
     server::cancel_on_signal(shutdown.clone());
     server::run(state, vec![listener], shutdown).await.map_err(|e| anyhow::anyhow!("serving HTTP: {e}"))?;
@@ -246,11 +245,11 @@ async fn keys_command(config: &Config, db: &AdminDb, cmd: &KeysCommand) -> Resul
             };
             let delay = match delay {
                 Some(d) => crate::config::parse_duration(d).map_err(|m| ConfigError::new("--delay", m))?,
-                None => state::default_rotation_delay(config.access_token_ttl, config.key_rotation_delay),
+                None => crate::keys::default_rotation_delay(config.access_token_ttl, config.key_rotation_delay),
             };
             // Loading the ring first proves the master key decrypts the keys already stored, so a
             // wrong key can never add a key that the servers could not read.
-            KeyRing::load(&db.pool, master.clone(), state::signing_grace(config.access_token_ttl)).await?;
+            KeyRing::load(&db.pool, master.clone(), crate::keys::signing_grace(config.access_token_ttl)).await?;
             let new = crate::keys::generate(&master)?;
             let activates_at = chrono::Utc::now()
                 + chrono::Duration::from_std(delay).map_err(|_| ConfigError::new("--delay", "is too long"))?;
@@ -273,7 +272,7 @@ async fn keys_command(config: &Config, db: &AdminDb, cmd: &KeysCommand) -> Resul
         }
         KeysCommand::List { json } => {
             let rows = store::keys::list(&db.pool).await.map_err(anyhow::Error::from)?;
-            let grace = state::signing_grace(config.access_token_ttl);
+            let grace = crate::keys::signing_grace(config.access_token_ttl);
             let activations: Vec<_> = rows.iter().map(|r| r.activates_at).collect();
             let now = chrono::Utc::now();
             let statuses: Vec<KeyStatus> =

@@ -201,8 +201,7 @@ pub async fn run(config: Config, data_dir: &Path, port: u16) -> Result<(), Failu
 
     let shutdown = CancellationToken::new();
     if let Some(addr) = config.metrics_listen {
-        crate::metrics::install();
-        crate::metrics::start(&state, addr, shutdown.clone()).await?;
+        server::start_metrics(&state, addr, shutdown.clone()).await?;
     }
     server::cancel_on_signal(shutdown.clone());
     let served = server::run(state, listeners, shutdown).await;

@@ -25,6 +25,23 @@ use sha2::{Digest as _, Sha256};
 use crate::config::MasterKey;
 use crate::store;
 
+/// How long verifiers may cache the JWKS (`Cache-Control: max-age`).
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+/// Allowance for clock skew between Tessera and the servers that verify its tokens.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// A retired key stays published this long after it stopped signing: the longest access-token
+/// lifetime plus clock skew, so every token it signed can still be verified.
+pub fn signing_grace(longest_token_ttl: Duration) -> Duration {
+    longest_token_ttl + CLOCK_SKEW
+}
+
+/// Default delay between `keys rotate` and the new key signing: long enough that verifiers
+/// holding a cached JWKS have refetched it, and no shorter than the longest token lifetime.
+pub fn default_rotation_delay(longest_token_ttl: Duration, configured: Option<Duration>) -> Duration {
+    configured.unwrap_or_else(|| longest_token_ttl.max(JWKS_MAX_AGE))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error(
@@ -59,6 +76,14 @@ pub struct NewKey {
     pub kid: String,
     pub public_jwk: PublicJwk,
     pub private_key_enc: Vec<u8>,
+}
+
+impl NewKey {
+    /// The row that stores it.
+    pub fn row(self) -> Result<store::keys::NewKeyRow, KeyError> {
+        let public_jwk = serde_json::to_value(&self.public_jwk).map_err(|_| KeyError::Generation)?;
+        Ok(store::keys::NewKeyRow { kid: self.kid, public_jwk, private_key_enc: self.private_key_enc })
+    }
 }
 
 /// Generate an ES256 key pair and encrypt its PKCS#8 form under the master key (AAD: the kid).
@@ -284,7 +309,7 @@ pub struct KeyRing {
 impl KeyRing {
     /// Load every key from the database, creating the first one if there is none.
     pub async fn load(pool: &sqlx::PgPool, master: MasterKey, grace: Duration) -> Result<Self, KeyError> {
-        store::keys::ensure_initial_key(pool, || generate(&master)).await?;
+        store::keys::ensure_initial_key(pool, || generate(&master)?.row()).await?;
         let set = Self::read(pool, &master, grace).await?;
         let ring = Self {
             master,

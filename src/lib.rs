@@ -1,30 +1,71 @@
 //! Tessera: a self-hosted OAuth 2.1 authorization server for the Model Context Protocol.
 //!
 //! The library holds everything; `main.rs` only runs [`cli::main`]. A test builds the whole
-//! application with [`http::router`] from an [`state::AppState`].
+//! application with [`http::router`] from an [`state::AppState`]. Dependencies point down only
+//! (`tests/layers.rs` checks it): top → `http` → domain → `oauth`, `store`.
 
+// Top: build and wire everything.
+
+/// Admin commands: resources, users, clients, the audit log.
 pub mod admin;
-pub mod audit;
-pub mod cimd;
+/// The command line: `serve`, `dev`, `migrate`, and the admin commands.
 pub mod cli;
-pub mod clients;
-pub mod config;
+/// `tessera dev`'s private database, and the database admin commands use.
 pub mod dev;
-pub mod error;
-pub mod grant;
-pub mod http;
-pub mod keys;
-pub mod maintenance;
-pub mod metrics;
-pub mod notify;
-pub mod oauth;
-pub mod password;
-pub mod pgcluster;
-pub mod resources;
-pub mod revocation;
-pub mod security;
+/// Running the router on listeners until shutdown.
 pub mod server;
+/// `AppState`: every shared part, built and wired, and the background tasks.
 pub mod state;
-pub mod store;
+
+// HTTP: parse, call the domain, render.
+
+/// Endpoints, pages, middleware, error answers, and the router.
+pub mod http;
+
+// The domain: the rules, taking the parts they need and answering domain errors.
+
+/// Audit records and the batched writer.
+pub mod audit;
+/// Password sign-in (throttled) and browser-session validity.
+pub mod authentication;
+/// The authorization request: validate, decide the next step, issue the code.
+pub mod authorization;
+/// Client ID metadata documents: SSRF-safe fetching, validation, caching.
+pub mod cimd;
+/// Finding clients (cached, documents included), deleting them, noting their use.
+pub mod clients;
+/// Typed configuration from the environment and an optional TOML file.
+pub mod config;
+/// The RFC 8414 metadata document, as a pure function.
+pub mod discovery;
+/// The token endpoint's grant types, one file each.
+pub mod grant;
+/// Signing keys: generation, encryption at rest, the key ring, the JWKS.
+pub mod keys;
+/// Periodic pruning of expired rows.
+pub mod maintenance;
+/// Prometheus counters.
+pub mod metrics;
+/// Cross-instance cache invalidation over `LISTEN/NOTIFY`.
+pub mod notify;
+/// argon2id password hashing off the async runtime.
+pub mod password;
+/// A private PostgreSQL cluster from the local binaries (`dev`, tests).
+pub mod pgcluster;
+/// The registered resources, and resolving the one a request names.
+pub mod resources;
+/// What makes a token inactive, and revoking.
+pub mod revocation;
+/// Rate limiting and the SSRF address check.
+pub mod security;
+/// Logging setup.
 pub mod telemetry;
+/// Access tokens (RFC 9068): minting and verifying.
 pub mod tokens;
+
+// Bottom: pure protocol rules, and SQL.
+
+/// Pure protocol rules (RFC-cited, no I/O).
+pub mod oauth;
+/// Every SQL statement, one file per table.
+pub mod store;

@@ -1,13 +1,10 @@
-//! Prometheus metrics, served on a separate listener (`TESSERA_METRICS_LISTEN`, off by default)
-//! so they are never exposed with the public endpoints.
+//! Prometheus metrics: the process-wide recorder and the counters Tessera keeps. Recording is
+//! a no-op until [`install`] runs; `http::metrics` serves them on their own listener.
 
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-use crate::state::AppState;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -61,51 +58,9 @@ pub fn audit_queued(depth: usize) {
     metrics::gauge!("tessera_audit_queue_depth").set(depth as f64);
 }
 
-fn pool_gauges(state: &AppState) {
-    metrics::gauge!("tessera_db_pool_connections").set(f64::from(state.pool.size()));
-    metrics::gauge!("tessera_db_pool_idle_connections").set(state.pool.num_idle() as f64);
-    metrics::gauge!("tessera_audit_queue_depth").set(state.audit.depth() as f64);
-}
-
-/// Bind the metrics listener (at start, so a bad address fails then) and serve `GET /metrics`
-/// on it until `shutdown`.
-pub async fn start(
-    state: &AppState,
-    addr: SocketAddr,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> Result<(), crate::config::ConfigError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        crate::config::ConfigError::new("TESSERA_METRICS_LISTEN", format!("cannot listen on {addr}: {e}"))
-    })?;
-    let state = state.clone();
-    tokio::spawn(async move {
-        if let Err(e) = serve(state, listener, shutdown).await {
-            tracing::error!(error = %e, "metrics listener failed");
-        }
-    });
-    Ok(())
-}
-
-async fn serve(
-    state: AppState,
-    listener: tokio::net::TcpListener,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    let Some(handle) = install() else {
-        tracing::warn!("metrics recorder unavailable; /metrics disabled");
-        return Ok(());
-    };
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let handle = handle.clone();
-            let state = state.clone();
-            async move {
-                pool_gauges(&state);
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
-            }
-        }),
-    );
-    tracing::info!(listen = ?listener.local_addr().ok(), "metrics on /metrics");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+/// Database pool and audit queue gauges, set just before each scrape.
+pub fn pool_gauges(pool: &sqlx::PgPool, audit_depth: usize) {
+    metrics::gauge!("tessera_db_pool_connections").set(f64::from(pool.size()));
+    metrics::gauge!("tessera_db_pool_idle_connections").set(pool.num_idle() as f64);
+    metrics::gauge!("tessera_audit_queue_depth").set(audit_depth as f64);
 }

@@ -1,108 +1,125 @@
 //! Cross-instance cache invalidation: one `LISTEN` connection per instance. A notification on a
-//! cache's channel makes this instance reload that cache. After a reconnect, or every minute,
-//! every cache is reloaded, because notifications sent while disconnected are lost.
+//! cache's channel is handed to the [`Caches`] that own the caches. After a reconnect, or every
+//! minute, every cache is reloaded, because notifications sent while disconnected are lost.
+//! [`Listening`] tells the caches whether they are current.
 
-use std::sync::Weak;
+use std::future::Future;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::state::{AppState, Inner};
 use crate::store;
 
 const PERIODIC_RELOAD: Duration = Duration::from_secs(60);
 
-pub fn spawn(state: Weak<Inner>) -> JoinHandle<()> {
+/// Every channel a trigger or an admin command announces changes on.
+pub const CHANNELS: [&str; 5] = [
+    store::keys::CHANNEL,
+    store::resources::CHANNEL,
+    store::clients::CHANNEL,
+    store::grants::CHANNEL,
+    store::revocation::CHANNEL,
+];
+
+/// Whether this instance hears every change right now, so what it remembers is current. While it
+/// does not, caches that must never be stale ask the database instead (fail closed).
+#[derive(Clone, Default)]
+pub struct Listening(Arc<watch::Sender<bool>>);
+
+impl Listening {
+    pub fn is_listening(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    fn set(&self, listening: bool) {
+        self.0.send_replace(listening);
+    }
+
+    /// Wait until the listener runs (tests use it to avoid racing its start).
+    pub async fn until_listening(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|listening| *listening).await;
+    }
+}
+
+/// What owns the caches: applies one notification, or reloads everything.
+pub trait Caches: Send + Sync + 'static {
+    fn apply(&self, channel: &str, payload: &str) -> impl Future<Output = ()> + Send;
+    fn reload_all(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// Listen until `caches` is dropped.
+pub fn spawn<C: Caches>(pool: PgPool, caches: Weak<C>, listening: Listening) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(200);
         loop {
-            let Some(app) = AppState::upgrade(&state) else {
-                return;
-            };
-            let pool = app.pool.clone();
-            drop(app);
-            let mut listener = match PgListener::connect_with(&pool).await {
+            let mut listener = match connect(&pool).await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(error = %e, "cache invalidation listener cannot connect; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
+                    if caches.strong_count() == 0 {
+                        return;
+                    }
                     continue;
                 }
             };
-            let channels = [
-                store::keys::CHANNEL,
-                store::resources::CHANNEL,
-                store::clients::CHANNEL,
-                store::grants::CHANNEL,
-                store::revocation::CHANNEL,
-            ];
-            if let Err(e) = listener.listen_all(channels).await {
-                tracing::warn!(error = %e, "cache invalidation listener cannot LISTEN; retrying");
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
             backoff = Duration::from_millis(200);
-            if !reload_all(&state).await {
+            if !reload_all(&caches).await {
                 return;
             }
-            if let Some(app) = AppState::upgrade(&state) {
-                app.listening.send_replace(true);
-            }
-            let mut tick = tokio::time::interval(PERIODIC_RELOAD);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    msg = listener.try_recv() => match msg {
-                        Ok(Some(n)) => {
-                            let Some(app) = AppState::upgrade(&state) else { return };
-                            match n.channel() {
-                                store::keys::CHANNEL => app.reload_keys().await,
-                                store::grants::CHANNEL => app.revocation.grant_revoked(n.payload()),
-                                store::revocation::CHANNEL => app.revocation.token_revoked(n.payload()),
-                                store::clients::CHANNEL => {
-                                    app.clients.invalidate(n.payload());
-                                    app.revocation.client_changed(n.payload());
-                                }
-                                store::resources::CHANNEL => {
-                                    app.reload_resources().await;
-                                    // The longest token lifetime may have changed, and with it how
-                                    // long retired keys stay published.
-                                    app.reload_keys().await;
-                                }
-                                _ => {}
-                            }
-                        }
-                        // The connection dropped: reconnect, then reload everything.
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cache invalidation listener failed; reconnecting");
-                            break;
-                        }
-                    },
-                    _ = tick.tick() => {
-                        if !reload_all(&state).await {
-                            return;
-                        }
-                    }
-                }
-            }
+            listening.set(true);
+            let gone = listen(&mut listener, &caches).await;
             // Not listening until the reconnect: notifications sent meanwhile are lost.
-            if let Some(app) = AppState::upgrade(&state) {
-                app.listening.send_replace(false);
+            listening.set(false);
+            if gone {
+                return;
             }
         }
     })
 }
 
-/// Reload every cache; `false` once the state is gone.
-async fn reload_all(state: &Weak<Inner>) -> bool {
-    let Some(app) = AppState::upgrade(state) else {
-        return false;
-    };
-    app.reload_resources().await;
-    app.reload_keys().await;
-    app.reload_revocation().await;
+async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen_all(CHANNELS).await?;
+    Ok(listener)
+}
+
+/// Apply notifications until the connection drops (`false`) or the caches are gone (`true`).
+async fn listen<C: Caches>(listener: &mut PgListener, caches: &Weak<C>) -> bool {
+    let mut tick = tokio::time::interval(PERIODIC_RELOAD);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            msg = listener.try_recv() => match msg {
+                Ok(Some(n)) => {
+                    let Some(c) = caches.upgrade() else { return true };
+                    c.apply(n.channel(), n.payload()).await;
+                }
+                // The connection dropped: reconnect, then reload everything.
+                Ok(None) => return false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache invalidation listener failed; reconnecting");
+                    return false;
+                }
+            },
+            _ = tick.tick() => {
+                if !reload_all(caches).await {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// Reload every cache; `false` once the caches are gone.
+async fn reload_all<C: Caches>(caches: &Weak<C>) -> bool {
+    let Some(c) = caches.upgrade() else { return false };
+    c.reload_all().await;
     true
 }

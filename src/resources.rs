@@ -1,5 +1,6 @@
 //! The registered resources (MCP servers), held in memory by every instance and reloaded when
-//! any instance announces a change: `/authorize` and `/token` never query them.
+//! any instance announces a change: `/authorize` and `/token` never query them. Also the rules
+//! every endpoint shares for naming one (RFC 8707) and asking for its scopes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,7 +8,9 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::oauth::scope::OFFLINE_ACCESS;
+use crate::oauth::scope::{self, OFFLINE_ACCESS};
+use crate::oauth::{OAuthError, resource};
+use crate::store::clients::Client;
 pub use crate::store::resources::Resource;
 
 #[derive(Default)]
@@ -41,6 +44,28 @@ impl ResourceSet {
         self.by_credential.get(credential_id)
     }
 
+    /// The resource a `resource` parameter names (RFC 8707), compared in canonical form.
+    pub fn named(&self, raw: &str) -> Result<&Arc<Resource>, OAuthError> {
+        let canonical = resource::canonicalize(raw).map_err(|m| OAuthError::invalid_target(format!("resource {m}")))?;
+        self.by_uri(&canonical)
+            .ok_or_else(|| OAuthError::invalid_target("the resource is not registered with this server"))
+    }
+
+    /// The resource a request for `client` names, or the default one when it names none; the
+    /// client must be allowed it.
+    pub fn resolve(&self, client: &Client, requested: Option<&str>) -> Result<Arc<Resource>, OAuthError> {
+        let resource = match requested {
+            Some(raw) => self.named(raw)?,
+            None => self
+                .default_resource()
+                .ok_or_else(|| OAuthError::invalid_target("resource is required (there is no default resource)"))?,
+        };
+        if !client.may_use_resource(resource.id) {
+            return Err(OAuthError::invalid_target("this client may not obtain tokens for this resource"));
+        }
+        Ok(resource.clone())
+    }
+
     /// The resource used when a request names none.
     pub fn default_resource(&self) -> Option<&Arc<Resource>> {
         self.list.iter().find(|r| r.is_default)
@@ -63,4 +88,21 @@ impl ResourceSet {
         scopes.dedup();
         scopes
     }
+}
+
+/// The scopes a request asks of `resource`: a subset of its scopes (plus `offline_access` where a
+/// refresh token may follow), or its default scopes when the request names none.
+pub fn requested_scopes(
+    resource: &Resource,
+    requested: Option<&str>,
+    allow_offline: bool,
+) -> Result<Vec<String>, OAuthError> {
+    let Some(raw) = requested else { return Ok(resource.default_scopes.clone()) };
+    let scopes = scope::parse(raw).map_err(OAuthError::invalid_scope)?;
+    if let Some(unknown) =
+        scopes.iter().find(|s| !(resource.scopes.contains_key(*s) || allow_offline && s.as_str() == OFFLINE_ACCESS))
+    {
+        return Err(OAuthError::invalid_scope(format!("scope {unknown} is not offered by {}", resource.uri)));
+    }
+    Ok(scopes)
 }

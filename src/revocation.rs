@@ -1,9 +1,9 @@
-//! Each instance's memory of what makes a token inactive, so introspection answers without a
-//! database round trip: the revoked `jti`s (all of them, loaded at start), and which grants
-//! stand and which clients exist (learned on first use). Triggers in PostgreSQL announce every
-//! change on `LISTEN/NOTIFY` channels; the listener applies them here within moments. While the
-//! listener is disconnected, notifications may be lost, so lookups go to the database instead
-//! (fail closed), and everything learned is forgotten when it reconnects.
+//! What makes an access token inactive, and revoking: each instance remembers the revoked
+//! `jti`s (all of them, loaded at start), and which grants stand and which clients exist (learned
+//! on first use), so introspection answers without a database round trip. Triggers in PostgreSQL
+//! announce every change on `LISTEN/NOTIFY` channels; the listener applies them here within
+//! moments. While the listener is disconnected, notifications may be lost, so lookups go to the
+//! database instead (fail closed), and everything learned is forgotten when it reconnects.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -11,13 +11,16 @@ use std::sync::RwLock;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::notify::Listening;
 use crate::store::revocation as store;
+use crate::tokens::AccessClaims;
 
 /// Beyond this many remembered grants or clients, forget them all (they are re-learned).
 const MAX_ENTRIES: usize = 200_000;
 
-#[derive(Default)]
-pub struct RevocationCache {
+pub struct Revocation {
+    pool: PgPool,
+    listening: Listening,
     /// Revoked access tokens: jti -> expiry (Unix seconds).
     jtis: RwLock<HashMap<String, i64>>,
     /// Grant -> whether it stands.
@@ -52,10 +55,64 @@ where
     map.read().ok()?.get(key).copied()
 }
 
-impl RevocationCache {
+impl Revocation {
+    pub fn new(pool: PgPool, listening: Listening) -> Self {
+        Self {
+            pool,
+            listening,
+            jtis: RwLock::default(),
+            grants: RwLock::default(),
+            clients: RwLock::default(),
+            client_epoch: Default::default(),
+        }
+    }
+
+    /// Whether a verified token is still active: its jti not revoked, its grant standing (or,
+    /// for `client_credentials`, its client still registered).
+    pub async fn is_active(&self, claims: &AccessClaims) -> Result<bool, sqlx::Error> {
+        if self.jti_revoked(&claims.jti).await? {
+            return Ok(false);
+        }
+        match claims.gid {
+            Some(grant) => self.grant_standing(grant).await,
+            None => self.client_exists(&claims.client_id).await,
+        }
+    }
+
+    /// Revoke a grant. This instance forgets it at once (RFC 7009 §2.2: immediately); the
+    /// others hear of it through the trigger's notification.
+    pub async fn revoke_grant(&self, grant_id: Uuid, reason: &str) -> Result<bool, sqlx::Error> {
+        let revoked = crate::store::grants::revoke(&self.pool, grant_id, reason).await?;
+        self.grant_revoked(&grant_id.to_string());
+        Ok(revoked)
+    }
+
+    /// Revoke the grant of a refresh token issued to `client_id`; its id, or `None` when the
+    /// token is unknown, another client's, or its grant already revoked.
+    pub async fn revoke_by_refresh_token(
+        &self,
+        token_hash: &[u8],
+        client_id: &str,
+        reason: &str,
+    ) -> Result<Option<Uuid>, sqlx::Error> {
+        let revoked = crate::store::grants::revoke_by_refresh_token(&self.pool, token_hash, client_id, reason).await?;
+        if let Some(grant_id) = revoked {
+            self.grant_revoked(&grant_id.to_string());
+        }
+        Ok(revoked)
+    }
+
+    /// Put an access token on the deny list, here at once and elsewhere by notification.
+    pub async fn revoke_access_token(&self, jti: &str, exp: i64) -> Result<(), sqlx::Error> {
+        let expires_at = chrono::DateTime::from_timestamp(exp, 0).unwrap_or_else(chrono::Utc::now);
+        store::revoke_jti(&self.pool, jti, expires_at).await?;
+        self.token_revoked(&format!("{jti} {exp}"));
+        Ok(())
+    }
+
     /// Load the deny list and forget everything learned (at start and after a reconnect).
-    pub async fn reload(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let jtis: HashMap<String, i64> = store::revoked_jtis(pool).await?.into_iter().collect();
+    pub async fn reload(&self) -> Result<(), sqlx::Error> {
+        let jtis: HashMap<String, i64> = store::revoked_jtis(&self.pool).await?.into_iter().collect();
         if let Ok(mut m) = self.jtis.write() {
             *m = jtis;
         }
@@ -92,31 +149,33 @@ impl RevocationCache {
         }
     }
 
-    /// `trusted`: the listener is connected, so memory is current.
-    pub async fn jti_revoked(&self, pool: &PgPool, jti: &str, trusted: bool) -> Result<bool, sqlx::Error> {
-        if trusted {
+    /// Memory is trusted only while the listener is connected.
+    async fn jti_revoked(&self, jti: &str) -> Result<bool, sqlx::Error> {
+        if self.listening.is_listening() {
             return Ok(self.jtis.read().map(|m| m.contains_key(jti)).unwrap_or(true));
         }
-        store::is_jti_revoked(pool, jti).await
+        store::is_jti_revoked(&self.pool, jti).await
     }
 
-    pub async fn grant_standing(&self, pool: &PgPool, grant_id: Uuid, trusted: bool) -> Result<bool, sqlx::Error> {
+    async fn grant_standing(&self, grant_id: Uuid) -> Result<bool, sqlx::Error> {
+        let trusted = self.listening.is_listening();
         if trusted && let Some(standing) = recall(&self.grants, &grant_id) {
             return Ok(standing);
         }
-        let standing = store::grant_standing(pool, grant_id).await?;
+        let standing = store::grant_standing(&self.pool, grant_id).await?;
         if trusted {
             remember(&self.grants, grant_id, standing, true);
         }
         Ok(standing)
     }
 
-    pub async fn client_exists(&self, pool: &PgPool, client_id: &str, trusted: bool) -> Result<bool, sqlx::Error> {
+    async fn client_exists(&self, client_id: &str) -> Result<bool, sqlx::Error> {
+        let trusted = self.listening.is_listening();
         if trusted && let Some(exists) = recall(&self.clients, client_id) {
             return Ok(exists);
         }
         let epoch = self.client_epoch.load(std::sync::atomic::Ordering::SeqCst);
-        let exists = store::client_exists(pool, client_id).await?;
+        let exists = store::client_exists(&self.pool, client_id).await?;
         if trusted && self.client_epoch.load(std::sync::atomic::Ordering::SeqCst) == epoch {
             remember(&self.clients, client_id.to_owned(), exists, false);
         }

@@ -3,8 +3,9 @@
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ConfigError;
+use crate::http::client_addr::Peer;
 use crate::http::transport;
-use crate::security::client_addr::Peer;
 use crate::state::AppState;
 
 /// Serve on every listener until `shutdown` is cancelled, then let in-flight requests finish.
@@ -38,6 +39,16 @@ pub async fn run(state: AppState, listeners: Vec<TcpListener>, shutdown: Cancell
     }
     state.shutdown().await;
     result
+}
+
+/// Serve Prometheus metrics on `addr` (a listener of their own) until `shutdown`.
+pub async fn start_metrics(
+    state: &AppState,
+    addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<(), ConfigError> {
+    crate::metrics::install();
+    crate::http::metrics::start(state.pool.clone(), state.audit.clone(), addr, shutdown).await
 }
 
 /// Cancel `token` on SIGTERM or SIGINT (Ctrl-C).

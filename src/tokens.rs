@@ -1,12 +1,14 @@
 //! Access tokens: JWTs per RFC 9068 (`typ: at+jwt`, ES256), bound to exactly one resource.
+//! Minting and verifying take the key ring and the issuer; whether a verified token is still
+//! active is `revocation`'s business.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::config::Issuer;
+use crate::keys::{KeyError, KeyRing};
 use crate::oauth::{scope, secret};
 use crate::resources::Resource;
-use crate::state::AppState;
 
 /// The claims of every access token Tessera issues.
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
@@ -34,30 +36,34 @@ pub struct Minted {
     pub claims: AccessClaims,
 }
 
-/// Sign an access token for `resource`.
-pub fn mint(
-    state: &AppState,
-    sub: &str,
-    client_id: &str,
-    resource: &Resource,
-    scopes: &[String],
-    gid: Option<Uuid>,
-) -> Result<Minted, ApiError> {
+/// Who a token is for and what it allows.
+#[derive(Clone, Copy, Debug)]
+pub struct Grantee<'a> {
+    /// The user id, or the client id for `client_credentials`.
+    pub sub: &'a str,
+    pub client_id: &'a str,
+    pub resource: &'a Resource,
+    pub scopes: &'a [String],
+    /// The grant it comes from (none for `client_credentials`).
+    pub grant: Option<Uuid>,
+}
+
+/// Sign an access token for `to.resource`, with that resource's lifetime.
+pub fn mint(keys: &KeyRing, issuer: &Issuer, to: Grantee<'_>) -> Result<Minted, KeyError> {
     let now = chrono::Utc::now().timestamp();
-    let ttl = resource.token_ttl.as_secs();
+    let ttl = to.resource.token_ttl.as_secs();
     let claims = AccessClaims {
-        iss: state.settings.issuer.as_str().to_owned(),
-        sub: sub.to_owned(),
-        aud: resource.uri.clone(),
-        client_id: client_id.to_owned(),
-        scope: scope::join(scopes),
+        iss: issuer.as_str().to_owned(),
+        sub: to.sub.to_owned(),
+        aud: to.resource.uri.clone(),
+        client_id: to.client_id.to_owned(),
+        scope: scope::join(to.scopes),
         iat: now,
         exp: now + i64::try_from(ttl).unwrap_or(600),
         jti: secret::new_jti(),
-        gid,
+        gid: to.grant,
     };
-    let key = state.keys.signing_key().map_err(ApiError::internal)?;
-    let token = key.sign_access_token(&claims).map_err(ApiError::internal)?;
+    let token = keys.signing_key()?.sign_access_token(&claims)?;
     Ok(Minted { token, expires_in: ttl, claims })
 }
 
@@ -83,7 +89,7 @@ struct Header {
 
 /// Verify an access token: ES256 signature by a published key, `typ` at+jwt, our `iss`, and
 /// (unless `allow_expired`) `exp` in the future. Revocation is checked elsewhere.
-pub fn verify(state: &AppState, token: &str, allow_expired: bool) -> Result<AccessClaims, Invalid> {
+pub fn verify(keys: &KeyRing, issuer: &Issuer, token: &str, allow_expired: bool) -> Result<AccessClaims, Invalid> {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     if token.len() > MAX_TOKEN_LEN {
@@ -104,7 +110,7 @@ pub fn verify(state: &AppState, token: &str, allow_expired: bool) -> Result<Acce
         return Err(Invalid::Header);
     }
     let now = chrono::Utc::now();
-    let keys = state.keys.snapshot();
+    let keys = keys.snapshot();
     let key = header.kid.as_deref().and_then(|kid| keys.verification_key(kid, now)).ok_or(Invalid::UnknownKey)?;
     let signature = B64.decode(signature).map_err(|_| Invalid::Malformed)?;
     let signed = &token[..token.len() - token.rsplit('.').next().map_or(0, str::len) - 1];
@@ -113,26 +119,13 @@ pub fn verify(state: &AppState, token: &str, allow_expired: bool) -> Result<Acce
     }
     let claims: AccessClaims =
         B64.decode(payload).ok().and_then(|p| serde_json::from_slice(&p).ok()).ok_or(Invalid::Malformed)?;
-    if claims.iss != state.settings.issuer.as_str() {
+    if claims.iss != issuer.as_str() {
         return Err(Invalid::Issuer);
     }
     if !allow_expired && claims.exp <= now.timestamp() {
         return Err(Invalid::Expired);
     }
     Ok(claims)
-}
-
-/// Whether a verified token is still active: its jti not revoked, its grant standing (or, for
-/// `client_credentials`, its client still registered).
-pub async fn is_active(state: &AppState, claims: &AccessClaims) -> Result<bool, sqlx::Error> {
-    let trusted = state.is_listening();
-    if state.revocation.jti_revoked(&state.pool, &claims.jti, trusted).await? {
-        return Ok(false);
-    }
-    match claims.gid {
-        Some(grant) => state.revocation.grant_standing(&state.pool, grant, trusted).await,
-        None => state.revocation.client_exists(&state.pool, &claims.client_id, trusted).await,
-    }
 }
 
 /// Access tokens whose signature and claims already verified, by SHA-256 of the token, until
@@ -148,13 +141,18 @@ const MAX_VERIFIED: usize = 100_000;
 
 impl VerifiedCache {
     /// Verify `token` as [`verify`] does (expired tokens refused), remembering the result.
-    pub fn verify(&self, state: &AppState, token: &str) -> Result<std::sync::Arc<AccessClaims>, Invalid> {
+    pub fn verify(
+        &self,
+        keys: &KeyRing,
+        issuer: &Issuer,
+        token: &str,
+    ) -> Result<std::sync::Arc<AccessClaims>, Invalid> {
         let key: [u8; 32] = crate::oauth::secret::digest(token);
         let now = chrono::Utc::now().timestamp();
         if let Some(claims) = self.map.read().ok().and_then(|m| m.get(&key).cloned()) {
             return if claims.exp > now { Ok(claims) } else { Err(Invalid::Expired) };
         }
-        let claims = std::sync::Arc::new(verify(state, token, false)?);
+        let claims = std::sync::Arc::new(verify(keys, issuer, token, false)?);
         if let Ok(mut map) = self.map.write() {
             if map.len() >= MAX_VERIFIED {
                 map.retain(|_, c| c.exp > now);

@@ -4,80 +4,48 @@
 //! claim (redirect URI, verifier, resource) revokes its grant, since the code is spent. A code
 //! presented a second time revokes everything issued from its first use.
 
-use super::{Issued, may_refresh, required};
+use super::{Context, GrantError, Issued, may_refresh, required};
 use crate::audit::{Event, Outcome};
 use crate::clients::Client;
-use crate::error::ApiError;
 use crate::oauth::params::Params;
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{OAuthError, pkce, resource};
-use crate::security::client_addr::RequestMeta;
-use crate::state::AppState;
-use crate::store::grants;
-use crate::tokens;
+use crate::store::grants::{self, ClaimedCode};
+use crate::tokens::{self, Grantee};
 
-pub async fn exchange(
-    state: &AppState,
-    meta: &RequestMeta,
-    client: &Client,
-    params: &Params,
-) -> Result<Issued, ApiError> {
+pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Result<Issued, GrantError> {
     let code = required(params, "code")?;
     let verifier = required(params, "code_verifier")?;
     let code_hash = secret::digest(code);
 
-    let Some(claimed) = grants::claim_code(&state.pool, &code_hash, &client.client_id).await? else {
-        return Err(explain_unclaimable(state, meta, &code_hash, client).await);
+    let Some(claimed) = grants::claim_code(cx.pool, &code_hash, &client.client_id).await? else {
+        return Err(explain_unclaimable(cx, &code_hash, client).await);
     };
-    let fail = |error: OAuthError| async move {
-        state.revoke_grant(claimed.grant_id, "failed_code_exchange").await?;
-        Err::<Issued, ApiError>(error.into())
-    };
-
-    let redirect_ok = match params.get("redirect_uri") {
-        Some(presented) => presented == claimed.redirect_uri,
-        None => !claimed.redirect_uri_sent,
-    };
-    if !redirect_ok {
-        return fail(OAuthError::invalid_grant("redirect_uri does not match the authorization request")).await;
+    if let Err(error) = check_claimed(cx, &claimed, verifier, params) {
+        cx.revocation.revoke_grant(claimed.grant_id, "failed_code_exchange").await?;
+        return Err(error.into());
     }
-    if !pkce::verify(verifier, &claimed.code_challenge) {
-        return fail(OAuthError::invalid_grant("code_verifier does not match the code_challenge")).await;
-    }
-    let resources = state.resources.load();
-    let Some(resource) = resources.by_id(claimed.resource_id).cloned() else {
-        return fail(OAuthError::invalid_grant("the resource of this grant no longer exists")).await;
+    let Some(resource) = cx.resources.by_id(claimed.resource_id).cloned() else {
+        cx.revocation.revoke_grant(claimed.grant_id, "failed_code_exchange").await?;
+        return Err(OAuthError::invalid_grant("the resource of this grant no longer exists").into());
     };
-    if let Some(requested) = params.get("resource") {
-        let canonical =
-            resource::canonicalize(requested).map_err(|m| OAuthError::invalid_target(format!("resource {m}")));
-        if canonical.as_deref() != Ok(resource.uri.as_str()) {
-            return fail(OAuthError::invalid_target("resource differs from the one authorized")).await;
-        }
-    }
-
     let Some(user_id) = claimed.user_id else {
-        return fail(OAuthError::invalid_grant("the code has no user")).await;
+        cx.revocation.revoke_grant(claimed.grant_id, "failed_code_exchange").await?;
+        return Err(OAuthError::invalid_grant("the code has no user").into());
     };
-    let access = tokens::mint(
-        state,
-        &user_id.to_string(),
-        &client.client_id,
-        &resource,
-        &claimed.scopes,
-        Some(claimed.grant_id),
-    )?;
+    let sub = user_id.to_string();
+    let to = Grantee {
+        sub: &sub,
+        client_id: &client.client_id,
+        resource: &resource,
+        scopes: &claimed.scopes,
+        grant: Some(claimed.grant_id),
+    };
+    let access = tokens::mint(cx.keys, cx.issuer, to)?;
     let refresh = if may_refresh(client) {
         let token = Secret::generate();
-        grants::insert_refresh(
-            &state.pool,
-            &token.digest(),
-            claimed.grant_id,
-            &client.client_id,
-            state.settings.refresh_idle_ttl.as_secs_f64(),
-            state.settings.refresh_max_ttl.as_secs_f64(),
-        )
-        .await?;
+        let (idle, max) = (cx.refresh.idle.as_secs_f64(), cx.refresh.max.as_secs_f64());
+        grants::insert_refresh(cx.pool, &token.digest(), claimed.grant_id, &client.client_id, idle, max).await?;
         Some(token)
     } else {
         None
@@ -85,20 +53,41 @@ pub async fn exchange(
     Ok(Issued { access, refresh, scopes: claimed.scopes })
 }
 
+/// What the token request must repeat of the authorization request: the redirect URI, the
+/// PKCE verifier, and the resource if it names one.
+fn check_claimed(cx: &Context<'_>, claimed: &ClaimedCode, verifier: &str, params: &Params) -> Result<(), OAuthError> {
+    let redirect_ok = match params.get("redirect_uri") {
+        Some(presented) => presented == claimed.redirect_uri,
+        None => !claimed.redirect_uri_sent,
+    };
+    if !redirect_ok {
+        return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
+    }
+    if !pkce::verify(verifier, &claimed.code_challenge) {
+        return Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge"));
+    }
+    if let (Some(requested), Some(granted)) = (params.get("resource"), cx.resources.by_id(claimed.resource_id))
+        && resource::canonicalize(requested).as_deref() != Ok(granted.uri.as_str())
+    {
+        return Err(OAuthError::invalid_target("resource differs from the one authorized"));
+    }
+    Ok(())
+}
+
 /// The code could not be claimed: say why, and revoke the grant if this is a replay.
-async fn explain_unclaimable(state: &AppState, meta: &RequestMeta, code_hash: &[u8], client: &Client) -> ApiError {
-    match grants::code_state(&state.pool, code_hash).await {
+async fn explain_unclaimable(cx: &Context<'_>, code_hash: &[u8], client: &Client) -> GrantError {
+    match grants::code_state(cx.pool, code_hash).await {
         Ok(Some(code)) if code.client_id != client.client_id => {
             OAuthError::invalid_grant("the code was issued to another client").into()
         }
         Ok(Some(code)) if code.used => {
             let event = Event::new("code.replay_detected", Outcome::Denied)
-                .during(meta)
+                .during(cx.meta)
                 .client(&client.client_id)
                 .digest(code_hash)
                 .detail(format!("grant {} revoked", code.grant_id));
-            state.audit.record(event).await;
-            if let Err(e) = state.revoke_grant(code.grant_id, "code_replay").await {
+            cx.audit.record(event).await;
+            if let Err(e) = cx.revocation.revoke_grant(code.grant_id, "code_replay").await {
                 return e.into();
             }
             OAuthError::invalid_grant("the code was already used; everything issued from it is revoked").into()

@@ -1,16 +1,14 @@
 //! `grant_type=client_credentials` (RFC 6749 §4.4): a confidential client acting for itself,
 //! for one resource it is allowed. No refresh token; `sub` is the client id.
 
-use super::Issued;
+use super::{Context, GrantError, Issued};
 use crate::clients::Client;
-use crate::error::ApiError;
-use crate::http::authorize::{requested_scopes, resolve_resource};
 use crate::oauth::params::Params;
 use crate::oauth::{ErrorCode, OAuthError};
-use crate::state::AppState;
-use crate::tokens;
+use crate::resources::requested_scopes;
+use crate::tokens::{self, Grantee};
 
-pub async fn exchange(state: &AppState, client: &Client, params: &Params) -> Result<Issued, ApiError> {
+pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Result<Issued, GrantError> {
     if client.secret_hash.is_none() {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,
@@ -18,17 +16,24 @@ pub async fn exchange(state: &AppState, client: &Client, params: &Params) -> Res
         )
         .into());
     }
-    let requested = params.get("resource").map(str::to_owned).or_else(|| only_allowed_resource(state, client));
-    let resource = resolve_resource(state, client, requested.as_deref())?;
+    let requested = params.get("resource").map(str::to_owned).or_else(|| only_allowed_resource(cx, client));
+    let resource = cx.resources.resolve(client, requested.as_deref())?;
     let scopes = requested_scopes(&resource, params.get("scope"), false)?;
-    let access = tokens::mint(state, &client.client_id, &client.client_id, &resource, &scopes, None)?;
+    let to = Grantee {
+        sub: &client.client_id,
+        client_id: &client.client_id,
+        resource: &resource,
+        scopes: &scopes,
+        grant: None,
+    };
+    let access = tokens::mint(cx.keys, cx.issuer, to)?;
     Ok(Issued { access, refresh: None, scopes })
 }
 
 /// A client allowed exactly one resource gets it without naming it.
-fn only_allowed_resource(state: &AppState, client: &Client) -> Option<String> {
+fn only_allowed_resource(cx: &Context<'_>, client: &Client) -> Option<String> {
     match client.allowed_resources.as_slice() {
-        [only] => state.resources.load().by_id(*only).map(|r| r.uri.clone()),
+        [only] => cx.resources.by_id(*only).map(|r| r.uri.clone()),
         _ => None,
     }
 }

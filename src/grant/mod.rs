@@ -1,14 +1,59 @@
 //! The token endpoint's grant types, one file each. Each checks its grant against the store,
-//! then mints an access token (and a refresh token where the client may refresh).
+//! then mints an access token (and a refresh token where the client may refresh). They take a
+//! [`Context`] of the parts they use and answer a [`GrantError`]; `http/token.rs` turns it into
+//! an HTTP answer.
 
 pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
 
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::audit::{AuditSink, RequestMeta};
 use crate::clients::Client;
-use crate::error::ApiError;
+use crate::config::Issuer;
+use crate::keys::{KeyError, KeyRing};
+use crate::oauth::OAuthError;
+use crate::oauth::params::Params;
 use crate::oauth::secret::Secret;
+use crate::resources::ResourceSet;
+use crate::revocation::Revocation;
 use crate::tokens::Minted;
+
+/// What the grants need from the server, for one request.
+pub struct Context<'a> {
+    pub pool: &'a PgPool,
+    pub keys: &'a KeyRing,
+    pub issuer: &'a Issuer,
+    pub resources: &'a ResourceSet,
+    pub revocation: &'a Revocation,
+    pub audit: &'a AuditSink,
+    pub refresh: RefreshLifetimes,
+    /// The request the grant is made in (for audit records).
+    pub meta: &'a RequestMeta,
+}
+
+/// How long refresh tokens live.
+#[derive(Clone, Copy, Debug)]
+pub struct RefreshLifetimes {
+    /// Unused this long, a refresh token expires (each rotation starts a new period).
+    pub idle: Duration,
+    /// No refresh token of a grant outlives this after the first approval.
+    pub max: Duration,
+}
+
+/// Why a grant failed: the client's error (RFC 6749 §5.2), or ours.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Signing(#[from] KeyError),
+}
 
 /// What a successful grant hands to the client.
 pub struct Issued {
@@ -23,6 +68,6 @@ pub fn may_refresh(client: &Client) -> bool {
 }
 
 /// A required parameter.
-pub fn required<'a>(params: &'a crate::oauth::params::Params, name: &str) -> Result<&'a str, ApiError> {
-    params.get(name).ok_or_else(|| crate::oauth::OAuthError::invalid_request(format!("{name} is required")).into())
+pub fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str, OAuthError> {
+    params.get(name).ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
 }

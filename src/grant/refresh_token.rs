@@ -2,41 +2,22 @@
 //! already-rotated token revokes the whole grant (reuse detection); `scope` may narrow the
 //! access token but never widen the grant; `resource` must be the grant's.
 
-use super::{Issued, required};
+use super::{Context, GrantError, Issued, required};
 use crate::audit::{Event, Outcome};
 use crate::clients::Client;
-use crate::error::ApiError;
 use crate::oauth::params::Params;
 use crate::oauth::secret::{self, Secret};
-use crate::oauth::{OAuthError, resource, scope};
-use crate::security::client_addr::RequestMeta;
-use crate::state::AppState;
+use crate::oauth::{OAuthError, scope};
 use crate::store::grants;
-use crate::tokens;
+use crate::tokens::{self, Grantee};
 
-pub async fn exchange(
-    state: &AppState,
-    meta: &RequestMeta,
-    client: &Client,
-    params: &Params,
-) -> Result<Issued, ApiError> {
+pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Result<Issued, GrantError> {
     let presented = required(params, "refresh_token")?;
     let wanted = match params.get("scope") {
         Some(raw) => scope::parse(raw).map_err(OAuthError::invalid_scope)?,
         None => Vec::new(),
     };
-    let wanted_resource = match params.get("resource") {
-        Some(raw) => {
-            let canonical =
-                resource::canonicalize(raw).map_err(|m| OAuthError::invalid_target(format!("resource {m}")))?;
-            let resources = state.resources.load();
-            let found = resources
-                .by_uri(&canonical)
-                .ok_or_else(|| OAuthError::invalid_target("the resource is not registered with this server"))?;
-            Some(found.id)
-        }
-        None => None,
-    };
+    let wanted_resource = params.get("resource").map(|raw| cx.resources.named(raw).map(|r| r.id)).transpose()?;
 
     let old_hash = secret::digest(presented);
     let new = Secret::generate();
@@ -46,32 +27,38 @@ pub async fn exchange(
         client_id: &client.client_id,
         wanted_scopes: &wanted,
         wanted_resource,
-        idle_ttl_seconds: state.settings.refresh_idle_ttl.as_secs_f64(),
+        idle_ttl_seconds: cx.refresh.idle.as_secs_f64(),
     };
-    let Some(rotated) = grants::rotate_refresh(&state.pool, &request).await? else {
-        return Err(explain_unrotatable(state, meta, &request).await);
+    let Some(rotated) = grants::rotate_refresh(cx.pool, &request).await? else {
+        return Err(explain_unrotatable(cx, &request).await);
     };
-    let resources = state.resources.load();
-    let Some(resource) = resources.by_id(rotated.resource_id).cloned() else {
+    let Some(resource) = cx.resources.by_id(rotated.resource_id).cloned() else {
         return Err(OAuthError::invalid_grant("the resource of this grant no longer exists").into());
     };
     let scopes = if wanted.is_empty() { rotated.scopes.clone() } else { wanted };
     let sub = rotated.user_id.map_or_else(|| client.client_id.clone(), |u| u.to_string());
-    let access = tokens::mint(state, &sub, &client.client_id, &resource, &scopes, Some(rotated.grant_id))?;
+    let to = Grantee {
+        sub: &sub,
+        client_id: &client.client_id,
+        resource: &resource,
+        scopes: &scopes,
+        grant: Some(rotated.grant_id),
+    };
+    let access = tokens::mint(cx.keys, cx.issuer, to)?;
     let event = Event::new("refresh.rotated", Outcome::Success)
-        .during(meta)
+        .during(cx.meta)
         .client(&client.client_id)
         .subject(&sub)
         .resource(&resource.uri)
         .digest(&old_hash)
         .detail(format!("grant {}", rotated.grant_id));
-    state.audit.record(event).await;
+    cx.audit.record(event).await;
     Ok(Issued { access, refresh: Some(new), scopes })
 }
 
 /// Nothing was rotated: say why, and revoke the grant on reuse of a rotated token.
-async fn explain_unrotatable(state: &AppState, meta: &RequestMeta, request: &grants::RefreshRequest<'_>) -> ApiError {
-    let token = match grants::refresh_state(&state.pool, request.old_hash).await {
+async fn explain_unrotatable(cx: &Context<'_>, request: &grants::RefreshRequest<'_>) -> GrantError {
+    let token = match grants::refresh_state(cx.pool, request.old_hash).await {
         Ok(Some(t)) => t,
         Ok(None) => return OAuthError::invalid_grant("the refresh token is invalid").into(),
         Err(e) => return e.into(),
@@ -85,12 +72,12 @@ async fn explain_unrotatable(state: &AppState, meta: &RequestMeta, request: &gra
     if token.rotated {
         crate::metrics::refresh_reuse_detected();
         let event = Event::new("refresh.reuse_detected", Outcome::Denied)
-            .during(meta)
+            .during(cx.meta)
             .client(request.client_id)
             .digest(request.old_hash)
             .detail(format!("grant {} revoked", token.grant_id));
-        state.audit.record(event).await;
-        if let Err(e) = state.revoke_grant(token.grant_id, "refresh_reuse").await {
+        cx.audit.record(event).await;
+        if let Err(e) = cx.revocation.revoke_grant(token.grant_id, "refresh_reuse").await {
             return e.into();
         }
         return OAuthError::invalid_grant("the refresh token was already used; the grant is revoked").into();

@@ -2,12 +2,13 @@
 //! requests this browser started), form parsing, and the cross-site checks on every form POST.
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, header};
-use serde::{Deserialize, Serialize};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq as _;
 use tower_sessions::Session;
-use uuid::Uuid;
 
+use super::pages::PageError;
+pub use crate::authentication::SessionUser;
 use crate::config::Issuer;
 use crate::oauth::params::{ParamError, Params};
 
@@ -17,21 +18,15 @@ const REQUESTS: &str = "requests";
 /// Authorization requests one browser may have pending at once.
 const MAX_PENDING: usize = 10;
 
-/// The signed-in user, as kept in the session.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SessionUser {
-    pub id: Uuid,
-    pub username: String,
-    /// When the user last entered their password (Unix seconds).
-    pub auth_time: i64,
-    /// The account's session generation at sign-in: a password change or a disable bumps it,
-    /// voiding this session even if it escaped deletion. (Absent in sessions older than the field.)
-    #[serde(default)]
-    pub generation: i32,
+async fn user(session: &Session) -> Option<SessionUser> {
+    session.get::<SessionUser>(USER).await.ok().flatten()
 }
 
-pub async fn user(session: &Session) -> Option<SessionUser> {
-    session.get::<SessionUser>(USER).await.ok().flatten()
+/// The signed-in user of this browser, if the session still counts (see
+/// [`SessionUser::still_valid`]).
+pub async fn signed_in(pool: &sqlx::PgPool, session: &Session) -> Result<Option<SessionUser>, sqlx::Error> {
+    let Some(user) = user(session).await else { return Ok(None) };
+    Ok(user.still_valid(pool).await?.then_some(user))
 }
 
 /// Log the user in: a new session id (so a session fixed by an attacker is worthless), a new
@@ -102,6 +97,18 @@ pub async fn owns_request(session: &Session, handle_digest: &str) -> bool {
     pending.iter().any(|h| h == handle_digest)
 }
 
+/// `303 See Other`: the browser follows with a GET, also after a form POST.
+pub fn see_other(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => {
+            let mut res = StatusCode::SEE_OTHER.into_response();
+            res.headers_mut().insert(header::LOCATION, value);
+            res
+        }
+        Err(_) => super::error::ApiError::internal("redirect location is not a valid header value").into_response(),
+    }
+}
+
 #[derive(Debug)]
 pub enum FormError {
     ContentType,
@@ -121,13 +128,11 @@ impl std::fmt::Display for FormError {
 
 /// The form of a POST from one of our pages: from our own origin, well formed. A refusal is
 /// the page to show.
-pub fn posted_form(issuer: &Issuer, headers: &HeaderMap, body: &Bytes) -> Result<Params, super::pages::PageError> {
-    let base = issuer.path();
+pub fn posted_form(issuer: &Issuer, headers: &HeaderMap, body: &Bytes) -> Result<Params, PageError> {
     if !same_origin(headers, issuer) {
-        return Err(super::pages::PageError::forbidden(base, "This form was submitted from another site."));
+        return Err(PageError::forbidden("This form was submitted from another site."));
     }
-    form(headers, body)
-        .map_err(|e| super::pages::PageError::bad_request(base, format!("The form could not be read: {e}.")))
+    form(headers, body).map_err(|e| PageError::bad_request(format!("The form could not be read: {e}.")))
 }
 
 /// Parse an `application/x-www-form-urlencoded` body, refusing other content types and

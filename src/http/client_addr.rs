@@ -9,8 +9,6 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use ipnet::IpNet;
 
-use super::request_id::RequestId;
-
 /// The socket peer of a connection: the `ConnectInfo` of every request on it.
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
@@ -27,23 +25,6 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
             return Ok(*addr);
         }
         Ok(ClientAddr(peer(&parts.extensions)))
-    }
-}
-
-/// The request id and source address, for audit records.
-#[derive(Clone, Debug)]
-pub struct RequestMeta {
-    pub request_id: String,
-    pub source: IpAddr,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let ClientAddr(source) = ClientAddr::from_request_parts(parts, state).await?;
-        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-        Ok(Self { request_id, source })
     }
 }
 

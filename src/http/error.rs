@@ -1,4 +1,5 @@
-//! Errors that become HTTP responses: RFC 6749 §5.2-shaped JSON for the protocol endpoints.
+//! Errors that become HTTP responses: RFC 6749 §5.2-shaped JSON for the protocol endpoints. The
+//! domain's errors are turned into answers here, once.
 //!
 //! A 5xx is logged in full here and answered with a bare `server_error`: the body never carries
 //! SQL, file paths or upstream errors.
@@ -126,6 +127,16 @@ impl From<crate::clients::LookupError> for ApiError {
         match e {
             crate::clients::LookupError::Database(e) => e.into(),
             crate::clients::LookupError::Document(e) => OAuthError::invalid_client(e.to_string()).into(),
+        }
+    }
+}
+
+impl From<crate::grant::GrantError> for ApiError {
+    fn from(e: crate::grant::GrantError) -> Self {
+        match e {
+            crate::grant::GrantError::OAuth(e) => e.into(),
+            crate::grant::GrantError::Database(e) => e.into(),
+            crate::grant::GrantError::Signing(e) => Self::internal(e),
         }
     }
 }

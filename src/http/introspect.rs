@@ -11,19 +11,17 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::error::ApiError;
 use super::token::{client_limit, parse_form};
-use crate::audit::{Event, Outcome};
-use crate::clients::{self, Client};
-use crate::error::ApiError;
+use crate::audit::{Event, Outcome, RequestMeta};
+use crate::clients::Client;
 use crate::oauth::client_auth::Presented;
 use crate::oauth::params::Params;
 use crate::oauth::{OAuthError, scope, secret};
 use crate::resources::Resource;
-use crate::security::client_addr::RequestMeta;
 use crate::security::rate_limit::Route;
 use crate::state::AppState;
 use crate::store::grants;
-use crate::tokens;
 
 /// Who is asking.
 pub enum Caller {
@@ -46,9 +44,8 @@ async fn authenticate(
         presented.verify(resource.credential_secret_hash.as_deref())?;
         return Ok(Caller::Resource(resource));
     }
-    let client = clients::find(state, presented.client_id())
-        .await?
-        .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
+    let client =
+        state.clients.find(presented.client_id()).await?.ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
     if client.secret_hash.is_none() {
         return Err(OAuthError::invalid_client(
             "introspection requires resource-server or confidential-client credentials",
@@ -97,8 +94,8 @@ pub async fn introspect(State(state): State<AppState>, meta: RequestMeta, header
 async fn inspect(state: &AppState, caller: &Caller, token: &str) -> Result<Option<Value>, sqlx::Error> {
     if token.bytes().filter(|b| *b == b'.').count() == 2 {
         let Caller::Resource(resource) = caller else { return Ok(None) };
-        let Ok(claims) = state.verified.verify(state, token) else { return Ok(None) };
-        if claims.aud != resource.uri || !tokens::is_active(state, &claims).await? {
+        let Ok(claims) = state.verified.verify(&state.keys, &state.settings.issuer, token) else { return Ok(None) };
+        if claims.aud != resource.uri || !state.revocation.is_active(&claims).await? {
             return Ok(None);
         }
         return Ok(Some(json!({

@@ -1,15 +1,25 @@
-//! The HTTP surface: one file per endpoint family, and [`router`], the one place that stacks
-//! every layer.
+//! The HTTP surface: parse, call the domain, render. One file per endpoint family, the
+//! middleware (request ids, client address, CORS, security headers, rate limits), the error
+//! answers, and [`router`], the one place that stacks every layer.
+//! The only layer that knows status codes and pages: it may import the domain and `state`,
+//! and nothing below it imports it.
 
 pub mod authorize;
 pub mod browser;
+pub mod client_addr;
 pub mod consent;
+pub mod cors;
+pub mod error;
+pub mod headers;
 pub mod health;
 pub mod introspect;
 pub mod login;
 pub mod metadata;
+pub mod metrics;
 pub mod pages;
+pub mod rate_limit;
 pub mod register;
+pub mod request_id;
 pub mod revoke;
 pub mod token;
 pub mod transport;
@@ -26,9 +36,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
-use crate::error::ApiError;
-use crate::security::rate_limit::{self, Route};
-use crate::security::{cors, headers, request_id};
+use self::error::ApiError;
+use crate::security::rate_limit::Route;
 use crate::state::AppState;
 
 /// Largest request body any endpoint accepts.
@@ -72,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(login::show).post(login::submit).route_layer(limit(Route::Browser)))
         .route("/consent", get(consent::show).post(consent::submit).route_layer(limit(Route::Browser)))
         .route("/logout", post(login::logout))
+        .layer(axum::middleware::from_fn_with_state(std::sync::Arc::<str>::from(path), pages::render_errors))
         .layer(session_layer(&state));
     let api = Router::new()
         .route("/token", post(token::token).route_layer(limit(Route::Token)))
@@ -114,7 +124,8 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
         .layer(axum::middleware::from_fn_with_state(issuer.is_https(), finish));
-    app.layer(axum::middleware::from_fn_with_state(state.clone(), request_id::layer)).with_state(state)
+    let trusted_proxies: std::sync::Arc<[ipnet::IpNet]> = state.settings.trusted_proxies.clone().into();
+    app.layer(axum::middleware::from_fn_with_state(trusted_proxies, request_id::layer)).with_state(state)
 }
 
 async fn not_found() -> Response {

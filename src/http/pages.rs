@@ -57,49 +57,44 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
             res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             res
         }
-        Err(e) => crate::error::ApiError::internal(e).into_response(),
+        Err(e) => super::error::ApiError::internal(e).into_response(),
     }
 }
 
-/// An error shown as a page (browser endpoints never answer JSON).
-#[derive(Debug)]
+/// An error shown as a page (browser endpoints never answer JSON). Handlers return it with `?`;
+/// [`render_errors`] renders it, with the issuer path the page's links need.
+#[derive(Clone, Debug)]
 pub struct PageError {
     pub status: StatusCode,
     pub title: &'static str,
     pub message: String,
-    pub base: String,
 }
 
 impl PageError {
-    pub fn new(base: &str, status: StatusCode, title: &'static str, message: impl Into<String>) -> Self {
-        Self { status, title, message: message.into(), base: base.to_owned() }
+    pub fn new(status: StatusCode, title: &'static str, message: impl Into<String>) -> Self {
+        Self { status, title, message: message.into() }
     }
 
-    /// An invalid authorization request that cannot be redirected (unknown client, bad redirect URI).
-    pub fn bad_request(base: &str, message: impl Into<String>) -> Self {
-        Self::new(base, StatusCode::BAD_REQUEST, "Invalid request", message)
+    /// An invalid request that cannot be redirected (unknown client, bad redirect URI, bad form).
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "Invalid request", message)
     }
 
-    pub fn forbidden(base: &str, message: impl Into<String>) -> Self {
-        Self::new(base, StatusCode::FORBIDDEN, "Request refused", message)
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Request refused", message)
     }
 
-    /// A client that could not be looked up: a metadata document problem is shown, a database
-    /// problem is not.
-    pub fn client_lookup(base: &str, e: crate::clients::LookupError) -> Self {
-        match e {
-            crate::clients::LookupError::Database(e) => Self::internal(base, e),
-            crate::clients::LookupError::Document(e) => {
-                Self::bad_request(base, format!("The application cannot be used: {e}."))
-            }
-        }
+    /// The pending authorization request is gone.
+    pub fn expired_request() -> Self {
+        Self::bad_request(
+            "This sign-in request has expired or was already used. Go back to the application and start again.",
+        )
     }
 
     /// Log the cause; show a page that says nothing about internals.
-    pub fn internal(base: &str, cause: impl std::fmt::Display) -> Self {
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error on a page");
         Self::new(
-            base,
             StatusCode::INTERNAL_SERVER_ERROR,
             "Something went wrong",
             "The server could not complete the request. Please try again later.",
@@ -107,8 +102,66 @@ impl PageError {
     }
 }
 
+impl From<sqlx::Error> for PageError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl From<tower_sessions::session::Error> for PageError {
+    fn from(e: tower_sessions::session::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl From<crate::clients::LookupError> for PageError {
+    /// A metadata document problem is shown; a database problem is not.
+    fn from(e: crate::clients::LookupError) -> Self {
+        match e {
+            crate::clients::LookupError::Database(e) => Self::internal(e),
+            crate::clients::LookupError::Document(e) => {
+                Self::bad_request(format!("The application cannot be used: {e}."))
+            }
+        }
+    }
+}
+
+impl From<crate::authorization::AuthorizeError> for PageError {
+    fn from(e: crate::authorization::AuthorizeError) -> Self {
+        use crate::authorization::AuthorizeError;
+        match e {
+            AuthorizeError::Invalid(message) => Self::bad_request(message),
+            AuthorizeError::Expired => Self::expired_request(),
+            AuthorizeError::Client(e) => e.into(),
+            AuthorizeError::Database(e) => Self::internal(e),
+        }
+    }
+}
+
+/// The response carries the error; [`render_errors`] turns it into the page.
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        render(self.status, &ErrorPage { base: &self.base, title: self.title, message: &self.message })
+        let mut res = self.status.into_response();
+        res.extensions_mut().insert(self);
+        res
     }
+}
+
+/// Middleware on the browser routes: render every [`PageError`] as the error page. The state is
+/// the issuer's path, which the page's links start with.
+pub async fn render_errors(
+    axum::extract::State(base): axum::extract::State<std::sync::Arc<str>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let res = next.run(req).await;
+    let Some(error) = res.extensions().get::<PageError>().cloned() else { return res };
+    let (mut parts, _) = res.into_parts();
+    let page = render(error.status, &ErrorPage { base: &base, title: error.title, message: &error.message });
+    let (page_parts, body) = page.into_parts();
+    parts.extensions.remove::<PageError>();
+    for (name, value) in &page_parts.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, body)
 }

@@ -10,14 +10,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq as _;
 
-use crate::audit::{Event, Outcome};
+use super::error::ApiError;
+use crate::audit::{Event, Outcome, RequestMeta};
 use crate::clients::Client;
 use crate::config::RegistrationPolicy;
-use crate::error::ApiError;
 use crate::oauth::registration::{self, Metadata, Source};
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{ErrorCode, OAuthError};
-use crate::security::client_addr::RequestMeta;
 use crate::state::AppState;
 use crate::store::{clients, registration_tokens};
 
@@ -126,7 +125,7 @@ async fn register(
             "client registration is closed on this server",
         ));
     }
-    if let Err(wait) = state.registration_limiter.check(&meta.source) {
+    if let Err(wait) = state.limits.registration.check(&meta.source) {
         crate::metrics::rate_limited("register");
         return Err(ApiError::too_many_requests(wait));
     }
@@ -235,7 +234,7 @@ pub async fn delete(
 ) -> Response {
     let result = async {
         let (client, _) = authorized_client(&state, &client_id, &headers).await?;
-        state.delete_client(&client.client_id).await?;
+        state.clients.delete(&state.revocation, &client.client_id).await?;
         state
             .audit
             .record(Event::new("client.deleted", Outcome::Success).during(&meta).client(&client.client_id))

@@ -13,7 +13,7 @@ use axum::response::Response;
 use tracing::Instrument as _;
 
 use super::client_addr::{self, ClientAddr};
-use crate::state::AppState;
+use crate::audit::RequestMeta;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -21,14 +21,29 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+/// The request id and source address, for audit records.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ClientAddr(source) = ClientAddr::from_request_parts(parts, state).await?;
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        Ok(Self { request_id, source })
+    }
+}
+
 fn is_safe(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Middleware: the request id, the client address (behind trusted proxies), the request span
-/// and the access log line, in one place.
-pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// Middleware: the request id, the client address (behind trusted proxies, the state), the
+/// request span and the access log line, in one place.
+pub async fn layer(
+    State(trusted_proxies): State<std::sync::Arc<[ipnet::IpNet]>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let id = req
         .headers()
         .get(&X_REQUEST_ID)
@@ -36,8 +51,7 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         .filter(|v| is_safe(v))
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
-    let source =
-        client_addr::resolve(client_addr::peer(req.extensions()), req.headers(), &state.settings.trusted_proxies);
+    let source = client_addr::resolve(client_addr::peer(req.extensions()), req.headers(), &trusted_proxies);
     req.extensions_mut().insert(ClientAddr(source));
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route_name = route.as_ref().map_or("(unmatched)", MatchedPath::as_str);

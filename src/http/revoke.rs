@@ -7,15 +7,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::error::ApiError;
 use super::token::{authenticate_client, parse_form};
-use crate::audit::{Event, Outcome};
+use crate::audit::{Event, Outcome, RequestMeta};
 use crate::clients::Client;
-use crate::error::ApiError;
 use crate::oauth::{OAuthError, secret};
-use crate::security::client_addr::RequestMeta;
 use crate::security::rate_limit::Route;
 use crate::state::AppState;
-use crate::store::grants;
 use crate::tokens;
 
 pub async fn revoke(State(state): State<AppState>, meta: RequestMeta, headers: HeaderMap, body: Bytes) -> Response {
@@ -43,10 +41,10 @@ pub async fn revoke(State(state): State<AppState>, meta: RequestMeta, headers: H
 async fn revoke_token(state: &AppState, client: &Client, token: &str) -> Result<Option<&'static str>, sqlx::Error> {
     if token.bytes().filter(|b| *b == b'.').count() == 2 {
         // An expired token needs no revoking; one of another client is not ours to revoke.
-        if let Ok(claims) = tokens::verify(state, token, false)
+        if let Ok(claims) = tokens::verify(&state.keys, &state.settings.issuer, token, false)
             && claims.client_id == client.client_id
         {
-            state.revoke_access_token(&claims.jti, claims.exp).await?;
+            state.revocation.revoke_access_token(&claims.jti, claims.exp).await?;
             return Ok(Some("access token"));
         }
         return Ok(None);
@@ -55,11 +53,6 @@ async fn revoke_token(state: &AppState, client: &Client, token: &str) -> Result<
         return Ok(None);
     }
     let hash = secret::digest(token);
-    match grants::revoke_by_refresh_token(&state.pool, &hash, &client.client_id, "revoked_by_client").await? {
-        Some(grant_id) => {
-            state.revocation.grant_revoked(&grant_id.to_string());
-            Ok(Some("refresh token and its grant"))
-        }
-        None => Ok(None),
-    }
+    let revoked = state.revocation.revoke_by_refresh_token(&hash, &client.client_id, "revoked_by_client").await?;
+    Ok(revoked.map(|_| "refresh token and its grant"))
 }

@@ -9,14 +9,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::browser::{self, FormError};
-use crate::audit::{Event, Outcome};
-use crate::clients::{self, Client};
-use crate::error::ApiError;
+use super::error::ApiError;
+use crate::audit::{Event, Outcome, RequestMeta};
+use crate::clients::Client;
 use crate::grant::{self, Issued};
 use crate::oauth::client_auth::Presented;
 use crate::oauth::params::Params;
 use crate::oauth::{ErrorCode, OAuthError, scope};
-use crate::security::client_addr::RequestMeta;
 use crate::security::rate_limit::Route;
 use crate::state::AppState;
 
@@ -47,7 +46,7 @@ pub async fn token(State(state): State<AppState>, meta: RequestMeta, headers: He
                         .detail(grant_type),
                 )
                 .await;
-            state.client_used(&client);
+            state.clients.used(&client);
             let body = TokenResponse {
                 access_token: &issued.access.token,
                 token_type: "Bearer",
@@ -99,9 +98,8 @@ pub async fn authenticate_client(
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
     let presented = Presented::from_request(authorization, params)?;
     client_limit(state, meta, route, presented.client_id()).await?;
-    let client = clients::find(state, presented.client_id())
-        .await?
-        .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
+    let client =
+        state.clients.find(presented.client_id()).await?.ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
     presented.verify(client.secret_hash.as_deref())?;
     Ok(client)
 }
@@ -148,11 +146,13 @@ async fn handle(
         let e = OAuthError::new(ErrorCode::UnauthorizedClient, format!("this client may not use {grant_type}"));
         return Err(fail(e.into()));
     }
+    let resources = state.resources.load();
+    let cx = state.grants(meta, &resources);
     let issued = match grant_type {
-        "authorization_code" => grant::authorization_code::exchange(state, meta, &client, &params).await,
-        "refresh_token" => grant::refresh_token::exchange(state, meta, &client, &params).await,
-        _ => grant::client_credentials::exchange(state, &client, &params).await,
+        "authorization_code" => grant::authorization_code::exchange(&cx, &client, &params).await,
+        "refresh_token" => grant::refresh_token::exchange(&cx, &client, &params).await,
+        _ => grant::client_credentials::exchange(&cx, &client, &params).await,
     }
-    .map_err(fail)?;
+    .map_err(|e| fail(e.into()))?;
     Ok((grant_type, client, issued))
 }

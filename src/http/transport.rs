@@ -19,8 +19,8 @@ use axum::serve::IncomingStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::security::client_addr::Peer;
-use crate::security::headers;
+use super::client_addr::Peer;
+use super::headers;
 
 /// A TCP listener whose connections are [`Connection`]s.
 pub struct Listener {
@@ -168,7 +168,7 @@ fn render(status: StatusCode, https: bool) -> Vec<u8> {
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     if let Ok(id) = HeaderValue::from_str(&request_id) {
-        headers.insert(crate::security::request_id::X_REQUEST_ID.clone(), id);
+        headers.insert(super::request_id::X_REQUEST_ID.clone(), id);
     }
     headers::apply(&mut headers, https);
 

@@ -78,3 +78,5 @@ impl std::fmt::Display for OAuthError {
         write!(f, "{}: {}", self.code.as_str(), self.description)
     }
 }
+
+impl std::error::Error for OAuthError {}

@@ -74,6 +74,15 @@ fn authority(raw: &str) -> Option<&str> {
     Some(&rest[..end])
 }
 
+/// `localhost`, or an IPv4 or IPv6 loopback address.
+pub fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
 /// `(host, rest)` of a loopback `http` URI as written, where rest is everything after the port.
 fn loopback_parts(raw: &str) -> Option<(&str, &str)> {
     let rest = raw.strip_prefix("http://")?;

@@ -94,7 +94,7 @@ fn string_array(
 fn web_url(doc: &Map<String, Value>, field: &str) -> Result<Option<String>, OAuthError> {
     let Some(raw) = string(doc, field, MAX_URI)? else { return Ok(None) };
     let url = url::Url::parse(raw).map_err(|_| invalid(field, "must be an absolute URL"))?;
-    let loopback = url.host().as_ref().is_some_and(crate::config::is_loopback_host);
+    let loopback = url.host().as_ref().is_some_and(super::redirect_uri::is_loopback_host);
     if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
         return Err(invalid(field, "must be an https URL"));
     }

@@ -1,8 +1,5 @@
-//! Cross-cutting HTTP protections: request ids and access logging, security headers.
+//! Protections the domain applies whatever the transport: per-instance rate limits and the
+//! special-use address check of outgoing fetches. May import `config` and nothing above the domain.
 
-pub mod client_addr;
-pub mod cors;
-pub mod headers;
 pub mod rate_limit;
-pub mod request_id;
 pub mod ssrf;

@@ -40,25 +40,6 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.as_secs() == 0))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limits_per_key() {
-        let l = Limiter::new(3, Duration::from_secs(3600));
-        for _ in 0..3 {
-            assert!(l.check(&"a").is_ok());
-        }
-        let wait = l.check(&"a").unwrap_err();
-        assert!(wait > Duration::from_secs(1000) && wait <= Duration::from_secs(1200), "{wait:?}");
-        assert!(l.check(&"b").is_ok(), "another key has its own budget");
-        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
-        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
-    }
-}
-
 /// Which limit a request counts against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -85,16 +66,19 @@ pub struct RateLimits {
     introspect: (Limiter<std::net::IpAddr>, Limiter<String>),
     revoke: (Limiter<std::net::IpAddr>, Limiter<String>),
     browser: Limiter<std::net::IpAddr>,
+    /// Registrations per source address.
+    pub registration: Limiter<std::net::IpAddr>,
 }
 
 impl RateLimits {
-    pub fn new(s: &crate::config::RateLimitSettings) -> Self {
+    pub fn new(s: &crate::config::RateLimitSettings, registration: crate::config::Rate) -> Self {
         let pair = |((a, ap), (c, cp)): ((u32, Duration), (u32, Duration))| (Limiter::new(a, ap), Limiter::new(c, cp));
         Self {
             token: pair(s.token),
             introspect: pair(s.introspect),
             revoke: pair(s.revoke),
             browser: Limiter::new(s.browser.0, s.browser.1),
+            registration: Limiter::new(registration.0, registration.1),
         }
     }
 
@@ -123,60 +107,25 @@ impl RateLimits {
             c.prune();
         }
         self.browser.prune();
+        self.registration.prune();
     }
 }
 
-/// Middleware: refuse a request over its route's per-address limit with 429 and `Retry-After`
-/// (an HTML page on browser routes), and audit it.
-pub async fn per_address(
-    axum::extract::State((state, route)): axum::extract::State<(crate::state::AppState, Route)>,
-    meta: super::client_addr::RequestMeta,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    match state.limits.check_address(route, meta.source) {
-        Ok(()) => next.run(req).await,
-        Err(wait) => refuse(&state, route, &meta, None, wait).await,
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The 429 answer for `route`, audited.
-pub async fn refuse(
-    state: &crate::state::AppState,
-    route: Route,
-    meta: &super::client_addr::RequestMeta,
-    client_id: Option<&str>,
-    wait: Duration,
-) -> axum::response::Response {
-    use axum::response::IntoResponse as _;
-    crate::metrics::rate_limited(route.name());
-    let mut event = crate::audit::Event::new("rate_limit.hit", crate::audit::Outcome::RateLimited)
-        .during(meta)
-        .detail(route.name());
-    if let Some(client_id) = client_id {
-        event = event.client(client_id);
+    #[test]
+    fn limits_per_key() {
+        let l = Limiter::new(3, Duration::from_secs(3600));
+        for _ in 0..3 {
+            assert!(l.check(&"a").is_ok());
+        }
+        let wait = l.check(&"a").unwrap_err();
+        assert!(wait > Duration::from_secs(1000) && wait <= Duration::from_secs(1200), "{wait:?}");
+        assert!(l.check(&"b").is_ok(), "another key has its own budget");
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
     }
-    state.audit.record(event).await;
-    let secs = retry_after_secs(wait);
-    let mut res = if route == Route::Browser {
-        let base = state.settings.issuer.path();
-        crate::http::pages::PageError::new(
-            base,
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            "Too many requests",
-            format!("Too many requests from your network. Try again in {secs} seconds."),
-        )
-        .into_response()
-    } else {
-        crate::error::ApiError::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            "temporarily_unavailable",
-            format!("too many requests; retry after {secs} seconds"),
-        )
-        .into_response()
-    };
-    if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
-        res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
-    }
-    res
 }

@@ -1,12 +1,28 @@
 //! The `audit_events` table.
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::audit::Event;
+/// One record to store (the audit module builds them; this module only writes them).
+#[derive(Clone, Debug)]
+pub struct NewRow<'a> {
+    pub at: DateTime<Utc>,
+    pub request_id: Option<&'a str>,
+    pub event: &'a str,
+    pub outcome: &'a str,
+    pub client_id: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub resource: Option<&'a str>,
+    pub scopes: Option<&'a str>,
+    pub source: Option<IpAddr>,
+    pub digest: Option<&'a str>,
+    pub detail: Option<&'a str>,
+}
 
 /// Insert a batch in one statement.
-pub async fn insert(pool: &PgPool, events: &[Event]) -> Result<(), sqlx::Error> {
+pub async fn insert(pool: &PgPool, events: &[NewRow<'_>]) -> Result<(), sqlx::Error> {
     let mut at = Vec::with_capacity(events.len());
     let mut request_id = Vec::with_capacity(events.len());
     let mut event = Vec::with_capacity(events.len());
@@ -18,18 +34,19 @@ pub async fn insert(pool: &PgPool, events: &[Event]) -> Result<(), sqlx::Error> 
     let mut source = Vec::with_capacity(events.len());
     let mut digest = Vec::with_capacity(events.len());
     let mut detail = Vec::with_capacity(events.len());
+    let owned = |v: Option<&str>| v.map(str::to_owned);
     for e in events {
         at.push(e.at);
-        request_id.push(e.request_id.clone());
+        request_id.push(owned(e.request_id));
         event.push(e.event.to_owned());
-        outcome.push(e.outcome.as_str().to_owned());
-        client_id.push(e.client_id.clone());
-        subject.push(e.subject.clone());
-        resource.push(e.resource.clone());
-        scopes.push(e.scopes.clone());
+        outcome.push(e.outcome.to_owned());
+        client_id.push(owned(e.client_id));
+        subject.push(owned(e.subject));
+        resource.push(owned(e.resource));
+        scopes.push(owned(e.scopes));
         source.push(e.source.map(|s| s.to_string()));
-        digest.push(e.digest.clone());
-        detail.push(e.detail.clone());
+        digest.push(owned(e.digest));
+        detail.push(owned(e.detail));
     }
     sqlx::query!(
         "INSERT INTO audit_events (at, request_id, event, outcome, client_id, subject, resource, scopes, source, digest, detail)

@@ -45,12 +45,16 @@ pub async fn insert(
     tx.commit().await
 }
 
+/// A key to store: its id, public JWK and encrypted private key.
+pub struct NewKeyRow {
+    pub kid: String,
+    pub public_jwk: serde_json::Value,
+    pub private_key_enc: Vec<u8>,
+}
+
 /// Create the first key if the table is empty. Instances that start together serialize on an
 /// advisory lock, so exactly one key is created.
-pub async fn ensure_initial_key<E>(
-    pool: &PgPool,
-    generate: impl FnOnce() -> Result<crate::keys::NewKey, E>,
-) -> Result<(), E>
+pub async fn ensure_initial_key<E>(pool: &PgPool, generate: impl FnOnce() -> Result<NewKeyRow, E>) -> Result<(), E>
 where
     E: From<sqlx::Error>,
 {
@@ -65,11 +69,10 @@ where
         sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM signing_keys) AS "exists!""#).fetch_one(&mut *tx).await?;
     if !exists {
         let key = generate()?;
-        let jwk = serde_json::to_value(&key.public_jwk).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         sqlx::query!(
             "INSERT INTO signing_keys (kid, alg, public_jwk, private_key_enc, activates_at) VALUES ($1, 'ES256', $2, $3, now())",
             key.kid,
-            jwk,
+            key.public_jwk,
             key.private_key_enc
         )
         .execute(&mut *tx)

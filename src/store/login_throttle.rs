@@ -46,6 +46,25 @@ pub async fn reserve(
     .await
 }
 
+/// A reserved attempt failed: the pair's block (set provisionally when the attempt that reached
+/// the limit was reserved) now runs from this failure, as long as the reservation's.
+pub async fn failed(pool: &PgPool, account: &str, source: &str, limits: Limits) -> Result<(), sqlx::Error> {
+    let per_account = i32::try_from(limits.per_account).unwrap_or(i32::MAX);
+    sqlx::query!(
+        "UPDATE login_failures
+            SET blocked_until = greatest(blocked_until,
+                    now() + least(make_interval(secs => $4), make_interval(secs => power(2, least(failures - $3, 30)))))
+          WHERE account = $1 AND source = $2::text::inet AND failures >= $3",
+        account,
+        source,
+        per_account,
+        MAX_BLOCK_SECS
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// A successful login: forget that pair's failures and return the source's reservation.
 pub async fn release(pool: &PgPool, account: &str, source: &str) -> Result<(), sqlx::Error> {
     sqlx::query!("SELECT tessera_login_release($1, $2::text::inet)", account, source).execute(pool).await?;

@@ -19,10 +19,11 @@ impl PgSessionStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
+}
 
-    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query!("DELETE FROM sessions WHERE expires_at < now()").execute(&self.pool).await?.rows_affected())
-    }
+/// Delete expired sessions.
+pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!("DELETE FROM sessions WHERE expires_at < now()").execute(pool).await?.rows_affected())
 }
 
 fn key(id: &Id) -> Vec<u8> {

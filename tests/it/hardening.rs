@@ -549,11 +549,10 @@ async fn audit_tail_reads_the_log() {
 async fn metrics_are_served_on_their_own_listener() {
     let app = TestApp::spawn().await;
     let f = app.fixture().await;
-    tessera::metrics::install();
     let port = crate::common::free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    tessera::metrics::start(&app.state, addr, stop.clone()).await.unwrap();
+    tessera::server::start_metrics(&app.state, addr, stop.clone()).await.unwrap();
     code_and_tokens(&app, &f, &[]).await;
     let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
     for name in [

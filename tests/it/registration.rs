@@ -344,7 +344,7 @@ async fn stale_self_registered_clients_are_cleaned_up() {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    tessera::maintenance::run_once(&app.state).await;
+    app.state.run_maintenance().await;
     let left: Vec<String> =
         sqlx::query_scalar("SELECT client_id FROM clients ORDER BY created_at").fetch_all(&app.db.pool).await.unwrap();
     assert_eq!(left, vec![f.client_id.clone(), ids[2].clone()]);

@@ -1,0 +1,100 @@
+//! Signing a person in with a password: throttled (an attempt is reserved in the database before
+//! the password is checked), audited, and the same for unknown and existing accounts (same
+//! answer, same argon2 work). Also whether a signed-in browser session still counts.
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::audit::{AuditSink, Event, Outcome, RequestMeta};
+use crate::store::login_throttle::{self, Limits};
+use crate::store::users::{self, User};
+
+/// The signed-in user, as a browser session keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionUser {
+    pub id: Uuid,
+    pub username: String,
+    /// When the user last entered their password (Unix seconds).
+    pub auth_time: i64,
+    /// The account's session generation at sign-in: a password change or a disable bumps it,
+    /// voiding this session even if it escaped deletion. (Absent in sessions older than the field.)
+    #[serde(default)]
+    pub generation: i32,
+}
+
+impl SessionUser {
+    /// The session of `user`, signed in now.
+    pub fn signed_in_now(user: &User) -> Self {
+        Self {
+            id: user.id,
+            username: user.username.clone(),
+            auth_time: chrono::Utc::now().timestamp(),
+            generation: user.session_generation,
+        }
+    }
+
+    /// Whether the session still counts: the account exists, is enabled, and has not changed
+    /// its password (or been disabled) since this session signed in.
+    pub async fn still_valid(&self, pool: &PgPool) -> Result<bool, sqlx::Error> {
+        let current = users::by_id(pool, self.id).await?;
+        Ok(current.is_some_and(|u| !u.disabled && u.session_generation == self.generation))
+    }
+}
+
+/// How a sign-in ended.
+#[derive(Debug)]
+pub enum SignIn {
+    Success(User),
+    /// Too many failures for this account from this source, or from this source: wait.
+    Throttled {
+        retry_after_secs: i64,
+    },
+    /// Unknown account, wrong password or disabled account: one answer for all three.
+    Refused,
+}
+
+/// Check `username` and `password` from the request `meta`, within the login throttle.
+pub async fn sign_in(
+    pool: &PgPool,
+    audit: &AuditSink,
+    meta: &RequestMeta,
+    limits: Limits,
+    username: &str,
+    password: &str,
+) -> Result<SignIn, sqlx::Error> {
+    // Throttling is keyed on the name as typed and the source together: the same for unknown
+    // and known accounts, and a failure flood elsewhere cannot lock the person out from here.
+    let account = username.to_lowercase();
+    let source = meta.source.to_string();
+    if let Some(until) = login_throttle::reserve(pool, &account, &source, limits).await? {
+        let event = Event::new("login.throttled", Outcome::RateLimited).during(meta).digest_of(&account);
+        audit.record(event).await;
+        return Ok(SignIn::Throttled { retry_after_secs: (until - chrono::Utc::now()).num_seconds().max(1) });
+    }
+    let user = users::by_username(pool, username).await?;
+    // Disabled and unknown accounts are verified against the dummy hash: same answer, same time.
+    let hash = user.as_ref().filter(|u| !u.disabled).map(|u| u.password_hash.clone());
+    let verified = crate::password::verify(password.to_owned(), hash).await;
+    let known = user.as_ref().map(|u| (u.id, u.disabled));
+    let Some(user) = user.filter(|_| verified) else {
+        // The reservation stays: it is this failure's count.
+        login_throttle::failed(pool, &account, &source, limits).await?;
+        audit.record(failure(meta, &account, known)).await;
+        return Ok(SignIn::Refused);
+    };
+    login_throttle::release(pool, &account, &source).await?;
+    audit.record(Event::new("login.success", Outcome::Success).during(meta).subject(user.id.to_string())).await;
+    Ok(SignIn::Success(user))
+}
+
+/// The record of a failed attempt; `known`: the account it named, if it exists (id, disabled).
+fn failure(meta: &RequestMeta, account: &str, known: Option<(Uuid, bool)>) -> Event {
+    let event = Event::new("login.failure", Outcome::Denied).during(meta).digest_of(account);
+    match known {
+        Some((id, disabled)) => {
+            event.subject(id.to_string()).detail(if disabled { "account disabled" } else { "wrong password" })
+        }
+        None => event.detail("unknown account"),
+    }
+}

@@ -1,0 +1,34 @@
+//! The authorization server metadata document (RFC 8414), as a pure function of the issuer,
+//! the registration policy and the resources. It lists only what works.
+
+use axum::body::Bytes;
+use serde_json::json;
+
+use crate::config::{Issuer, RegistrationPolicy};
+use crate::resources::ResourceSet;
+
+/// The document, serialized (it is rebuilt whenever the resources change).
+pub fn document(issuer: &Issuer, registration: RegistrationPolicy, resources: &ResourceSet) -> Bytes {
+    let mut doc = json!({
+        "issuer": issuer.as_str(),
+        "authorization_endpoint": issuer.join("/authorize"),
+        "token_endpoint": issuer.join("/token"),
+        "jwks_uri": issuer.join("/jwks.json"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint": issuer.join("/introspect"),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint": issuer.join("/revoke"),
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": resources.scopes_supported(),
+        "authorization_response_iss_parameter_supported": true,
+        "client_id_metadata_document_supported": true,
+    });
+    if registration != RegistrationPolicy::Closed {
+        doc["registration_endpoint"] = json!(issuer.join("/register"));
+    }
+    serde_json::to_vec(&doc).unwrap_or_default().into()
+}
