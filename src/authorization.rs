@@ -453,6 +453,63 @@ mod tests {
         assert_eq!(with_query("https://a/cb?k=v", &[("code", "x")]), "https://a/cb?k=v&code=x");
     }
 
+    fn request(prompt: &[&str], user: bool, authenticated: bool) -> AuthzRequest {
+        AuthzRequest {
+            client_id: "c".into(),
+            redirect_uri: "http://127.0.0.1/cb".into(),
+            redirect_uri_sent: true,
+            state: None,
+            code_challenge: "x".into(),
+            resource_id: Uuid::nil(),
+            scopes: vec!["tools:read".into()],
+            prompt: prompt.iter().map(|p| (*p).to_owned()).collect(),
+            user_id: user.then(Uuid::nil),
+            authenticated_at: authenticated.then(chrono::Utc::now),
+        }
+    }
+
+    #[test]
+    fn the_next_step() {
+        use ErrorCode::{ConsentRequired, LoginRequired};
+        let deny = |code| Step::Deny(OAuthError::new(code, ""));
+        // (prompt, user bound, signed in for this request, already approved) -> step
+        let table: &[(&[&str], bool, bool, bool, Step)] = &[
+            (&[], false, false, false, Step::Login),
+            (&[], false, false, true, Step::Login),
+            (&["none"], false, false, true, deny(LoginRequired)),
+            (&[], true, false, true, Step::Issue),
+            (&[], true, false, false, Step::Consent),
+            (&["none"], true, false, true, Step::Issue),
+            (&["none"], true, false, false, deny(ConsentRequired)),
+            (&["login"], true, false, true, Step::Login),
+            (&["login"], true, true, true, Step::Issue),
+            (&["login"], true, true, false, Step::Consent),
+            (&["consent"], true, false, true, Step::Consent),
+            (&["consent", "login"], true, false, true, Step::Login),
+            (&["consent", "login"], true, true, true, Step::Consent),
+        ];
+        for (prompt, user, authenticated, approved, expected) in table {
+            let step = next_step(&request(prompt, *user, *authenticated), *approved);
+            let same = match (&step, expected) {
+                (Step::Deny(a), Step::Deny(b)) => a.code == b.code,
+                (a, b) => a == b,
+            };
+            assert!(same, "{prompt:?} user={user} authenticated={authenticated} approved={approved}: {step:?}");
+        }
+    }
+
+    #[test]
+    fn earlier_approvals_count_for_operator_clients_only() {
+        let r = request(&[], true, false);
+        let mut admin = Client::new("c".into(), "C".into(), "admin");
+        let wider = ["tools:read".to_owned(), "tools:write".to_owned()];
+        assert!(already_approved(&r, &admin, Some(&wider)));
+        assert!(!already_approved(&r, &admin, Some(&["tools:write".to_owned()])));
+        assert!(!already_approved(&r, &admin, None));
+        admin.origin = "dcr".into();
+        assert!(!already_approved(&r, &admin, Some(&wider)), "self-registered clients always ask");
+    }
+
     #[test]
     fn prompt_values() {
         assert_eq!(parse_prompt(Some("login consent")).unwrap(), ["consent", "login"]);

@@ -106,3 +106,58 @@ pub fn requested_scopes(
     }
     Ok(scopes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(uri: &str, is_default: bool) -> Resource {
+        Resource {
+            id: Uuid::new_v4(),
+            uri: uri.into(),
+            name: "R".into(),
+            scopes: [("tools:read".to_owned(), "Read".to_owned())].into(),
+            default_scopes: vec!["tools:read".into()],
+            token_ttl: Duration::from_secs(600),
+            is_default,
+            credential_id: None,
+            credential_secret_hash: None,
+        }
+    }
+
+    #[test]
+    fn resolution() {
+        let set = ResourceSet::new(vec![
+            resource("https://mcp.example.com/mcp", true),
+            resource("https://other.example.com/mcp", false),
+        ]);
+        let client = Client::new("c".into(), "C".into(), "admin");
+        let named = |raw: &str| set.resolve(&client, Some(raw)).map(|r| r.uri.clone());
+        assert_eq!(named("https://MCP.example.com:443/mcp/").unwrap(), "https://mcp.example.com/mcp");
+        assert_eq!(set.resolve(&client, None).unwrap().uri, "https://mcp.example.com/mcp", "the default");
+        for (raw, why) in [
+            ("https://unknown.example.com/mcp", "not registered"),
+            ("https://mcp.example.com/mcp#f", "fragment"),
+            ("not a uri", "absolute"),
+        ] {
+            let e = named(raw).unwrap_err();
+            assert_eq!(e.code, crate::oauth::ErrorCode::InvalidTarget, "{raw}");
+            assert!(e.description.contains(why), "{raw}: {}", e.description);
+        }
+        let mut limited = client.clone();
+        limited.allowed_resources = vec![set.by_uri("https://other.example.com/mcp").unwrap().id];
+        assert!(set.resolve(&limited, None).is_err(), "the default is not allowed to this client");
+        assert!(set.resolve(&limited, Some("https://other.example.com/mcp")).is_ok());
+        let none = ResourceSet::new(vec![resource("https://other.example.com/mcp", false)]);
+        assert!(none.resolve(&client, None).unwrap_err().description.contains("no default"));
+    }
+
+    #[test]
+    fn scopes() {
+        let r = resource("https://mcp.example.com/mcp", true);
+        assert_eq!(requested_scopes(&r, None, false).unwrap(), ["tools:read"]);
+        assert_eq!(requested_scopes(&r, Some("tools:read offline_access"), true).unwrap().len(), 2);
+        assert!(requested_scopes(&r, Some("offline_access"), false).is_err(), "no refresh for client_credentials");
+        assert!(requested_scopes(&r, Some("tools:write"), true).is_err());
+    }
+}

@@ -106,21 +106,43 @@ pub fn parse(doc: &Value, source: Source) -> Result<Metadata, OAuthError> {
     let Value::Object(doc) = doc else {
         return Err(invalid("body", "must be a JSON object"));
     };
+    let (redirect_uris, kinds) = redirect_uris(doc)?;
+    let application_type = application_type(doc, &kinds)?;
+    let token_endpoint_auth_method = auth_method(doc, source)?;
+    let grant_types = grant_types(doc)?;
+    let response_types = match string_array(doc, "response_types", 5, 40)? {
+        None => vec!["code".to_owned()],
+        Some(list) if !list.is_empty() && list.iter().all(|r| r == "code") => vec!["code".to_owned()],
+        Some(_) => return Err(invalid("response_types", "only code is supported")),
+    };
+    let client_name = string(doc, "client_name", MAX_NAME)?.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+    let stored = stored_fields(doc, &application_type, &response_types)?;
+    Ok(Metadata {
+        redirect_uris,
+        client_name,
+        token_endpoint_auth_method,
+        grant_types,
+        response_types,
+        application_type,
+        stored,
+    })
+}
 
-    // redirect_uris: required, 1..=10, each valid.
-    let redirect_uris = match doc.get("redirect_uris") {
+/// `redirect_uris`: required, 1..=10, each valid; duplicates dropped. With each one's kind.
+fn redirect_uris(doc: &Map<String, Value>) -> Result<(Vec<String>, Vec<RedirectKind>), OAuthError> {
+    let items = match doc.get("redirect_uris") {
         Some(Value::Array(items)) if !items.is_empty() => items,
         Some(Value::Array(_)) | None | Some(Value::Null) => {
             return Err(bad_redirect("at least one redirect URI is required"));
         }
         Some(_) => return Err(bad_redirect("must be an array of strings")),
     };
-    if redirect_uris.len() > MAX_REDIRECT_URIS {
+    if items.len() > MAX_REDIRECT_URIS {
         return Err(bad_redirect(format!("at most {MAX_REDIRECT_URIS} redirect URIs")));
     }
     let mut uris = Vec::new();
     let mut kinds = Vec::new();
-    for item in redirect_uris {
+    for item in items {
         let Value::String(uri) = item else { return Err(bad_redirect("must be an array of strings")) };
         let kind = redirect_uri::validate(uri).map_err(|m| bad_redirect(format!("{}: {m}", truncate(uri))))?;
         if !uris.contains(uri) {
@@ -128,8 +150,12 @@ pub fn parse(doc: &Value, source: Source) -> Result<Metadata, OAuthError> {
             kinds.push(kind);
         }
     }
+    Ok((uris, kinds))
+}
 
-    // application_type: native or web; inferred when absent (many MCP clients omit it).
+/// `application_type`: native or web; inferred when absent (many MCP clients omit it). A web
+/// application must use https redirect URIs.
+fn application_type(doc: &Map<String, Value>, kinds: &[RedirectKind]) -> Result<String, OAuthError> {
     let application_type = match string(doc, "application_type", 10)? {
         Some(t @ ("native" | "web")) => t.to_owned(),
         Some(_) => return Err(invalid("application_type", "must be native or web")),
@@ -139,67 +165,57 @@ pub fn parse(doc: &Value, source: Source) -> Result<Metadata, OAuthError> {
     if application_type == "web" && kinds.iter().any(|k| *k != RedirectKind::Https) {
         return Err(bad_redirect("a web application must use https redirect URIs"));
     }
+    Ok(application_type)
+}
 
-    // token_endpoint_auth_method.
-    let token_endpoint_auth_method = match source {
-        Source::Registration => match string(doc, "token_endpoint_auth_method", 40)? {
-            None | Some("none") => "none".to_owned(),
-            Some(m @ ("client_secret_basic" | "client_secret_post")) => m.to_owned(),
-            Some(other) => {
-                return Err(invalid(
-                    "token_endpoint_auth_method",
-                    format!("{other} is not supported (none, client_secret_basic, client_secret_post)"),
-                ));
-            }
-        },
-        Source::Document => {
-            if doc.contains_key("client_secret") || doc.contains_key("client_secret_expires_at") {
-                return Err(invalid("client_secret", "a metadata document must not contain a secret"));
-            }
-            match doc.get("token_endpoint_auth_method") {
-                None | Some(Value::Null) => {}
-                Some(Value::String(m)) if m == "none" => {}
-                Some(Value::Array(list)) if list.iter().any(|m| m == "none") => {}
-                Some(_) => {
-                    return Err(invalid(
-                        "token_endpoint_auth_method",
-                        "a metadata document client must be public (none)",
-                    ));
-                }
-            }
-            "none".to_owned()
-        }
+/// `token_endpoint_auth_method`: a registration may ask for a secret; a document is public.
+fn auth_method(doc: &Map<String, Value>, source: Source) -> Result<String, OAuthError> {
+    if source == Source::Registration {
+        return match string(doc, "token_endpoint_auth_method", 40)? {
+            None | Some("none") => Ok("none".to_owned()),
+            Some(m @ ("client_secret_basic" | "client_secret_post")) => Ok(m.to_owned()),
+            Some(other) => Err(invalid(
+                "token_endpoint_auth_method",
+                format!("{other} is not supported (none, client_secret_basic, client_secret_post)"),
+            )),
+        };
+    }
+    if doc.contains_key("client_secret") || doc.contains_key("client_secret_expires_at") {
+        return Err(invalid("client_secret", "a metadata document must not contain a secret"));
+    }
+    match doc.get("token_endpoint_auth_method") {
+        None | Some(Value::Null) => Ok("none".to_owned()),
+        Some(Value::String(m)) if m == "none" => Ok("none".to_owned()),
+        Some(Value::Array(list)) if list.iter().any(|m| m == "none") => Ok("none".to_owned()),
+        Some(_) => Err(invalid("token_endpoint_auth_method", "a metadata document client must be public (none)")),
+    }
+}
+
+/// `grant_types`: authorization_code and refresh_token only (RFC 7591 default: authorization_code).
+fn grant_types(doc: &Map<String, Value>) -> Result<Vec<String>, OAuthError> {
+    let Some(mut list) = string_array(doc, "grant_types", 10, 100)? else {
+        return Ok(vec!["authorization_code".to_owned()]);
     };
+    if let Some(other) = list.iter().find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token")) {
+        return Err(invalid("grant_types", format!("{other} is not allowed (authorization_code, refresh_token)")));
+    }
+    if !list.iter().any(|g| g == "authorization_code") {
+        return Err(invalid("grant_types", "must include authorization_code"));
+    }
+    list.sort();
+    list.dedup();
+    Ok(list)
+}
 
-    // grant_types: authorization_code and refresh_token only (RFC 7591 default: authorization_code).
-    let grant_types = match string_array(doc, "grant_types", 10, 100)? {
-        None => vec!["authorization_code".to_owned()],
-        Some(list) => {
-            if let Some(other) = list.iter().find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token")) {
-                return Err(invalid(
-                    "grant_types",
-                    format!("{other} is not allowed (authorization_code, refresh_token)"),
-                ));
-            }
-            if !list.iter().any(|g| g == "authorization_code") {
-                return Err(invalid("grant_types", "must include authorization_code"));
-            }
-            let mut list = list;
-            list.sort();
-            list.dedup();
-            list
-        }
-    };
-    let response_types = match string_array(doc, "response_types", 5, 40)? {
-        None => vec!["code".to_owned()],
-        Some(list) if !list.is_empty() && list.iter().all(|r| r == "code") => vec!["code".to_owned()],
-        Some(_) => return Err(invalid("response_types", "only code is supported")),
-    };
-
-    let client_name = string(doc, "client_name", MAX_NAME)?.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
-
+/// The informational members kept as sent (validated), plus the effective application and
+/// response types.
+fn stored_fields(
+    doc: &Map<String, Value>,
+    application_type: &str,
+    response_types: &[String],
+) -> Result<Map<String, Value>, OAuthError> {
     let mut stored = Map::new();
-    stored.insert("application_type".into(), Value::String(application_type.clone()));
+    stored.insert("application_type".into(), Value::String(application_type.to_owned()));
     stored.insert("response_types".into(), serde_json::json!(response_types));
     for field in ["client_uri", "logo_uri", "tos_uri", "policy_uri"] {
         if let Some(url) = web_url(doc, field)? {
@@ -218,16 +234,7 @@ pub fn parse(doc: &Value, source: Source) -> Result<Metadata, OAuthError> {
             stored.insert(field.into(), Value::String(v.to_owned()));
         }
     }
-
-    Ok(Metadata {
-        redirect_uris: uris,
-        client_name,
-        token_endpoint_auth_method,
-        grant_types,
-        response_types,
-        application_type,
-        stored,
-    })
+    Ok(stored)
 }
 
 fn truncate(s: &str) -> String {

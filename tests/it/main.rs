@@ -10,6 +10,7 @@ mod binary;
 mod browser;
 mod cimd;
 mod foundation;
+mod grants;
 mod hardening;
 mod introspection;
 mod registration;
