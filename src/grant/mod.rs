@@ -1,7 +1,7 @@
-//! The token endpoint's grant types, one file each. Each checks its grant against the store,
-//! then mints an access token (and a refresh token where the client may refresh). They take a
-//! [`Context`] of the parts they use and answer a [`GrantError`]; `http/token.rs` turns it into
-//! an HTTP answer.
+//! The token endpoint's grant types, one file each: check the grant against the store, then
+//! mint an access token (and a refresh token where the client may refresh).
+//! Domain layer: takes a [`Context`] of parts and answers a [`GrantError`]; imports the domain,
+//! `oauth/` and `store/`, never `http` or `state` (`http/token.rs` turns the error into an answer).
 
 pub mod authorization_code;
 pub mod client_credentials;

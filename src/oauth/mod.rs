@@ -1,6 +1,6 @@
 //! Protocol rules with no I/O: parameter parsing, PKCE, redirect URIs, resource indicators,
-//! scopes, client authentication, secrets. Pure functions, unit-tested here; the HTTP layer calls
-//! them and the store never sees an unchecked value.
+//! scopes, client authentication, client metadata, secrets. Pure functions, unit-tested here.
+//! The bottom layer: imports nothing of Tessera outside `oauth/`.
 
 pub mod client_auth;
 pub mod error;

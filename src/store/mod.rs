@@ -1,5 +1,6 @@
-//! Every SQL statement Tessera runs, one file per object. Plain async functions over `PgPool` or
-//! a connection; nothing here knows about HTTP.
+//! Every SQL statement Tessera runs, one file per table. Plain async functions over `PgPool` or
+//! a connection, with row types of their own.
+//! May import `oauth/` (digests) and nothing else of Tessera: not the domain, not `http`.
 
 pub mod audit;
 pub mod authz_requests;
