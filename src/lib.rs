@@ -3,13 +3,11 @@
 //! The library holds everything; `main.rs` only runs [`cli::main`]. A test builds the whole
 //! application with [`http::router`] from an [`state::AppState`].
 
-pub mod admin;
 pub mod audit;
 pub mod cimd;
 pub mod cli;
 pub mod clients;
 pub mod config;
-pub mod dev;
 pub mod error;
 pub mod grant;
 pub mod http;

@@ -11,10 +11,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, LogFormat, Sources};
-use crate::dev::{self, AdminDb};
 use crate::keys::{KeyError, KeyRing, KeyStatus};
 use crate::state::{self, AppState, ServerSettings};
 use crate::{server, store, telemetry};
+
+mod admin;
+mod dev;
+
+use dev::AdminDb;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,13 +71,13 @@ pub enum AdminCommand {
     Keys(KeysCommand),
     /// Manage resources: the MCP servers Tessera issues tokens for.
     #[command(subcommand)]
-    Resource(crate::admin::ResourceCommand),
+    Resource(admin::ResourceCommand),
     /// Manage local user accounts.
     #[command(subcommand)]
-    User(crate::admin::UserCommand),
+    User(admin::UserCommand),
     /// Manage clients registered by the operator.
     #[command(subcommand)]
-    Client(crate::admin::ClientCommand),
+    Client(admin::ClientCommand),
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -82,7 +86,7 @@ pub enum AdminCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Show recent audit records, oldest first, optionally filtered; --follow keeps printing.
-    Tail(crate::admin::AuditTail),
+    Tail(admin::AuditTail),
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,10 +186,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let db = AdminDb::open(&config, &cli.data_dir).await?;
             let result = match admin {
                 AdminCommand::Keys(cmd) => keys_command(&config, &db, cmd).await,
-                AdminCommand::Resource(cmd) => crate::admin::resource(&db.pool, cmd).await,
-                AdminCommand::User(cmd) => crate::admin::user(&db.pool, cmd).await,
-                AdminCommand::Client(cmd) => crate::admin::client(&db.pool, cmd).await,
-                AdminCommand::Audit(AuditCommand::Tail(args)) => crate::admin::audit_tail(&db.pool, args).await,
+                AdminCommand::Resource(cmd) => admin::resource(&db.pool, cmd).await,
+                AdminCommand::User(cmd) => admin::user(&db.pool, cmd).await,
+                AdminCommand::Client(cmd) => admin::client(&db.pool, cmd).await,
+                AdminCommand::Audit(AuditCommand::Tail(args)) => admin::audit_tail(&db.pool, args).await,
                 // `AdminDb::open` applied them.
                 AdminCommand::Migrate => {
                     println!("migrations applied");
@@ -258,7 +262,7 @@ async fn keys_command(config: &Config, db: &AdminDb, cmd: &KeysCommand) -> Resul
             store::keys::insert(&db.pool, &new.kid, &jwk, &new.private_key_enc, activates_at)
                 .await
                 .map_err(anyhow::Error::from)?;
-            crate::admin::admin_event(
+            admin::admin_event(
                 &db.pool,
                 crate::audit::Event::new("admin.keys.rotated", crate::audit::Outcome::Success).detail(new.kid.clone()),
             )
