@@ -1,24 +1,19 @@
-//! The command line: `serve`, `dev`, `migrate` and the admin commands.
-//!
-//! Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage (one line naming the
-//! setting and what is wrong).
+//! The `tessera` command line: the clap tree, dispatch to each command, and exit codes.
+//! The top layer: it may import any module of the crate; nothing but `main.rs` imports it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, LogFormat, Sources};
-use crate::keys::{KeyError, KeyRing, KeyStatus};
-use crate::state::{self, AppState, ServerSettings};
-use crate::{server, store, telemetry};
+use crate::keys::KeyError;
+use crate::telemetry;
 
 mod admin;
 mod dev;
-
-use dev::AdminDb;
+mod keys;
+mod serve;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,7 +63,7 @@ pub enum AdminCommand {
     Migrate,
     /// Manage the signing keys of access tokens.
     #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys(keys::KeysCommand),
     /// Manage resources: the MCP servers Tessera issues tokens for.
     #[command(subcommand)]
     Resource(admin::ResourceCommand),
@@ -87,24 +82,6 @@ pub enum AdminCommand {
 pub enum AuditCommand {
     /// Show recent audit records, oldest first, optionally filtered; --follow keeps printing.
     Tail(admin::AuditTail),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// Add a new signing key. It is published in the JWKS at once and starts signing after
-    /// --delay (default: the longer of the access-token lifetime and the JWKS cache time);
-    /// the previous key stays published until every token it signed has expired.
-    Rotate {
-        /// Delay before the new key signs, e.g. 10m, 1h, or 0s to sign at once.
-        #[arg(long, value_name = "DURATION")]
-        delay: Option<String>,
-    },
-    /// List the signing keys and their status (pending, active, retiring, retired).
-    List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 /// Why a command failed: bad configuration (exit 2) or anything else (exit 1).
@@ -140,6 +117,8 @@ impl From<KeyError> for Failure {
     }
 }
 
+/// Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage (one line naming the
+/// setting and what is wrong).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -176,146 +155,37 @@ fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let config = load_config(&cli)?;
     match &cli.command {
-        Command::Serve => serve(config).await,
+        Command::Serve => serve::run(config).await,
         Command::Dev { port } => {
             telemetry::init(&config.log, config.log_format.unwrap_or(LogFormat::Pretty));
             dev::run(config, &cli.data_dir, *port).await
         }
-        Command::Admin(admin) => {
-            init_admin_logging(&config);
-            let db = AdminDb::open(&config, &cli.data_dir).await?;
-            let result = match admin {
-                AdminCommand::Keys(cmd) => keys_command(&config, &db, cmd).await,
-                AdminCommand::Resource(cmd) => admin::resource(&db.pool, cmd).await,
-                AdminCommand::User(cmd) => admin::user(&db.pool, cmd).await,
-                AdminCommand::Client(cmd) => admin::client(&db.pool, cmd).await,
-                AdminCommand::Audit(AuditCommand::Tail(args)) => admin::audit_tail(&db.pool, args).await,
-                // `AdminDb::open` applied them.
-                AdminCommand::Migrate => {
-                    println!("migrations applied");
-                    Ok(())
-                }
-            };
-            db.close().await;
-            result
-        }
+        Command::Admin(cmd) => run_admin(&config, &cli.data_dir, cmd).await,
     }
+}
+
+/// Run one admin command on the database, which is closed (and a private cluster stopped) after.
+async fn run_admin(config: &Config, data_dir: &Path, cmd: &AdminCommand) -> Result<(), Failure> {
+    init_admin_logging(config);
+    let db = dev::AdminDb::open(config, data_dir).await?;
+    let result = match cmd {
+        AdminCommand::Keys(cmd) => keys::run(config, &db, cmd).await,
+        AdminCommand::Resource(cmd) => admin::resource(&db.pool, cmd).await,
+        AdminCommand::User(cmd) => admin::user(&db.pool, cmd).await,
+        AdminCommand::Client(cmd) => admin::client(&db.pool, cmd).await,
+        AdminCommand::Audit(AuditCommand::Tail(args)) => admin::audit_tail(&db.pool, args).await,
+        // `AdminDb::open` applied them.
+        AdminCommand::Migrate => {
+            println!("migrations applied");
+            Ok(())
+        }
+    };
+    db.close().await;
+    result
 }
 
 /// Admin commands print their results on stdout; only warnings go to the log (stderr).
 fn init_admin_logging(config: &Config) {
     let filter = if config.log == "info" { "warn" } else { config.log.as_str() };
     telemetry::init(filter, config.log_format.unwrap_or(LogFormat::Pretty));
-}
-
-async fn serve(config: Config) -> Result<(), Failure> {
-    let database_url = config.require_database_url()?.clone();
-    let settings =
-        ServerSettings::from_config(&config, config.require_issuer()?.clone(), config.require_master_key()?.clone());
-    telemetry::init(&config.log, config.log_format.unwrap_or(LogFormat::Json));
-    if settings.cimd.allow_loopback {
-        tracing::warn!(
-            "TESSERA_CIMD_ALLOW_LOOPBACK=true: client metadata documents may be fetched from loopback addresses over http. \
-             This is for tests only; never use it in production."
-        );
-    }
-    let options = database_url
-        .0
-        .parse()
-        .map_err(|_| ConfigError::new("DATABASE_URL", "is not a valid PostgreSQL connection URL"))?;
-    let pool = dev::connect_with_retry(options, config.db_max_connections).await?;
-    store::migrate(&pool).await.map_err(|e| anyhow::anyhow!("applying migrations: {e}"))?;
-    let state = AppState::new(settings, pool).await?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| ConfigError::new("TESSERA_LISTEN", format!("cannot listen on {}: {e}", config.listen)))?;
-    tracing::info!(issuer = %state.settings.issuer, listen = %config.listen, "tessera is serving");
-    let shutdown = CancellationToken::new();
-    if let Some(addr) = config.metrics_listen {
-        crate::metrics::install();
-        crate::metrics::start(&state, addr, shutdown.clone()).await?;
-    }
-    server::cancel_on_signal(shutdown.clone());
-    server::run(state, vec![listener], shutdown).await.map_err(|e| anyhow::anyhow!("serving HTTP: {e}"))?;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-async fn keys_command(config: &Config, db: &AdminDb, cmd: &KeysCommand) -> Result<(), Failure> {
-    match cmd {
-        KeysCommand::Rotate { delay } => {
-            let master = match &db.master_key {
-                Some(m) => m.clone(),
-                None => config.require_master_key()?.clone(),
-            };
-            let delay = match delay {
-                Some(d) => crate::config::parse_duration(d).map_err(|m| ConfigError::new("--delay", m))?,
-                None => state::default_rotation_delay(config.access_token_ttl, config.key_rotation_delay),
-            };
-            // Loading the ring first proves the master key decrypts the keys already stored, so a
-            // wrong key can never add a key that the servers could not read.
-            KeyRing::load(&db.pool, master.clone(), state::signing_grace(config.access_token_ttl)).await?;
-            let new = crate::keys::generate(&master)?;
-            let activates_at = chrono::Utc::now()
-                + chrono::Duration::from_std(delay).map_err(|_| ConfigError::new("--delay", "is too long"))?;
-            let jwk = serde_json::to_value(&new.public_jwk).map_err(anyhow::Error::from)?;
-            store::keys::insert(&db.pool, &new.kid, &jwk, &new.private_key_enc, activates_at)
-                .await
-                .map_err(anyhow::Error::from)?;
-            admin::admin_event(
-                &db.pool,
-                crate::audit::Event::new("admin.keys.rotated", crate::audit::Outcome::Success).detail(new.kid.clone()),
-            )
-            .await?;
-            println!("added signing key {}", new.kid);
-            println!(
-                "published now; signs from {} (in {})",
-                activates_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                crate::config::format_duration(delay)
-            );
-            Ok(())
-        }
-        KeysCommand::List { json } => {
-            let rows = store::keys::list(&db.pool).await.map_err(anyhow::Error::from)?;
-            let grace = state::signing_grace(config.access_token_ttl);
-            let activations: Vec<_> = rows.iter().map(|r| r.activates_at).collect();
-            let now = chrono::Utc::now();
-            let statuses: Vec<KeyStatus> =
-                (0..rows.len()).map(|i| crate::keys::status_of(&activations, i, grace, now)).collect();
-            if *json {
-                let list: Vec<_> = rows
-                    .iter()
-                    .zip(&statuses)
-                    .map(|(row, status)| {
-                        serde_json::json!({
-                            "kid": row.kid,
-                            "alg": "ES256",
-                            "status": status.name(),
-                            "created_at": row.created_at,
-                            "activates_at": row.activates_at,
-                            "published_until": status.published_until(),
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&list).map_err(anyhow::Error::from)?);
-            } else {
-                println!("{:<45} {:<9} {:<21} {:<21}", "KID", "STATUS", "ACTIVATES", "PUBLISHED UNTIL");
-                for (row, status) in rows.iter().zip(&statuses) {
-                    let until = match status {
-                        KeyStatus::Retiring(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        KeyStatus::Retired => "-".into(),
-                        _ => "(while current)".into(),
-                    };
-                    println!(
-                        "{:<45} {:<9} {:<21} {:<21}",
-                        row.kid,
-                        status.name(),
-                        row.activates_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        until
-                    );
-                }
-            }
-            Ok(())
-        }
-    }
 }
