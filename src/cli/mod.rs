@@ -66,22 +66,16 @@ pub enum AdminCommand {
     Keys(keys::KeysCommand),
     /// Manage resources: the MCP servers Tessera issues tokens for.
     #[command(subcommand)]
-    Resource(admin::ResourceCommand),
+    Resource(admin::resource::ResourceCommand),
     /// Manage local user accounts.
     #[command(subcommand)]
-    User(admin::UserCommand),
+    User(admin::user::UserCommand),
     /// Manage clients registered by the operator.
     #[command(subcommand)]
-    Client(admin::ClientCommand),
+    Client(admin::client::ClientCommand),
     /// Read the audit log.
     #[command(subcommand)]
-    Audit(AuditCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// Show recent audit records, oldest first, optionally filtered; --follow keeps printing.
-    Tail(admin::AuditTail),
+    Audit(admin::audit::AuditCommand),
 }
 
 /// Why a command failed: bad configuration (exit 2) or anything else (exit 1).
@@ -170,10 +164,10 @@ async fn run_admin(config: &Config, data_dir: &Path, cmd: &AdminCommand) -> Resu
     let db = dev::AdminDb::open(config, data_dir).await?;
     let result = match cmd {
         AdminCommand::Keys(cmd) => keys::run(config, &db, cmd).await,
-        AdminCommand::Resource(cmd) => admin::resource(&db.pool, cmd).await,
-        AdminCommand::User(cmd) => admin::user(&db.pool, cmd).await,
-        AdminCommand::Client(cmd) => admin::client(&db.pool, cmd).await,
-        AdminCommand::Audit(AuditCommand::Tail(args)) => admin::audit_tail(&db.pool, args).await,
+        AdminCommand::Resource(cmd) => admin::resource::run(&db.pool, cmd).await,
+        AdminCommand::User(cmd) => admin::user::run(&db.pool, cmd).await,
+        AdminCommand::Client(cmd) => admin::client::run(&db.pool, cmd).await,
+        AdminCommand::Audit(cmd) => admin::audit::run(&db.pool, cmd).await,
         // `AdminDb::open` applied them.
         AdminCommand::Migrate => {
             println!("migrations applied");
