@@ -2,7 +2,8 @@
 //!
 //! Every setting has one environment variable (`TESSERA_*`, or `DATABASE_URL`) and one key in the
 //! TOML file (the variable's name in lower case without the `TESSERA_` prefix). A value from the file
-//! wins over the environment. A bad value is a [`ConfigError`] that names the variable.
+//! wins over the environment. A bad value is a [`ConfigError`] that names the variable. Each setting
+//! is declared once, in the `settings!` table: variable, default, parser and bounds, meaning.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -141,13 +142,7 @@ impl fmt::Display for Issuer {
     }
 }
 
-pub fn is_loopback_host(host: &url::Host<&str>) -> bool {
-    match host {
-        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
-        url::Host::Ipv4(ip) => ip.is_loopback(),
-        url::Host::Ipv6(ip) => ip.is_loopback(),
-    }
-}
+pub use crate::oauth::redirect_uri::is_loopback_host;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -231,37 +226,142 @@ pub enum RegistrationPolicy {
     Closed,
 }
 
-/// Every setting: environment variable, file key, and what it means (the README's table mirrors this).
-pub const SETTINGS: &[(&str, &str)] = &[
-    ("DATABASE_URL", "database_url"),
-    ("TESSERA_ISSUER", "issuer"),
-    ("TESSERA_LISTEN", "listen"),
-    ("TESSERA_MASTER_KEY", "master_key"),
-    ("TESSERA_LOG", "log"),
-    ("TESSERA_LOG_FORMAT", "log_format"),
-    ("TESSERA_ACCESS_TOKEN_TTL", "access_token_ttl"),
-    ("TESSERA_KEY_ROTATION_DELAY", "key_rotation_delay"),
-    ("TESSERA_DB_MAX_CONNECTIONS", "db_max_connections"),
-    ("TESSERA_REFRESH_TOKEN_IDLE_TTL", "refresh_token_idle_ttl"),
-    ("TESSERA_REFRESH_TOKEN_MAX_TTL", "refresh_token_max_ttl"),
-    ("TESSERA_SESSION_TTL", "session_ttl"),
-    ("TESSERA_REGISTRATION", "registration"),
-    ("TESSERA_REGISTRATION_RATE_LIMIT", "registration_rate_limit"),
-    ("TESSERA_REGISTRATION_UNAUTHORIZED_TTL", "registration_unauthorized_ttl"),
-    ("TESSERA_REGISTRATION_IDLE_TTL", "registration_idle_ttl"),
-    ("TESSERA_CIMD_ALLOW_LOOPBACK", "cimd_allow_loopback"),
-    ("TESSERA_CIMD_ALLOWED_PORTS", "cimd_allowed_ports"),
-    ("TESSERA_CIMD_FETCHES_PER_MINUTE", "cimd_fetches_per_minute"),
-    ("TESSERA_TRUSTED_PROXIES", "trusted_proxies"),
-    ("TESSERA_METRICS_LISTEN", "metrics_listen"),
-    ("TESSERA_AUDIT_RETENTION", "audit_retention"),
-    ("TESSERA_RATE_LIMIT_TOKEN", "rate_limit_token"),
-    ("TESSERA_RATE_LIMIT_INTROSPECT", "rate_limit_introspect"),
-    ("TESSERA_RATE_LIMIT_REVOKE", "rate_limit_revoke"),
-    ("TESSERA_RATE_LIMIT_BROWSER", "rate_limit_browser"),
-    ("TESSERA_LOGIN_MAX_FAILURES", "login_max_failures"),
-    ("TESSERA_LOGIN_SOURCE_MAX_FAILURES", "login_source_max_failures"),
-];
+/// One setting, declared once in `settings!`: its environment variable, the text it takes when no
+/// source sets it, how that text is parsed and checked, and what it means.
+pub struct Setting<T, D = &'static str> {
+    pub env: &'static str,
+    /// The text parsed when neither the environment nor the file sets the variable, or [`Unset`].
+    pub default: D,
+    pub doc: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+}
+
+/// The default of a setting that has none: when no source sets it, its value is `None`.
+pub struct Unset;
+
+impl<T, D> Setting<T, D> {
+    fn parse_text(&self, text: &str) -> Result<T, ConfigError> {
+        (self.parse)(text).map_err(|m| ConfigError::new(self.env, m))
+    }
+}
+
+impl<T> Setting<T> {
+    /// The value from the file or the environment, else the default.
+    pub fn read(&self, src: &Sources) -> Result<T, ConfigError> {
+        self.parse_text(src.get(self.env).unwrap_or(self.default))
+    }
+}
+
+impl<T> Setting<T, Unset> {
+    /// The value from the file or the environment; `None` when neither sets it.
+    pub fn read(&self, src: &Sources) -> Result<Option<T>, ConfigError> {
+        src.get(self.env).map(|text| self.parse_text(text)).transpose()
+    }
+}
+
+/// What every setting has, whatever the type of its value.
+#[derive(Clone, Copy, Debug)]
+pub struct SettingInfo {
+    pub env: &'static str,
+    pub default: Option<&'static str>,
+    pub doc: &'static str,
+}
+
+impl SettingInfo {
+    /// The key in the TOML file: the variable's name in lower case without `TESSERA_`.
+    pub fn file_key(&self) -> String {
+        self.env.strip_prefix("TESSERA_").unwrap_or(self.env).to_ascii_lowercase()
+    }
+}
+
+/// Declares each setting as a [`Setting`] constant named after its environment variable
+/// (`NAME: TYPE = DEFAULT, PARSER;` under a one-line doc comment), and [`SETTINGS`], all of them.
+macro_rules! settings {
+    (@default_type Unset) => { Unset };
+    (@default_type $default:literal) => { &'static str };
+    (@default_text Unset) => { None };
+    (@default_text $default:literal) => { Some($default) };
+    ($( #[doc = $doc:literal] $env:ident: $ty:ty = $default:tt, $parse:expr; )*) => {
+        $(
+            #[doc = $doc]
+            pub const $env: Setting<$ty, settings!(@default_type $default)> =
+                Setting { env: stringify!($env), default: $default, doc: $doc.trim_ascii_start(), parse: $parse };
+        )*
+
+        /// Every setting, in the order of [`Config`]'s fields (the README's table lists them too).
+        pub const SETTINGS: &[SettingInfo] = &[$(
+            SettingInfo {
+                env: stringify!($env),
+                default: settings!(@default_text $default),
+                doc: $doc.trim_ascii_start(),
+            },
+        )*];
+    };
+}
+
+const MINUTE: u64 = 60;
+const HOUR: u64 = 3600;
+const DAY: u64 = 86400;
+const YEAR: u64 = 365 * DAY;
+
+settings! {
+    /// PostgreSQL URL (required by `serve`; `dev` and the admin commands fall back to the `./data` cluster).
+    DATABASE_URL: DatabaseUrl = Unset, parse_database_url;
+    /// The public URL of this server: `https`, or `http` only on a loopback host (required by `serve`).
+    TESSERA_ISSUER: Issuer = Unset, Issuer::parse;
+    /// Address and port `serve` listens on.
+    TESSERA_LISTEN: SocketAddr = "127.0.0.1:8080", |v| socket_addr(v, "127.0.0.1:8080 or [::]:8080");
+    /// 32 random bytes in base64 that encrypt the signing keys at rest (required by `serve`).
+    TESSERA_MASTER_KEY: MasterKey = Unset, MasterKey::from_base64;
+    /// Log filter in `tracing` syntax (`info`, `tessera=debug,info`).
+    TESSERA_LOG: String = "info", log_filter;
+    /// `json` or `pretty` (when unset: `json` for `serve`, `pretty` for the other commands).
+    TESSERA_LOG_FORMAT: LogFormat = Unset, log_format;
+    /// Access-token lifetime where a resource sets none.
+    TESSERA_ACCESS_TOKEN_TTL: Duration = "10m", |v| duration_in(v, MINUTE, DAY);
+    /// Delay of `keys rotate` before a new key signs (when unset: the longer of the token lifetime and the JWKS cache time).
+    TESSERA_KEY_ROTATION_DELAY: Duration = Unset, |v| duration_in(v, 0, 30 * DAY);
+    /// Database connections per instance.
+    TESSERA_DB_MAX_CONNECTIONS: u32 = "16", |v| number_in(v, 1, 1000);
+    /// A refresh token unused this long expires.
+    TESSERA_REFRESH_TOKEN_IDLE_TTL: Duration = "30d", |v| duration_in(v, MINUTE, YEAR);
+    /// No refresh token of a grant outlives this, however often it is rotated.
+    TESSERA_REFRESH_TOKEN_MAX_TTL: Duration = "90d", |v| duration_in(v, MINUTE, 3 * YEAR);
+    /// A browser session unused this long ends.
+    TESSERA_SESSION_TTL: Duration = "12h", |v| duration_in(v, MINUTE, 30 * DAY);
+    /// Who may use dynamic client registration: `open`, `token` or `closed`.
+    TESSERA_REGISTRATION: RegistrationPolicy = "open", registration_policy;
+    /// Registrations per source address (`N/DURATION`), per instance.
+    TESSERA_REGISTRATION_RATE_LIMIT: Rate = "30/1h", rate;
+    /// A self-registered client that never completes an authorization is deleted after this.
+    TESSERA_REGISTRATION_UNAUTHORIZED_TTL: Duration = "24h", |v| duration_in(v, MINUTE, YEAR);
+    /// Self-registered and metadata-document clients unused this long are deleted.
+    TESSERA_REGISTRATION_IDLE_TTL: Duration = "90d", |v| duration_in(v, HOUR, 10 * YEAR);
+    /// Tests only: fetch client metadata documents from loopback addresses over http.
+    TESSERA_CIMD_ALLOW_LOOPBACK: bool = Unset, boolean;
+    /// Ports other than 443 allowed in metadata document URLs (comma-separated).
+    TESSERA_CIMD_ALLOWED_PORTS: Vec<u16> = "", |v| list(v, port);
+    /// Metadata document fetches per host per minute, per instance.
+    TESSERA_CIMD_FETCHES_PER_MINUTE: u32 = "20", |v| number_in(v, 1, 100_000);
+    /// Addresses or CIDR ranges of proxies whose `Forwarded`/`X-Forwarded-For` are believed (comma-separated).
+    TESSERA_TRUSTED_PROXIES: Vec<ipnet::IpNet> = "", |v| list(v, address_range);
+    /// Address where Prometheus metrics are served (off when unset).
+    TESSERA_METRICS_LISTEN: SocketAddr = Unset, |v| socket_addr(v, "127.0.0.1:9090");
+    /// Audit records older than this are deleted.
+    TESSERA_AUDIT_RETENTION: Duration = "180d", |v| duration_in(v, DAY, 10 * YEAR);
+    /// `/token` requests per source address, and per client.
+    TESSERA_RATE_LIMIT_TOKEN: (Rate, Rate) = "1200/1m,600/1m", rate_pair;
+    /// `/introspect` requests per source address, and per calling resource server or client.
+    TESSERA_RATE_LIMIT_INTROSPECT: (Rate, Rate) = "6000/1m,6000/1m", rate_pair;
+    /// `/revoke` requests per source address, and per client.
+    TESSERA_RATE_LIMIT_REVOKE: (Rate, Rate) = "600/1m,300/1m", rate_pair;
+    /// `/authorize`, `/login` and `/consent` requests per source address.
+    TESSERA_RATE_LIMIT_BROWSER: Rate = "300/1m", rate;
+    /// Failed logins for one account from one source before attempts are refused for a while.
+    TESSERA_LOGIN_MAX_FAILURES: u32 = "5", |v| number_in(v, 1, 1000);
+    /// Failed logins from one source (any accounts) within 15 minutes before the source is refused.
+    TESSERA_LOGIN_SOURCE_MAX_FAILURES: u32 = "50", |v| number_in(v, 1, 1_000_000);
+}
 
 /// Raw values by environment-variable name, before parsing.
 #[derive(Default, Debug)]
@@ -277,11 +377,11 @@ impl Sources {
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Self, ConfigError> {
         let mut values = BTreeMap::new();
-        for (env, _) in SETTINGS {
-            if let Some(raw) = lookup(env) {
-                let value = raw.into_string().map_err(|_| ConfigError::new(env, "is not valid UTF-8"))?;
+        for setting in SETTINGS {
+            if let Some(raw) = lookup(setting.env) {
+                let value = raw.into_string().map_err(|_| ConfigError::new(setting.env, "is not valid UTF-8"))?;
                 if !value.is_empty() {
-                    values.insert(*env, (value, "environment"));
+                    values.insert(setting.env, (value, "environment"));
                 }
             }
         }
@@ -299,7 +399,7 @@ impl Sources {
         let table: toml::Table = toml::from_str(text)
             .map_err(|e| ConfigError::new("--config", format!("is not valid TOML: {}", e.message())))?;
         for (key, value) in table {
-            let Some((env, file_key)) = SETTINGS.iter().find(|(_, k)| *k == key) else {
+            let Some(setting) = SETTINGS.iter().find(|s| s.file_key() == key) else {
                 return Err(ConfigError::new(&key, "is not a known setting"));
             };
             let text = match value {
@@ -307,10 +407,10 @@ impl Sources {
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
                 _ => {
-                    return Err(ConfigError::new(file_key, "must be a string, an integer or a boolean"));
+                    return Err(ConfigError::new(&key, "must be a string, an integer or a boolean"));
                 }
             };
-            self.values.insert(env, (text, "file"));
+            self.values.insert(setting.env, (text, "file"));
         }
         Ok(())
     }
@@ -329,136 +429,39 @@ impl Sources {
 }
 
 impl Config {
+    /// Parse every setting, in the order of the fields: the first bad one is the one reported.
     pub fn from_sources(src: &Sources) -> Result<Self, ConfigError> {
-        let database_url = src
-            .get("DATABASE_URL")
-            .map(|v| parse_database_url(v).map_err(|m| ConfigError::new("DATABASE_URL", m)))
-            .transpose()?;
-        let issuer = src
-            .get("TESSERA_ISSUER")
-            .map(|v| Issuer::parse(v).map_err(|m| ConfigError::new("TESSERA_ISSUER", m)))
-            .transpose()?;
-        let listen = match src.get("TESSERA_LISTEN") {
-            Some(v) => v.trim().parse::<SocketAddr>().map_err(|_| {
-                ConfigError::new(
-                    "TESSERA_LISTEN",
-                    format!("{v:?} is not an address:port such as 127.0.0.1:8080 or [::]:8080"),
-                )
-            })?,
-            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-        };
-        let master_key = src
-            .get("TESSERA_MASTER_KEY")
-            .map(|v| MasterKey::from_base64(v).map_err(|m| ConfigError::new("TESSERA_MASTER_KEY", m)))
-            .transpose()?;
-        let log = src.get("TESSERA_LOG").unwrap_or("info").to_owned();
-        tracing_subscriber::EnvFilter::try_new(&log)
-            .map_err(|e| ConfigError::new("TESSERA_LOG", format!("is not a valid log filter ({e})")))?;
-        let log_format = src
-            .get("TESSERA_LOG_FORMAT")
-            .map(|v| match v.trim().to_ascii_lowercase().as_str() {
-                "json" => Ok(LogFormat::Json),
-                "pretty" => Ok(LogFormat::Pretty),
-                _ => Err(ConfigError::new("TESSERA_LOG_FORMAT", format!("must be json or pretty, not {v:?}"))),
-            })
-            .transpose()?;
-        let access_token_ttl = parse_duration_setting(src, "TESSERA_ACCESS_TOKEN_TTL", "10m", (60, 24 * 3600))?;
-        let key_rotation_delay = match src.get("TESSERA_KEY_ROTATION_DELAY") {
-            Some(_) => Some(parse_duration_setting(src, "TESSERA_KEY_ROTATION_DELAY", "0s", (0, 30 * 24 * 3600))?),
-            None => None,
-        };
-        let db_max_connections = parse_int_setting(src, "TESSERA_DB_MAX_CONNECTIONS", 16, (1, 1000))?;
-        let refresh_idle_ttl = parse_duration_setting(src, "TESSERA_REFRESH_TOKEN_IDLE_TTL", "30d", (60, 365 * 86400))?;
-        let refresh_max_ttl =
-            parse_duration_setting(src, "TESSERA_REFRESH_TOKEN_MAX_TTL", "90d", (60, 3 * 365 * 86400))?;
-        if refresh_max_ttl < refresh_idle_ttl {
-            return Err(ConfigError::new(
-                "TESSERA_REFRESH_TOKEN_MAX_TTL",
-                "must not be shorter than TESSERA_REFRESH_TOKEN_IDLE_TTL",
-            ));
-        }
-        let session_ttl = parse_duration_setting(src, "TESSERA_SESSION_TTL", "12h", (60, 30 * 86400))?;
-        let registration = match src.get("TESSERA_REGISTRATION").map(|v| v.trim().to_ascii_lowercase()) {
-            None => RegistrationPolicy::Open,
-            Some(v) => match v.as_str() {
-                "open" => RegistrationPolicy::Open,
-                "token" => RegistrationPolicy::Token,
-                "closed" => RegistrationPolicy::Closed,
-                _ => {
-                    return Err(ConfigError::new(
-                        "TESSERA_REGISTRATION",
-                        format!("must be open, token or closed, not {v:?}"),
-                    ));
-                }
-            },
-        };
-        let registration_rate = parse_rate(src, "TESSERA_REGISTRATION_RATE_LIMIT", "30/1h")?;
-        let registration_unauthorized_ttl =
-            parse_duration_setting(src, "TESSERA_REGISTRATION_UNAUTHORIZED_TTL", "24h", (60, 365 * 86400))?;
-        let registration_idle_ttl =
-            parse_duration_setting(src, "TESSERA_REGISTRATION_IDLE_TTL", "90d", (3600, 10 * 365 * 86400))?;
-        let cimd_allow_loopback =
-            src.get("TESSERA_CIMD_ALLOW_LOOPBACK").map(|v| parse_bool("TESSERA_CIMD_ALLOW_LOOPBACK", v)).transpose()?;
-        let cimd_allowed_ports = parse_list(src, "TESSERA_CIMD_ALLOWED_PORTS", |p| {
-            p.parse::<u16>()
-                .ok()
-                .filter(|n| *n != 0)
-                .ok_or_else(|| format!("{p:?} is not a port; use a comma-separated list such as 8443,9443"))
-        })?;
-        let cimd_fetches_per_minute = parse_int_setting(src, "TESSERA_CIMD_FETCHES_PER_MINUTE", 20, (1, 100_000))?;
-        let trusted_proxies = parse_list(src, "TESSERA_TRUSTED_PROXIES", |p| {
-            p.parse::<ipnet::IpNet>()
-                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| format!("{p:?} is not an address or CIDR range"))
-        })?;
-        let metrics_listen = src
-            .get("TESSERA_METRICS_LISTEN")
-            .map(|v| {
-                v.trim().parse::<SocketAddr>().map_err(|_| {
-                    ConfigError::new(
-                        "TESSERA_METRICS_LISTEN",
-                        format!("{v:?} is not an address:port such as 127.0.0.1:9090"),
-                    )
-                })
-            })
-            .transpose()?;
-        let audit_retention =
-            parse_duration_setting(src, "TESSERA_AUDIT_RETENTION", "180d", (86400, 10 * 365 * 86400))?;
-        let rate_limits = RateLimitSettings {
-            token: parse_rate_pair(src, "TESSERA_RATE_LIMIT_TOKEN", "1200/1m,600/1m")?,
-            introspect: parse_rate_pair(src, "TESSERA_RATE_LIMIT_INTROSPECT", "6000/1m,6000/1m")?,
-            revoke: parse_rate_pair(src, "TESSERA_RATE_LIMIT_REVOKE", "600/1m,300/1m")?,
-            browser: parse_rate(src, "TESSERA_RATE_LIMIT_BROWSER", "300/1m")?,
-        };
-        let login_max_failures = parse_int_setting(src, "TESSERA_LOGIN_MAX_FAILURES", 5, (1, 1000))?;
-        let login_source_max_failures =
-            parse_int_setting(src, "TESSERA_LOGIN_SOURCE_MAX_FAILURES", 50, (1, 1_000_000))?;
         Ok(Self {
-            database_url,
-            issuer,
-            listen,
-            master_key,
-            log,
-            log_format,
-            access_token_ttl,
-            key_rotation_delay,
-            db_max_connections,
-            refresh_idle_ttl,
-            refresh_max_ttl,
-            session_ttl,
-            registration,
-            registration_rate,
-            registration_unauthorized_ttl,
-            registration_idle_ttl,
-            cimd_allow_loopback,
-            cimd_allowed_ports,
-            cimd_fetches_per_minute,
-            trusted_proxies,
-            metrics_listen,
-            audit_retention,
-            rate_limits,
-            login_max_failures,
-            login_source_max_failures,
+            database_url: DATABASE_URL.read(src)?,
+            issuer: TESSERA_ISSUER.read(src)?,
+            listen: TESSERA_LISTEN.read(src)?,
+            master_key: TESSERA_MASTER_KEY.read(src)?,
+            log: TESSERA_LOG.read(src)?,
+            log_format: TESSERA_LOG_FORMAT.read(src)?,
+            access_token_ttl: TESSERA_ACCESS_TOKEN_TTL.read(src)?,
+            key_rotation_delay: TESSERA_KEY_ROTATION_DELAY.read(src)?,
+            db_max_connections: TESSERA_DB_MAX_CONNECTIONS.read(src)?,
+            refresh_idle_ttl: TESSERA_REFRESH_TOKEN_IDLE_TTL.read(src)?,
+            refresh_max_ttl: refresh_max_ttl(src)?,
+            session_ttl: TESSERA_SESSION_TTL.read(src)?,
+            registration: TESSERA_REGISTRATION.read(src)?,
+            registration_rate: TESSERA_REGISTRATION_RATE_LIMIT.read(src)?,
+            registration_unauthorized_ttl: TESSERA_REGISTRATION_UNAUTHORIZED_TTL.read(src)?,
+            registration_idle_ttl: TESSERA_REGISTRATION_IDLE_TTL.read(src)?,
+            cimd_allow_loopback: TESSERA_CIMD_ALLOW_LOOPBACK.read(src)?,
+            cimd_allowed_ports: TESSERA_CIMD_ALLOWED_PORTS.read(src)?,
+            cimd_fetches_per_minute: TESSERA_CIMD_FETCHES_PER_MINUTE.read(src)?,
+            trusted_proxies: TESSERA_TRUSTED_PROXIES.read(src)?,
+            metrics_listen: TESSERA_METRICS_LISTEN.read(src)?,
+            audit_retention: TESSERA_AUDIT_RETENTION.read(src)?,
+            rate_limits: RateLimitSettings {
+                token: TESSERA_RATE_LIMIT_TOKEN.read(src)?,
+                introspect: TESSERA_RATE_LIMIT_INTROSPECT.read(src)?,
+                revoke: TESSERA_RATE_LIMIT_REVOKE.read(src)?,
+                browser: TESSERA_RATE_LIMIT_BROWSER.read(src)?,
+            },
+            login_max_failures: TESSERA_LOGIN_MAX_FAILURES.read(src)?,
+            login_source_max_failures: TESSERA_LOGIN_SOURCE_MAX_FAILURES.read(src)?,
         })
     }
 
@@ -490,6 +493,20 @@ impl Config {
     }
 }
 
+/// The one rule across settings: a grant's refresh tokens cannot expire by idleness later than
+/// they expire for good.
+fn refresh_max_ttl(src: &Sources) -> Result<Duration, ConfigError> {
+    let idle = TESSERA_REFRESH_TOKEN_IDLE_TTL.read(src)?;
+    let max = TESSERA_REFRESH_TOKEN_MAX_TTL.read(src)?;
+    if max < idle {
+        let message = format!("must not be shorter than {}", TESSERA_REFRESH_TOKEN_IDLE_TTL.env);
+        return Err(ConfigError::new(TESSERA_REFRESH_TOKEN_MAX_TTL.env, message));
+    }
+    Ok(max)
+}
+
+// The parsers of the settings' text: each returns the message that follows the variable's name.
+
 fn parse_database_url(value: &str) -> Result<DatabaseUrl, String> {
     let value = value.trim();
     if !(value.starts_with("postgres://") || value.starts_with("postgresql://")) {
@@ -501,80 +518,100 @@ fn parse_database_url(value: &str) -> Result<DatabaseUrl, String> {
     Ok(DatabaseUrl(value.to_owned()))
 }
 
+fn socket_addr(value: &str, example: &str) -> Result<SocketAddr, String> {
+    value.trim().parse().map_err(|_| format!("{value:?} is not an address:port such as {example}"))
+}
+
+fn log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(value).map_err(|e| format!("is not a valid log filter ({e})"))?;
+    Ok(value.to_owned())
+}
+
+fn log_format(value: &str) -> Result<LogFormat, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "json" => Ok(LogFormat::Json),
+        "pretty" => Ok(LogFormat::Pretty),
+        _ => Err(format!("must be json or pretty, not {value:?}")),
+    }
+}
+
+fn registration_policy(value: &str) -> Result<RegistrationPolicy, String> {
+    let value = value.trim().to_ascii_lowercase();
+    match value.as_str() {
+        "open" => Ok(RegistrationPolicy::Open),
+        "token" => Ok(RegistrationPolicy::Token),
+        "closed" => Ok(RegistrationPolicy::Closed),
+        _ => Err(format!("must be open, token or closed, not {value:?}")),
+    }
+}
+
 /// Two rates: `PER_ADDRESS,PER_CLIENT` (`1200/1m,600/1m`); one rate sets both.
-fn parse_rate_pair(src: &Sources, key: &str, default: &str) -> Result<(Rate, Rate), ConfigError> {
-    let raw = src.get(key).unwrap_or(default);
-    let (a, b) = raw.split_once(',').unwrap_or((raw, raw));
-    let one = |v: &str| {
-        let mut single = Sources::default();
-        single.values.insert("X", (v.to_owned(), "value"));
-        parse_rate(&single, "X", v).map_err(|e| ConfigError::new(key, e.message))
-    };
-    Ok((one(a)?, one(b)?))
+fn rate_pair(value: &str) -> Result<(Rate, Rate), String> {
+    let (a, b) = value.split_once(',').unwrap_or((value, value));
+    Ok((rate(a)?, rate(b)?))
 }
 
 /// A rate: `N/DURATION` (`30/1h`, `10/1m`), or a bare `N` per hour.
-fn parse_rate(src: &Sources, key: &str, default: &str) -> Result<(u32, Duration), ConfigError> {
-    let raw = src.get(key).unwrap_or(default).trim();
+fn rate(value: &str) -> Result<Rate, String> {
+    let raw = value.trim();
     let (count, period) = raw.split_once('/').unwrap_or((raw, "1h"));
     let count: u32 = count
         .trim()
         .parse()
         .ok()
         .filter(|n| *n >= 1)
-        .ok_or_else(|| ConfigError::new(key, format!("{raw:?} is not a rate such as 30/1h or 10/1m")))?;
-    let period = parse_duration(period.trim()).map_err(|m| ConfigError::new(key, m))?;
+        .ok_or_else(|| format!("{raw:?} is not a rate such as 30/1h or 10/1m"))?;
+    let period = parse_duration(period.trim())?;
     if period.is_zero() {
-        return Err(ConfigError::new(key, "the period must be at least 1s"));
+        return Err("the period must be at least 1s".into());
     }
     Ok((count, period))
 }
 
 /// A comma-separated list, each item parsed by `item`.
-fn parse_list<T>(src: &Sources, key: &str, item: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, ConfigError> {
-    let Some(raw) = src.get(key) else { return Ok(Vec::new()) };
-    raw.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| item(p).map_err(|m| ConfigError::new(key, m)))
-        .collect()
+fn list<T>(value: &str, item: fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+    value.split(',').map(str::trim).filter(|p| !p.is_empty()).map(item).collect()
 }
 
-fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+fn port(value: &str) -> Result<u16, String> {
+    value
+        .parse::<u16>()
+        .ok()
+        .filter(|n| *n != 0)
+        .ok_or_else(|| format!("{value:?} is not a port; use a comma-separated list such as 8443,9443"))
+}
+
+fn address_range(value: &str) -> Result<ipnet::IpNet, String> {
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{value:?} is not an address or CIDR range"))
+}
+
+fn boolean(value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(ConfigError::new(key, format!("must be true or false, not {value:?}"))),
+        _ => Err(format!("must be true or false, not {value:?}")),
     }
 }
 
-fn parse_int_setting(src: &Sources, key: &str, default: u32, (min, max): (u32, u32)) -> Result<u32, ConfigError> {
-    let Some(v) = src.get(key) else {
-        return Ok(default);
-    };
-    let n: u32 = v.trim().parse().map_err(|_| ConfigError::new(key, format!("must be a whole number, not {v:?}")))?;
+fn number_in(value: &str, min: u32, max: u32) -> Result<u32, String> {
+    let n: u32 = value.trim().parse().map_err(|_| format!("must be a whole number, not {value:?}"))?;
     if n < min || n > max {
-        return Err(ConfigError::new(key, format!("must be between {min} and {max}, not {n}")));
+        return Err(format!("must be between {min} and {max}, not {n}"));
     }
     Ok(n)
 }
 
-fn parse_duration_setting(
-    src: &Sources,
-    key: &str,
-    default: &str,
-    (min, max): (u64, u64),
-) -> Result<Duration, ConfigError> {
-    let v = src.get(key).unwrap_or(default);
-    let d = parse_duration(v).map_err(|m| ConfigError::new(key, m))?;
+/// A duration (see [`parse_duration`]) between `min` and `max` seconds.
+fn duration_in(value: &str, min: u64, max: u64) -> Result<Duration, String> {
+    let d = parse_duration(value)?;
     if d.as_secs() < min || d.as_secs() > max {
-        return Err(ConfigError::new(
-            key,
-            format!(
-                "must be between {} and {}",
-                format_duration(Duration::from_secs(min)),
-                format_duration(Duration::from_secs(max))
-            ),
+        return Err(format!(
+            "must be between {} and {}",
+            format_duration(Duration::from_secs(min)),
+            format_duration(Duration::from_secs(max))
         ));
     }
     Ok(d)
@@ -685,6 +722,20 @@ mod tests {
         assert_eq!(config.access_token_ttl, Duration::from_secs(300));
         let err = src.overlay_toml("lisen = \"x\"").unwrap_err();
         assert_eq!(err.key, "lisen");
+    }
+
+    #[test]
+    fn file_keys_are_the_variable_names_without_prefix() {
+        let keys: Vec<String> = SETTINGS.iter().map(SettingInfo::file_key).collect();
+        for expected in
+            ["database_url", "issuer", "listen", "access_token_ttl", "refresh_token_idle_ttl", "rate_limit_token"]
+        {
+            assert!(keys.iter().any(|k| k == expected), "{expected} missing from {keys:?}");
+        }
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len(), "two settings share a file key");
     }
 
     #[test]

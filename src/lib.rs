@@ -6,12 +6,8 @@
 
 // Top: build and wire everything.
 
-/// Admin commands: resources, users, clients, the audit log.
-pub mod admin;
-/// The command line: `serve`, `dev`, `migrate`, and the admin commands.
+/// The command line: `serve`, `dev` (and its private database), `migrate`, and the admin commands.
 pub mod cli;
-/// `tessera dev`'s private database, and the database admin commands use.
-pub mod dev;
 /// Running the router on listeners until shutdown.
 pub mod server;
 /// `AppState`: every shared part, built and wired, and the background tasks.

@@ -1,0 +1,140 @@
+//! `tessera user`: local accounts, their passwords, and the approvals they gave.
+
+use clap::Subcommand;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{admin_event, check_username, db, hash, read_password, usage};
+use crate::audit::{Event, Outcome};
+use crate::cli::Failure;
+use crate::store;
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a local account. The password is read from a prompt, or from standard input with --password-stdin.
+    Add {
+        username: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password. Ends the user's browser sessions and revokes every grant they made
+    /// (refresh tokens stop at once; access tokens turn inactive at introspection).
+    Passwd {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+        /// Keep the user's grants (refresh tokens keep working); sessions still end.
+        #[arg(long)]
+        keep_grants: bool,
+    },
+    /// Disable an account: it can no longer sign in, its browser sessions end, and every grant
+    /// it made is revoked.
+    Disable { username: String },
+    /// Enable a disabled account.
+    Enable { username: String },
+    /// Withdraw a user's approvals (of one client, or all): the consent page is shown again and
+    /// every grant made with them is revoked.
+    Revoke {
+        username: String,
+        /// Only this client.
+        #[arg(long, allow_hyphen_values = true)]
+        client: Option<String>,
+    },
+    /// List the accounts.
+    List,
+}
+
+pub async fn run(pool: &PgPool, cmd: &UserCommand) -> Result<(), Failure> {
+    match cmd {
+        UserCommand::Add { username, email, password_stdin } => {
+            add(pool, username, email.as_deref(), *password_stdin).await
+        }
+        UserCommand::Passwd { username, password_stdin, keep_grants } => {
+            passwd(pool, username, *password_stdin, *keep_grants).await
+        }
+        UserCommand::Disable { username } => set_disabled(pool, username, true).await,
+        UserCommand::Enable { username } => set_disabled(pool, username, false).await,
+        UserCommand::Revoke { username, client } => revoke(pool, username, client.as_deref()).await,
+        UserCommand::List => list(pool).await,
+    }
+}
+
+fn no_user(username: &str) -> Failure {
+    usage("USERNAME", format!("no user {username}"))
+}
+
+async fn add(pool: &PgPool, username: &str, email: Option<&str>, password_stdin: bool) -> Result<(), Failure> {
+    check_username(username)?;
+    if let Some(email) = email
+        && (email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace))
+    {
+        return Err(usage("--email", "is not an email address"));
+    }
+    let hashed = hash(read_password(password_stdin)?).await?;
+    let id = Uuid::new_v4();
+    if !store::users::insert(pool, id, username, email, &hashed).await.map_err(db)? {
+        return Err(usage("USERNAME", format!("{username} already exists")));
+    }
+    admin_event(pool, Event::new("admin.user.added", Outcome::Success).subject(id.to_string())).await?;
+    println!("user {id}");
+    Ok(())
+}
+
+async fn passwd(pool: &PgPool, username: &str, password_stdin: bool, keep_grants: bool) -> Result<(), Failure> {
+    let hashed = hash(read_password(password_stdin)?).await?;
+    let (id, evicted) = store::users::set_password(pool, username, &hashed, keep_grants)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| no_user(username))?;
+    let grants = if keep_grants { "grants kept".to_owned() } else { format!("{} grants revoked", evicted.grants) };
+    let detail = format!("{username}: {} sessions ended, {grants}", evicted.sessions);
+    let event = Event::new("admin.user.password_changed", Outcome::Success).subject(id.to_string());
+    admin_event(pool, event.detail(detail.clone())).await?;
+    println!("password changed for {detail}");
+    Ok(())
+}
+
+async fn set_disabled(pool: &PgPool, username: &str, disable: bool) -> Result<(), Failure> {
+    let evicted =
+        store::users::set_disabled(pool, username, disable).await.map_err(db)?.ok_or_else(|| no_user(username))?;
+    let (event, detail) = if disable {
+        let ended = format!("{} sessions ended, {} grants revoked", evicted.sessions, evicted.grants);
+        ("admin.user.disabled", format!("{username}: {ended}"))
+    } else {
+        ("admin.user.enabled", username.to_owned())
+    };
+    admin_event(pool, Event::new(event, Outcome::Success).detail(detail.clone())).await?;
+    println!("{} {detail}", if disable { "disabled" } else { "enabled" });
+    Ok(())
+}
+
+async fn revoke(pool: &PgPool, username: &str, client: Option<&str>) -> Result<(), Failure> {
+    let user = store::users::by_username(pool, username).await.map_err(db)?.ok_or_else(|| no_user(username))?;
+    let (consents, grants) = store::grants::revoke_consent(pool, user.id, client).await.map_err(db)?;
+    let mut event = Event::new("consent.revoked", Outcome::Success)
+        .subject(user.id.to_string())
+        .detail(format!("{consents} approvals, {grants} grants"));
+    if let Some(client) = client {
+        event = event.client(client);
+    }
+    admin_event(pool, event).await?;
+    println!("withdrew {consents} approval(s) and revoked {grants} grant(s) of {username}");
+    Ok(())
+}
+
+async fn list(pool: &PgPool) -> Result<(), Failure> {
+    println!("{:<36} {:<24} {:<9} EMAIL", "ID", "USERNAME", "STATUS");
+    for u in store::users::list(pool).await.map_err(db)? {
+        println!(
+            "{:<36} {:<24} {:<9} {}",
+            u.id,
+            u.username,
+            if u.disabled { "disabled" } else { "active" },
+            u.email.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
