@@ -65,6 +65,11 @@ impl MasterKey {
         Self(rand::random())
     }
 
+    /// The key's bytes, for deriving other keys from it.
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     pub fn to_base64(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.0)
     }
@@ -171,6 +176,9 @@ pub struct Config {
     pub refresh_idle_ttl: Duration,
     /// No refresh token of a grant outlives this, however often it is rotated.
     pub refresh_max_ttl: Duration,
+    /// Within this long of a rotation, the rotated refresh token presented again gets the same
+    /// successor instead of revoking the grant (zero: never).
+    pub refresh_reuse_grace: Duration,
     /// A browser session unused this long ends.
     pub session_ttl: Duration,
     /// Who may use dynamic client registration.
@@ -327,6 +335,8 @@ settings! {
     TESSERA_REFRESH_TOKEN_IDLE_TTL: Duration = "30d", |v| duration_in(v, MINUTE, YEAR);
     /// No refresh token of a grant outlives this, however often it is rotated.
     TESSERA_REFRESH_TOKEN_MAX_TTL: Duration = "90d", |v| duration_in(v, MINUTE, 3 * YEAR);
+    /// A rotated refresh token presented again this soon gets the same successor (`0s`: reuse always revokes).
+    TESSERA_REFRESH_TOKEN_REUSE_GRACE: Duration = "30s", |v| duration_in(v, 0, 10 * MINUTE);
     /// A browser session unused this long ends.
     TESSERA_SESSION_TTL: Duration = "12h", |v| duration_in(v, MINUTE, 30 * DAY);
     /// Who may use dynamic client registration: `open`, `token` or `closed`.
@@ -443,6 +453,7 @@ impl Config {
             db_max_connections: TESSERA_DB_MAX_CONNECTIONS.read(src)?,
             refresh_idle_ttl: TESSERA_REFRESH_TOKEN_IDLE_TTL.read(src)?,
             refresh_max_ttl: refresh_max_ttl(src)?,
+            refresh_reuse_grace: TESSERA_REFRESH_TOKEN_REUSE_GRACE.read(src)?,
             session_ttl: TESSERA_SESSION_TTL.read(src)?,
             registration: TESSERA_REGISTRATION.read(src)?,
             registration_rate: TESSERA_REGISTRATION_RATE_LIMIT.read(src)?,

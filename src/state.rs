@@ -16,6 +16,7 @@ use crate::audit::{AuditSink, RequestMeta};
 use crate::cimd::{CimdSettings, Fetcher};
 use crate::clients::Clients;
 use crate::config::{Config, Issuer, MasterKey};
+use crate::grant::refresh_token::Successors;
 use crate::keys::{self, KeyError, KeyRing};
 use crate::maintenance::Retention;
 use crate::notify::{self, Listening};
@@ -71,6 +72,8 @@ pub struct Inner {
     pub revocation: Revocation,
     /// Access tokens already verified (introspection).
     pub verified: VerifiedCache,
+    /// Derives refresh tokens' successors (and holds the reuse grace window).
+    pub successors: Successors,
     pub audit: AuditSink,
     /// Per-instance rate limits.
     pub limits: RateLimits,
@@ -106,6 +109,7 @@ impl AppState {
             clients: Clients::new(pool.clone(), fetcher, audit.clone(), listening.clone()),
             revocation: Revocation::new(pool.clone(), listening.clone()),
             verified: VerifiedCache::default(),
+            successors: Successors::new(&settings.master_key, settings.refresh_reuse_grace),
             limits: RateLimits::new(&settings.rate_limits, settings.registration_rate),
             audit,
             settings,
@@ -170,6 +174,7 @@ impl Inner {
                 idle: self.settings.refresh_idle_ttl,
                 max: self.settings.refresh_max_ttl,
             },
+            successors: &self.successors,
             meta,
         }
     }

@@ -31,6 +31,8 @@ pub struct Context<'a> {
     pub revocation: &'a Revocation,
     pub audit: &'a AuditSink,
     pub refresh: RefreshLifetimes,
+    /// Derives refresh tokens' successors; holds the reuse grace window.
+    pub successors: &'a refresh_token::Successors,
     /// The request the grant is made in (for audit records).
     pub meta: &'a RequestMeta,
 }

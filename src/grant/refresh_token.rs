@@ -1,15 +1,51 @@
 //! `grant_type=refresh_token` (RFC 6749 §6, OAuth 2.1 §4.3): rotation on every use; an
 //! already-rotated token revokes the whole grant (reuse detection); `scope` may narrow the
 //! access token but never widen the grant; `resource` must be the grant's.
+//!
+//! Real clients refresh from two processes at once, or retry a refresh whose answer was lost.
+//! Within the reuse grace window, the token just rotated, presented again, gets the same
+//! successor back (and a fresh access token for the same grant), so every racer ends on one
+//! chain. The successor is never stored: it is derived from the token it replaces with a key
+//! only this server holds ([`Successors`]). Outside the window, or once the successor itself was
+//! used, reuse is theft and revokes the grant.
+
+use std::time::Duration;
+
+use aws_lc_rs::hmac;
 
 use super::{Context, GrantError, Issued, required};
 use crate::audit::{Event, Outcome};
 use crate::clients::Client;
+use crate::config::MasterKey;
 use crate::oauth::params::Params;
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{OAuthError, scope};
-use crate::store::grants;
+use crate::store::grants::{self, RefreshRequest, Rotated};
 use crate::tokens::{self, Grantee};
+
+/// Derives each refresh token's successor, and holds the reuse grace window.
+pub struct Successors {
+    key: hmac::Key,
+    grace: Duration,
+}
+
+impl Successors {
+    /// The derivation key comes from the master key (so every instance derives alike); `grace`
+    /// zero turns the window off.
+    pub fn new(master: &MasterKey, grace: Duration) -> Self {
+        let root = hmac::Key::new(hmac::HMAC_SHA256, master.as_bytes());
+        let derived = hmac::sign(&root, b"tessera: refresh-token successors, v1");
+        Self { key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()), grace }
+    }
+
+    /// The successor of `presented`: 256 bits of HMAC-SHA256.
+    fn of(&self, presented: &str) -> Secret {
+        let tag = hmac::sign(&self.key, presented.as_bytes());
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(tag.as_ref());
+        Secret::from_bytes(&bytes)
+    }
+}
 
 pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Result<Issued, GrantError> {
     let presented = required(params, "refresh_token")?;
@@ -20,8 +56,8 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
     let wanted_resource = params.get("resource").map(|raw| cx.resources.named(raw).map(|r| r.id)).transpose()?;
 
     let old_hash = secret::digest(presented);
-    let new = Secret::generate();
-    let request = grants::RefreshRequest {
+    let new = cx.successors.of(presented);
+    let request = RefreshRequest {
         old_hash: &old_hash,
         new_hash: &new.digest(),
         client_id: &client.client_id,
@@ -29,14 +65,24 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
         wanted_resource,
         idle_ttl_seconds: cx.refresh.idle.as_secs_f64(),
     };
-    let Some(rotated) = grants::rotate_refresh(cx.pool, &request).await? else {
-        return Err(explain_unrotatable(cx, &request).await);
+    let rotated = match grants::rotate_refresh(cx.pool, &request).await? {
+        Some(rotated) => {
+            audit(cx, "refresh.rotated", client, &old_hash, &rotated).await;
+            rotated
+        }
+        None => match replay(cx, &request).await? {
+            Some(rotated) => {
+                audit(cx, "token.refresh_reused_within_grace", client, &old_hash, &rotated).await;
+                rotated
+            }
+            None => return Err(explain_unrotatable(cx, &request).await),
+        },
     };
     let Some(resource) = cx.resources.by_id(rotated.resource_id).cloned() else {
         return Err(OAuthError::invalid_grant("the resource of this grant no longer exists").into());
     };
     let scopes = if wanted.is_empty() { rotated.scopes.clone() } else { wanted };
-    let sub = rotated.user_id.map_or_else(|| client.client_id.clone(), |u| u.to_string());
+    let sub = subject(&rotated, client);
     let to = Grantee {
         sub: &sub,
         client_id: &client.client_id,
@@ -45,19 +91,38 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
         grant: Some(rotated.grant_id),
     };
     let access = tokens::mint(cx.keys, cx.issuer, to)?;
-    let event = Event::new("refresh.rotated", Outcome::Success)
-        .during(cx.meta)
-        .client(&client.client_id)
-        .subject(&sub)
-        .resource(&resource.uri)
-        .digest(&old_hash)
-        .detail(format!("grant {}", rotated.grant_id));
-    cx.audit.record(event).await;
     Ok(Issued { access, refresh: Some(new), scopes })
 }
 
+/// The token was rotated moments ago and its successor is still unused: the same successor
+/// again (its digest checked against the one stored at the rotation).
+async fn replay(cx: &Context<'_>, request: &RefreshRequest<'_>) -> Result<Option<Rotated>, GrantError> {
+    if cx.successors.grace.is_zero() {
+        return Ok(None);
+    }
+    let found = grants::replay_within_grace(cx.pool, request, cx.successors.grace.as_secs_f64()).await?;
+    Ok(found.filter(|(_, successor_hash)| successor_hash.as_slice() == request.new_hash).map(|(rotated, _)| rotated))
+}
+
+fn subject(rotated: &Rotated, client: &Client) -> String {
+    rotated.user_id.map_or_else(|| client.client_id.clone(), |u| u.to_string())
+}
+
+async fn audit(cx: &Context<'_>, event: &'static str, client: &Client, old_hash: &[u8], rotated: &Rotated) {
+    let mut event = Event::new(event, Outcome::Success)
+        .during(cx.meta)
+        .client(&client.client_id)
+        .subject(subject(rotated, client))
+        .digest(old_hash)
+        .detail(format!("grant {}", rotated.grant_id));
+    if let Some(resource) = cx.resources.by_id(rotated.resource_id) {
+        event = event.resource(&resource.uri);
+    }
+    cx.audit.record(event).await;
+}
+
 /// Nothing was rotated: say why, and revoke the grant on reuse of a rotated token.
-async fn explain_unrotatable(cx: &Context<'_>, request: &grants::RefreshRequest<'_>) -> GrantError {
+async fn explain_unrotatable(cx: &Context<'_>, request: &RefreshRequest<'_>) -> GrantError {
     let token = match grants::refresh_state(cx.pool, request.old_hash).await {
         Ok(Some(t)) => t,
         Ok(None) => return OAuthError::invalid_grant("the refresh token is invalid").into(),

@@ -95,8 +95,11 @@ fn apply(client: &mut Client, m: Metadata) {
 
 pub async fn create(State(state): State<AppState>, meta: RequestMeta, headers: HeaderMap, body: Body) -> Response {
     match register(&state, &meta, &headers, body).await {
-        Ok((res, client_id)) => {
-            let event = Event::new("client.registered", Outcome::Success).during(&meta).client(client_id);
+        Ok((res, client_id, replaced)) => {
+            let mut event = Event::new("client.registered", Outcome::Success).during(&meta).client(client_id);
+            if !replaced.is_empty() {
+                event = event.detail(format!("not supported, dropped: {}", replaced.join(", ")));
+            }
             state.audit.record(event).await;
             res
         }
@@ -112,12 +115,13 @@ pub async fn create(State(state): State<AppState>, meta: RequestMeta, headers: H
     }
 }
 
+/// The answer, the new client's id, and what it asked for that was replaced.
 async fn register(
     state: &AppState,
     meta: &RequestMeta,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(Response, String), ApiError> {
+) -> Result<(Response, String, Vec<String>), ApiError> {
     if state.settings.registration == RegistrationPolicy::Closed {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -146,12 +150,13 @@ async fn register(
     client.token_endpoint_auth_method = metadata.token_endpoint_auth_method.clone();
     client.secret_hash = client_secret.as_ref().map(|s| s.digest().to_vec());
     client.registration_token_hash = Some(registration_token.digest().to_vec());
+    let replaced = metadata.replaced.clone();
     apply(&mut client, metadata);
     client.created_at = chrono::Utc::now();
     clients::insert(&state.pool, &client).await?;
     let res =
         no_store(StatusCode::CREATED, information(state, &client, client_secret.as_ref(), registration_token.expose()));
-    Ok((res, client.client_id))
+    Ok((res, client.client_id, replaced))
 }
 
 /// The self-registered client whose registration access token the request presents. Any

@@ -1,6 +1,13 @@
 //! Client metadata (RFC 7591 §2) as sent to `/register` or published in a client ID metadata
-//! document: typed, bounded and validated. Unknown members are ignored; a wrong type or value is
-//! an `invalid_redirect_uri` / `invalid_client_metadata` error that names the field.
+//! document: typed, bounded and validated. Unknown members are ignored (and never stored); a
+//! wrong type or value is an `invalid_redirect_uri` / `invalid_client_metadata` error that names
+//! the field.
+//!
+//! Lenient where RFC 7591 §3.2.1 lets the server replace what a client asks for, strict where
+//! security needs it: grant and response types Tessera does not support are dropped (refused only
+//! when nothing usable remains); a metadata document asking for an authentication method Tessera
+//! does not offer documents (`private_key_jwt`, ...) gets `none`, but never one that needs a
+//! shared secret; a registration's confidential method is never downgraded.
 
 use serde_json::{Map, Value};
 
@@ -35,7 +42,13 @@ pub struct Metadata {
     /// Kept as sent: client_uri, logo_uri, tos_uri, policy_uri, contacts, scope, software_id,
     /// software_version, application_type, response_types.
     pub stored: Map<String, Value>,
+    /// What was asked for and replaced (RFC 7591 §3.2.1), for the audit record: dropped grant
+    /// and response types, a replaced authentication method.
+    pub replaced: Vec<String>,
 }
+
+/// The grant types a self-registered or metadata-document client may use.
+const SUPPORTED_GRANT_TYPES: [&str; 2] = ["authorization_code", "refresh_token"];
 
 fn invalid(field: &str, what: impl std::fmt::Display) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidClientMetadata, format!("{field}: {what}"))
@@ -108,13 +121,10 @@ pub fn parse(doc: &Value, source: Source) -> Result<Metadata, OAuthError> {
     };
     let (redirect_uris, kinds) = redirect_uris(doc)?;
     let application_type = application_type(doc, &kinds)?;
-    let token_endpoint_auth_method = auth_method(doc, source)?;
-    let grant_types = grant_types(doc)?;
-    let response_types = match string_array(doc, "response_types", 5, 40)? {
-        None => vec!["code".to_owned()],
-        Some(list) if !list.is_empty() && list.iter().all(|r| r == "code") => vec!["code".to_owned()],
-        Some(_) => return Err(invalid("response_types", "only code is supported")),
-    };
+    let mut replaced = Vec::new();
+    let token_endpoint_auth_method = auth_method(doc, source, &mut replaced)?;
+    let grant_types = grant_types(doc, &mut replaced)?;
+    let response_types = response_types(doc, &mut replaced)?;
     let client_name = string(doc, "client_name", MAX_NAME)?.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
     let stored = stored_fields(doc, &application_type, &response_types)?;
     Ok(Metadata {
@@ -125,6 +135,7 @@ pub fn parse(doc: &Value, source: Source) -> Result<Metadata, OAuthError> {
         response_types,
         application_type,
         stored,
+        replaced,
     })
 }
 
@@ -168,8 +179,9 @@ fn application_type(doc: &Map<String, Value>, kinds: &[RedirectKind]) -> Result<
     Ok(application_type)
 }
 
-/// `token_endpoint_auth_method`: a registration may ask for a secret; a document is public.
-fn auth_method(doc: &Map<String, Value>, source: Source) -> Result<String, OAuthError> {
+/// `token_endpoint_auth_method`: a registration may ask for a secret (and keeps it, whatever
+/// its redirect URIs); a document is public.
+fn auth_method(doc: &Map<String, Value>, source: Source, replaced: &mut Vec<String>) -> Result<String, OAuthError> {
     if source == Source::Registration {
         return match string(doc, "token_endpoint_auth_method", 40)? {
             None | Some("none") => Ok("none".to_owned()),
@@ -183,28 +195,52 @@ fn auth_method(doc: &Map<String, Value>, source: Source) -> Result<String, OAuth
     if doc.contains_key("client_secret") || doc.contains_key("client_secret_expires_at") {
         return Err(invalid("client_secret", "a metadata document must not contain a secret"));
     }
-    match doc.get("token_endpoint_auth_method") {
-        None | Some(Value::Null) => Ok("none".to_owned()),
-        Some(Value::String(m)) if m == "none" => Ok("none".to_owned()),
-        Some(Value::Array(list)) if list.iter().any(|m| m == "none") => Ok("none".to_owned()),
-        Some(_) => Err(invalid("token_endpoint_auth_method", "a metadata document client must be public (none)")),
+    // The method as a string or a list, and the (non-standard) plural some clients publish.
+    let mut asked = Vec::new();
+    for field in ["token_endpoint_auth_method", "token_endpoint_auth_methods_supported"] {
+        match doc.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(m)) => asked.push(m.as_str()),
+            Some(Value::Array(list)) => asked.extend(list.iter().filter_map(Value::as_str)),
+            Some(_) => return Err(invalid(field, "must be a string or an array of strings")),
+        }
     }
+    let needs_a_secret = |m: &&str| m.starts_with("client_secret_");
+    if !asked.is_empty() && !asked.contains(&"none") && asked.iter().all(needs_a_secret) {
+        return Err(invalid("token_endpoint_auth_method", "a metadata document client must be public (none)"));
+    }
+    if let Some(other) = asked.iter().find(|m| **m != "none") {
+        replaced.push(format!("token_endpoint_auth_method {other} (none)"));
+    }
+    Ok("none".to_owned())
 }
 
-/// `grant_types`: authorization_code and refresh_token only (RFC 7591 default: authorization_code).
-fn grant_types(doc: &Map<String, Value>) -> Result<Vec<String>, OAuthError> {
-    let Some(mut list) = string_array(doc, "grant_types", 10, 100)? else {
+/// `grant_types`: those Tessera supports for such clients (RFC 7591 default: authorization_code);
+/// others are dropped, and a list with no authorization_code left is refused.
+fn grant_types(doc: &Map<String, Value>, replaced: &mut Vec<String>) -> Result<Vec<String>, OAuthError> {
+    let Some(asked) = string_array(doc, "grant_types", 10, 100)? else {
         return Ok(vec!["authorization_code".to_owned()]);
     };
-    if let Some(other) = list.iter().find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token")) {
-        return Err(invalid("grant_types", format!("{other} is not allowed (authorization_code, refresh_token)")));
+    let (mut kept, dropped): (Vec<String>, Vec<String>) =
+        asked.into_iter().partition(|g| SUPPORTED_GRANT_TYPES.contains(&g.as_str()));
+    if !kept.iter().any(|g| g == "authorization_code") {
+        let supported = SUPPORTED_GRANT_TYPES.join(", ");
+        return Err(invalid("grant_types", format!("must include authorization_code (supported: {supported})")));
     }
-    if !list.iter().any(|g| g == "authorization_code") {
-        return Err(invalid("grant_types", "must include authorization_code"));
+    replaced.extend(dropped.into_iter().map(|g| format!("grant_type {g}")));
+    kept.sort();
+    kept.dedup();
+    Ok(kept)
+}
+
+/// `response_types`: `code` (the default); others are dropped, and a list without `code` is refused.
+fn response_types(doc: &Map<String, Value>, replaced: &mut Vec<String>) -> Result<Vec<String>, OAuthError> {
+    let Some(asked) = string_array(doc, "response_types", 5, 40)? else { return Ok(vec!["code".to_owned()]) };
+    if !asked.iter().any(|r| r == "code") {
+        return Err(invalid("response_types", "only code is supported"));
     }
-    list.sort();
-    list.dedup();
-    Ok(list)
+    replaced.extend(asked.into_iter().filter(|r| r != "code").map(|r| format!("response_type {r}")));
+    Ok(vec!["code".to_owned()])
 }
 
 /// The informational members kept as sent (validated), plus the effective application and
@@ -225,7 +261,8 @@ fn stored_fields(
     if let Some(contacts) = string_array(doc, "contacts", MAX_CONTACTS, 254)? {
         stored.insert("contacts".into(), serde_json::json!(contacts));
     }
-    if let Some(raw) = string(doc, "scope", 2000)? {
+    // An empty scope (MCP Inspector sends "" when nothing is advertised) is no scope.
+    if let Some(raw) = string(doc, "scope", 2000)?.filter(|s| !s.trim().is_empty()) {
         let scopes = scope::parse(raw).map_err(|m| invalid("scope", m))?;
         stored.insert("scope".into(), Value::String(scope::join(&scopes)));
     }
@@ -379,5 +416,68 @@ mod tests {
         assert!(doc(json!({"token_endpoint_auth_method": "client_secret_basic"})).is_err());
         assert!(doc(json!({"token_endpoint_auth_method": ["client_secret_post"]})).is_err());
         assert!(doc(json!({"client_secret": "x"})).is_err());
+    }
+
+    #[test]
+    fn unsupported_requests_are_narrowed_not_refused() {
+        // Claude's document (tests/fixtures/clients/claude.json): a jwt-bearer grant on a public client.
+        let claude = parse(
+            &json!({
+                "client_id": "https://claude.ai/oauth/mcp-oauth-client-metadata",
+                "client_name": "Claude",
+                "redirect_uris": ["https://claude.ai/api/mcp/auth_callback"],
+                "grant_types": ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "none"
+            }),
+            Source::Document,
+        )
+        .unwrap();
+        assert_eq!(claude.grant_types, ["authorization_code", "refresh_token"]);
+        assert_eq!(claude.replaced, ["grant_type urn:ietf:params:oauth:grant-type:jwt-bearer"]);
+        // ChatGPT's document (tests/fixtures/clients/chatgpt.json): private_key_jwt, and a plural
+        // variant that lists none; neither is stored.
+        let chatgpt = parse(
+            &json!({
+                "client_id": "https://chatgpt.com/oauth/client.json",
+                "redirect_uris": ["https://chatgpt.com/connector_platform_oauth_redirect"],
+                "token_endpoint_auth_method": "private_key_jwt",
+                "token_endpoint_auth_methods_supported": ["none", "private_key_jwt"],
+                "token_endpoint_auth_signing_alg": "RS256",
+                "jwks_uri": "https://chatgpt.com/oauth/jwks.json",
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"]
+            }),
+            Source::Document,
+        )
+        .unwrap();
+        assert_eq!(chatgpt.token_endpoint_auth_method, "none");
+        assert!(chatgpt.stored.keys().all(|k| !k.contains("auth_method") && k != "jwks_uri"), "{:?}", chatgpt.stored);
+        // Registration: extra response types and grant types dropped, an empty scope is no scope.
+        let m = reg(json!({
+            "redirect_uris": ["http://localhost:6274/oauth/callback"],
+            "grant_types": ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"],
+            "response_types": ["code", "token"],
+            "scope": ""
+        }))
+        .unwrap();
+        assert_eq!(m.grant_types, ["authorization_code", "refresh_token"]);
+        assert_eq!(m.response_types, ["code"]);
+        assert!(!m.stored.contains_key("scope"));
+        assert_eq!(m.replaced.len(), 2, "{:?}", m.replaced);
+        // Nothing usable left: refused.
+        let e = reg(json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["refresh_token", "implicit"]}))
+            .unwrap_err();
+        assert!(e.description.contains("authorization_code"), "{e}");
+    }
+
+    #[test]
+    fn a_confidential_registration_stays_confidential() {
+        for uris in [json!(["http://127.0.0.1:8090/callback"]), json!(["cursor://anysphere.cursor-mcp/oauth/callback"])]
+        {
+            let m = reg(json!({"redirect_uris": uris, "token_endpoint_auth_method": "client_secret_post"})).unwrap();
+            assert_eq!(m.token_endpoint_auth_method, "client_secret_post", "{uris}");
+            assert_eq!(m.application_type, "native");
+        }
     }
 }

@@ -19,6 +19,11 @@ impl Secret {
         Self(URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()))
     }
 
+    /// 256 bits from elsewhere (a keyed derivation), in the same form.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Self {
+        Self(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
     pub fn from_presented(value: &str) -> Self {
         Self(value.to_owned())
     }

@@ -164,7 +164,7 @@ pub async fn rotate_refresh(pool: &PgPool, r: &RefreshRequest<'_>) -> Result<Opt
     sqlx::query_as!(
         Rotated,
         "WITH old AS (
-            UPDATE refresh_tokens r SET rotated_at = now()
+            UPDATE refresh_tokens r SET rotated_at = now(), successor_hash = $2
             FROM grants g
             WHERE r.token_hash = $1 AND r.rotated_at IS NULL AND r.client_id = $3 AND r.expires_at > now()
               AND g.id = r.grant_id AND g.revoked_at IS NULL AND g.scopes @> $4::text[]
@@ -186,6 +186,38 @@ pub async fn rotate_refresh(pool: &PgPool, r: &RefreshRequest<'_>) -> Result<Opt
     )
     .fetch_optional(pool)
     .await
+}
+
+/// Within `grace_seconds` of its rotation, a rotated token presented again by its client gets
+/// its successor back (the caller derives it again and checks its digest), provided the
+/// successor is unused and unexpired, the grant stands, and the request fits the grant as a
+/// rotation would. The grant and the successor's digest; `None` otherwise.
+pub async fn replay_within_grace(
+    pool: &PgPool,
+    r: &RefreshRequest<'_>,
+    grace_seconds: f64,
+) -> Result<Option<(Rotated, Vec<u8>)>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT o.grant_id, g.user_id, g.resource_id, g.scopes, s.token_hash AS successor_hash
+           FROM refresh_tokens o
+           JOIN refresh_tokens s ON s.token_hash = o.successor_hash
+           JOIN grants g ON g.id = o.grant_id
+           WHERE o.token_hash = $1 AND o.client_id = $2 AND o.rotated_at > now() - make_interval(secs => $3)
+             AND s.rotated_at IS NULL AND s.expires_at > now()
+             AND g.revoked_at IS NULL AND g.scopes @> $4::text[] AND ($5::uuid IS NULL OR g.resource_id = $5)"#,
+        r.old_hash,
+        r.client_id,
+        grace_seconds,
+        r.wanted_scopes,
+        r.wanted_resource
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|row| {
+        let rotated =
+            Rotated { grant_id: row.grant_id, user_id: row.user_id, resource_id: row.resource_id, scopes: row.scopes };
+        (rotated, row.successor_hash)
+    }))
 }
 
 /// What a refresh token is, when it could not be rotated.

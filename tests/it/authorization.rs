@@ -505,11 +505,15 @@ async fn refresh_reuse_revokes_the_grant() {
     let (status, _, body) = refresh(r1.to_owned()).await;
     assert_eq!(status, 200);
     let r2 = body["refresh_token"].as_str().unwrap().to_owned();
-    // Reusing r1: refused, and the grant is revoked...
+    // r2 is used (so r1's reuse grace is over)...
+    let (status, _, body) = refresh(r2).await;
+    assert_eq!(status, 200);
+    let r3 = body["refresh_token"].as_str().unwrap().to_owned();
+    // ...then reusing r1 is refused, and the grant is revoked...
     let (status, _, body) = refresh(r1.to_owned()).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
-    // ...so r2, never used, is dead too.
-    let (status, _, body) = refresh(r2).await;
+    // ...so r3, never used, is dead too.
+    let (status, _, body) = refresh(r3).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
     let reason: Option<String> =
         sqlx::query_scalar("SELECT revoked_reason FROM grants").fetch_one(&app.db.pool).await.unwrap();

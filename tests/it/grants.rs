@@ -7,6 +7,7 @@ use std::time::Duration;
 use tessera::audit::{AuditSink, RequestMeta};
 use tessera::clients::Client;
 use tessera::config::Issuer;
+use tessera::grant::refresh_token::Successors;
 use tessera::grant::{self, Context, GrantError, RefreshLifetimes};
 use tessera::keys::KeyRing;
 use tessera::notify::Listening;
@@ -31,6 +32,7 @@ struct Parts {
     resources: ResourceSet,
     revocation: Revocation,
     audit: AuditSink,
+    successors: Successors,
     meta: RequestMeta,
     user: Uuid,
     public: Client,
@@ -75,6 +77,7 @@ impl Parts {
             // Not listening: every revocation lookup goes to the database.
             revocation: Revocation::new(pool.clone(), Listening::default()),
             audit: AuditSink::start(pool.clone()),
+            successors: Successors::new(&test_master_key(), Duration::from_secs(30)),
             meta: RequestMeta { request_id: "test".into(), source: [127, 0, 0, 1].into() },
             user,
             public,
@@ -92,6 +95,7 @@ impl Parts {
             revocation: &self.revocation,
             audit: &self.audit,
             refresh: RefreshLifetimes { idle: Duration::from_secs(3600), max: Duration::from_secs(86400) },
+            successors: &self.successors,
             meta: &self.meta,
         }
     }
@@ -220,13 +224,18 @@ async fn refresh_token_error_paths() {
     assert_eq!(code_of(rotate(&elsewhere).await), ErrorCode::InvalidTarget);
     assert!(p.standing(grant_id).await, "refused narrowing and targeting revoke nothing");
 
-    // Rotation: the new token works once; the old one is now a reuse that revokes the grant.
+    // Rotation. Within the grace window the old token again gets the same successor...
     let rotated = rotate(&[("refresh_token", refresh.as_str())]).await.unwrap();
     let next = rotated.refresh.unwrap().expose().to_owned();
     assert_ne!(next, refresh);
+    let again = rotate(&[("refresh_token", refresh.as_str())]).await.unwrap();
+    assert_eq!(again.refresh.unwrap().expose(), next, "a retried refresh gets the same successor");
+    assert!(p.standing(grant_id).await);
+    // ...until the successor is used: then the old token is theft, and the grant is revoked.
+    let last = rotate(&[("refresh_token", next.as_str())]).await.unwrap().refresh.unwrap().expose().to_owned();
     assert_eq!(code_of(rotate(&[("refresh_token", refresh.as_str())]).await), ErrorCode::InvalidGrant);
     assert!(!p.standing(grant_id).await, "reuse of a rotated token revokes the grant");
-    assert_eq!(code_of(rotate(&[("refresh_token", next.as_str())]).await), ErrorCode::InvalidGrant);
+    assert_eq!(code_of(rotate(&[("refresh_token", last.as_str())]).await), ErrorCode::InvalidGrant);
 }
 
 #[tokio::test]

@@ -393,9 +393,14 @@ async fn audit_records_every_event_and_no_secret_is_stored_or_logged() {
     let r1 = tokens["refresh_token"].as_str().unwrap().to_owned();
     let (_, _, rotated) =
         app.token(&[("grant_type", "refresh_token"), ("refresh_token", &r1), ("client_id", &f.client_id)], None).await;
+    let r2 = rotated["refresh_token"].as_str().unwrap().to_owned();
+    // Using r2 ends r1's reuse grace, so presenting r1 again is reuse.
+    let (_, _, again) =
+        app.token(&[("grant_type", "refresh_token"), ("refresh_token", &r2), ("client_id", &f.client_id)], None).await;
     secrets.extend([
         r1.clone(),
-        rotated["refresh_token"].as_str().unwrap().to_owned(),
+        r2,
+        again["refresh_token"].as_str().unwrap().to_owned(),
         tokens["access_token"].as_str().unwrap().to_owned(),
     ]);
     app.token(&[("grant_type", "refresh_token"), ("refresh_token", &r1), ("client_id", &f.client_id)], None).await;

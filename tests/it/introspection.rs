@@ -198,11 +198,20 @@ async fn refresh_reuse_and_revocation_make_tokens_inactive() {
     let app = &s.app;
     let creds = (s.rs.0.as_str(), s.rs.1.as_str());
     let refresh = s.tokens["refresh_token"].as_str().unwrap();
-    // Rotate once, then reuse the first refresh token: the grant is revoked.
+    // Rotate twice (the second use ends the first token's reuse grace), then reuse the first
+    // refresh token: the grant is revoked.
     let (_, _, body) = app
         .token(&[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", &s.f.client_id)], None)
         .await;
     let second_access = body["access_token"].as_str().unwrap().to_owned();
+    let second_refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let (status, _, _) = app
+        .token(
+            &[("grant_type", "refresh_token"), ("refresh_token", &second_refresh), ("client_id", &s.f.client_id)],
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(introspect(app, &second_access, creds).await.2["active"], true);
     app.token(&[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", &s.f.client_id)], None)
         .await;

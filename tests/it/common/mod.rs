@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod docserver;
 pub mod flow;
 
 use std::net::SocketAddr;
