@@ -3,114 +3,31 @@
 // Run by e2e/run with $E2E_CONFIG; prints what each journey does; exits non-zero on a failure.
 //
 //   E2E_CONFIG=... node dist/clients/ts_journeys.js [JOURNEY ...]
-import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { auth, UnauthorizedError, type OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
 import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
-import { Browser, BrowserError } from './browser.js';
-
-const CFG = JSON.parse(readFileSync(process.env.E2E_CONFIG!, 'utf8'));
-const ISSUER: string = CFG.issuer;
-const STEP_TIMEOUT_MS = 30_000;
-
-const say = (line: string) => console.log(line);
-
-class Failed extends Error {}
-
-function check(cond: unknown, what: string): asserts cond {
-    if (!cond) throw new Failed(what);
-}
-
-function short(v: string | null | undefined): string {
-    if (v == null) return 'None';
-    return v.length <= 40 ? v : `${v.slice(0, 37)}...`;
-}
-
-async function bounded<T>(what: string, p: Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Failed(`${what}: no answer within ${STEP_TIMEOUT_MS / 1000}s`)), STEP_TIMEOUT_MS);
-    });
-    try {
-        return await Promise.race([p, timeout]);
-    } finally {
-        clearTimeout(timer);
-    }
-}
-
-type Ev = { note?: string; method?: string; host?: string; path?: string; kind?: string; status?: number; error?: string; www?: string; text?: string };
-
-/** Every HTTP exchange the SDK makes (its transport and auth() use the fetch given here) and
- *  what the browser did, printed step by step. */
-class Trace {
-    events: Ev[] = [];
-    mark = 0;
-
-    note(text: string) {
-        this.events.push({ note: text });
-    }
-
-    fetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
-        const url = new URL(input instanceof Request ? input.url : String(input));
-        const method = init?.method ?? (input instanceof Request ? input.method : 'GET');
-        const res = await fetch(input, init);
-        const host = url.href.startsWith(ISSUER) ? 'tessera' : 'mcp';
-        let kind = '';
-        let label = url.pathname;
-        if (method === 'POST' && url.pathname.endsWith('/token')) {
-            const form = init?.body instanceof URLSearchParams ? init.body : new URLSearchParams(String(init?.body ?? ''));
-            kind = form.get('grant_type') ?? '?';
-            if (new Headers(init?.headers).has('authorization')) label += form.has('client_id') ? ' (Basic + client_id in body)' : ' (Basic)';
-            else if (form.has('client_secret')) label += ' (client_secret_post)';
-        } else if (method === 'POST' && host === 'mcp') {
-            try {
-                const m = JSON.parse(String(init?.body));
-                kind = m.method === 'tools/call' ? `tools/call ${m.params.name}` : m.method;
-            } catch {
-                // not JSON-RPC
-            }
-            label = '';
-        }
-        let error = '';
-        if (res.status >= 400 && host === 'tessera') {
-            try {
-                error = ((await res.clone().json()) as { error?: string }).error ?? '';
-            } catch {
-                // not an OAuth error body
-            }
-        }
-        this.events.push({
-            method,
-            host,
-            path: url.pathname,
-            kind,
-            status: res.status,
-            error,
-            www: res.headers.get('www-authenticate') ?? '',
-            text: `${method} ${host}${label ? ' ' + label : ''}${kind ? ' ' + kind : ''} -> ${res.status}${error ? ' ' + error : ''}`
-        });
-        return res;
-    };
-
-    flush(indent = '      ') {
-        for (const e of this.events.slice(this.mark)) say(`${indent}${e.note ?? e.text}`);
-        this.mark = this.events.length;
-    }
-
-    requests(since = 0): Ev[] {
-        return this.events.slice(since).filter(e => e.note === undefined);
-    }
-
-    tokenGrants(since = 0): string[] {
-        return this.requests(since)
-            .filter(e => e.path!.endsWith('/token'))
-            .map(e => e.kind!);
-    }
-}
+import { Browser } from './browser.js';
+import {
+    CFG,
+    ISSUER,
+    Failed,
+    Trace,
+    bounded,
+    check,
+    jwtClaims,
+    newBrowser,
+    prmUrl,
+    refusedAfterRevocation,
+    revoke,
+    runJourneys,
+    say,
+    short,
+    tesseraCli,
+    waitForExpiry as waitForTokenExpiry,
+    type Journey
+} from './kit.js';
 
 /** The application's side of the SDK's OAuth: storage, the browser, the callback. */
 class JourneyProvider implements OAuthClientProvider {
@@ -273,43 +190,12 @@ class TsClient {
     }
 
     claims(): Record<string, any> {
-        return JSON.parse(Buffer.from(this.provider.tokenSet!.access_token.split('.')[1], 'base64url').toString());
+        return jwtClaims(this.provider.tokenSet!.access_token);
     }
 }
 
-const newBrowser = () => new Browser(ISSUER, CFG.username, CFG.password);
-
 async function waitForExpiry(c: TsClient) {
-    const delay = Math.max(0, c.claims().exp * 1000 - Date.now() + 1200);
-    say(`      waiting ${(delay / 1000).toFixed(1)}s for the access token to expire`);
-    await sleep(delay);
-}
-
-function prmUrl(resource: string): URL {
-    const u = new URL(resource);
-    return new URL(`/.well-known/oauth-protected-resource${u.pathname === '/' ? '' : u.pathname}`, u);
-}
-
-function tesseraCli(...args: string[]): string {
-    return execFileSync(CFG.tessera, args, { env: { ...process.env, DATABASE_URL: CFG.database_url }, encoding: 'utf8', timeout: 60_000 });
-}
-
-async function revoke(token: string, hint: string, clientId: string) {
-    const res = await fetch(`${ISSUER}/revoke`, { method: 'POST', body: new URLSearchParams({ token, token_type_hint: hint, client_id: clientId }) });
-    check(res.status === 200, `revoke: ${res.status}`);
-}
-
-/** The server (introspecting) refuses the revoked grant's unexpired access token at once:
- *  Tessera applies a revocation to its own state before answering /revoke (RFC 7009 §2.2). */
-async function refusedAfterRevocation(url: string, token: string) {
-    const res = await fetch(url, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' })
-    });
-    await res.body?.cancel();
-    check(res.status === 401, `revoked grant's access token answered ${res.status}, expected 401 at once`);
-    say('    the unexpired access token is refused at once (introspection: active=false)');
+    await waitForTokenExpiry(c.provider.tokenSet!.access_token);
 }
 
 /** Call a tool that needs a scope the token lacks. The SDK sees 403 insufficient_scope; if it
@@ -390,7 +276,7 @@ async function fullJourney(c: TsClient, opts: { registered: boolean }) {
     say(`    stepped up ${bySdk ? 'by the SDK' : 'with the workaround'}: ${JSON.stringify(result)}; scopes now ${JSON.stringify(me.scopes)}`);
 }
 
-const JOURNEYS: Record<string, { doc: string; run: () => Promise<void> }> = {
+const JOURNEYS: Record<string, Journey> = {
     'ts-dcr@py-jwks': {
         doc: 'TypeScript SDK client, dynamic registration (public client), Python server verifying via JWKS.',
         run: async () => {
@@ -515,26 +401,4 @@ const JOURNEYS: Record<string, { doc: string; run: () => Promise<void> }> = {
     }
 };
 
-async function main() {
-    const names = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(JOURNEYS);
-    const passed: string[] = [];
-    const failed: string[] = [];
-    for (const name of names) {
-        const j = JOURNEYS[name];
-        say(`\n== journey ${name} (TypeScript SDK @modelcontextprotocol/sdk ${CFG.versions.ts_sdk}): ${j.doc}`);
-        const started = Date.now();
-        try {
-            await j.run();
-            passed.push(name);
-            say(`PASS ${name} (${((Date.now() - started) / 1000).toFixed(1)}s)`);
-        } catch (e) {
-            failed.push(name);
-            say(`FAIL ${name} (${((Date.now() - started) / 1000).toFixed(1)}s): ${(e as Error).constructor.name}: ${(e as Error).message}`);
-            if (!(e instanceof Failed) && !(e instanceof BrowserError)) say(String((e as Error).stack));
-        }
-    }
-    say(`\ntypescript journeys: ${passed.length} passed, ${failed.length} failed${failed.length ? ': ' + failed.join(', ') : ''}`);
-    process.exit(failed.length ? 1 : 0);
-}
-
-void main();
+void runJourneys('typescript journeys', `TypeScript SDK @modelcontextprotocol/sdk ${CFG.versions.ts_sdk}`, JOURNEYS);
