@@ -174,10 +174,19 @@ impl Event {
     }
 }
 
+/// SHA-256 (hex) of a JSON value in its RFC 8785 canonical form, so the same arguments always
+/// hash the same whatever their key order or number spelling.
+pub fn canonical_digest(value: &serde_json::Value) -> [u8; 32] {
+    use sha2::Digest as _;
+    let canonical = serde_json_canonicalizer::to_vec(value).unwrap_or_default();
+    sha2::Sha256::digest(canonical).into()
+}
+
 /// Where requests hand their records. Cheap to clone: every clone feeds the same writer.
 #[derive(Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<Event>,
+    /// `None`: records go to the log only (a gateway without a database).
+    tx: Option<mpsc::Sender<Event>>,
     stop: CancellationToken,
     writer: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -187,14 +196,20 @@ impl AuditSink {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stop = CancellationToken::new();
         let writer = tokio::spawn(write_loop(pool, rx, stop.clone()));
-        Self { tx, stop, writer: Arc::new(Mutex::new(Some(writer))) }
+        Self { tx: Some(tx), stop, writer: Arc::new(Mutex::new(Some(writer))) }
+    }
+
+    /// Records go to the log (target `audit`) only.
+    pub fn log_only() -> Self {
+        Self { tx: None, stop: CancellationToken::new(), writer: Arc::new(Mutex::new(None)) }
     }
 
     /// Log the record and queue it for the table; waits only when the queue is full.
     pub async fn record(&self, event: Event) {
         event.log();
         crate::metrics::audit_queued(self.depth());
-        if let Err(mpsc::error::SendError(event)) = self.tx.send(event).await {
+        let Some(tx) = &self.tx else { return };
+        if let Err(mpsc::error::SendError(event)) = tx.send(event).await {
             // Only after shutdown: the writer is gone, so say it loudly instead of dropping it.
             tracing::error!(target: "audit", event = event.event, "audit record after shutdown, not stored");
         }
@@ -202,7 +217,7 @@ impl AuditSink {
 
     /// Records waiting to be written.
     pub fn depth(&self) -> usize {
-        QUEUE - self.tx.capacity()
+        self.tx.as_ref().map_or(0, |tx| QUEUE - tx.capacity())
     }
 
     /// Store everything queued, then stop the writer.

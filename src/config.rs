@@ -208,6 +208,57 @@ pub struct Config {
     pub login_max_failures: u32,
     /// Failed logins from one source (any accounts) within 15 minutes before the source is refused.
     pub login_source_max_failures: u32,
+    /// `tessera gateway`.
+    pub gateway: GatewayConfig,
+}
+
+/// What `tessera gateway` reads (its flags override these).
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// The MCP server behind the gateway (`http://127.0.0.1:3001/mcp`).
+    pub upstream: Option<url::Url>,
+    /// The resource the gateway protects: its canonical URI, the tokens' audience.
+    pub resource: Option<String>,
+    /// The authorization server whose tokens are accepted.
+    pub issuer: Option<Issuer>,
+    pub listen: SocketAddr,
+    /// The policy file.
+    pub policy: Option<std::path::PathBuf>,
+    pub verify: VerifyMode,
+    /// The resource's introspection credentials (`--verify introspect`).
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    /// Origins allowed besides the resource's own.
+    pub allowed_origins: Vec<String>,
+    /// Headers that carry the verified identity upstream: (what, header name).
+    pub identity_headers: Vec<(IdentityField, String)>,
+}
+
+/// How the gateway checks tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// The issuer's JWKS (no call per request; revocation seen at `exp`).
+    Jwks,
+    /// Introspection per token (revocation seen at once), with a short cache.
+    Introspect,
+}
+
+/// What an identity header carries upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentityField {
+    Subject,
+    Client,
+    Scopes,
+}
+
+/// A secret setting, never printed.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
 }
 
 /// A rate: `count` per `period`.
@@ -371,6 +422,26 @@ settings! {
     TESSERA_LOGIN_MAX_FAILURES: u32 = "5", |v| number_in(v, 1, 1000);
     /// Failed logins from one source (any accounts) within 15 minutes before the source is refused.
     TESSERA_LOGIN_SOURCE_MAX_FAILURES: u32 = "50", |v| number_in(v, 1, 1_000_000);
+    /// Gateway: the MCP server it protects, an `http` URL (`http://127.0.0.1:3001/mcp`).
+    TESSERA_GATEWAY_UPSTREAM: url::Url = Unset, upstream_url;
+    /// Gateway: the canonical URI of the protected resource (the tokens' audience).
+    TESSERA_GATEWAY_RESOURCE: String = Unset, resource_uri;
+    /// Gateway: the authorization server (issuer) whose tokens it accepts.
+    TESSERA_GATEWAY_ISSUER: Issuer = Unset, Issuer::parse;
+    /// Gateway: address and port it listens on.
+    TESSERA_GATEWAY_LISTEN: SocketAddr = "127.0.0.1:8443", |v| socket_addr(v, "127.0.0.1:8443");
+    /// Gateway: the policy file (per-tool scopes and rates); without one, any valid token may call anything.
+    TESSERA_GATEWAY_POLICY: std::path::PathBuf = Unset, |v| Ok(std::path::PathBuf::from(v.trim()));
+    /// Gateway: `jwks` (verify tokens locally) or `introspect` (ask the issuer; revocation at once).
+    TESSERA_GATEWAY_VERIFY: VerifyMode = "jwks", verify_mode;
+    /// Gateway: the resource's introspection client id (`tessera resource add` prints it).
+    TESSERA_GATEWAY_CLIENT_ID: String = Unset, |v| Ok(v.trim().to_owned());
+    /// Gateway: the resource's introspection client secret.
+    TESSERA_GATEWAY_CLIENT_SECRET: Secret = Unset, |v| Ok(Secret(v.trim().to_owned()));
+    /// Gateway: origins allowed besides the resource's own (comma-separated, e.g. `https://app.example.com`).
+    TESSERA_GATEWAY_ALLOWED_ORIGINS: Vec<String> = "", |v| list(v, origin);
+    /// Gateway: headers that carry the verified identity upstream (`subject=X-User,client=X-Client,scopes=X-Scopes`).
+    TESSERA_GATEWAY_IDENTITY_HEADERS: Vec<(IdentityField, String)> = "", |v| list(v, identity_header);
 }
 
 /// Raw values by environment-variable name, before parsing.
@@ -473,6 +544,18 @@ impl Config {
             },
             login_max_failures: TESSERA_LOGIN_MAX_FAILURES.read(src)?,
             login_source_max_failures: TESSERA_LOGIN_SOURCE_MAX_FAILURES.read(src)?,
+            gateway: GatewayConfig {
+                upstream: TESSERA_GATEWAY_UPSTREAM.read(src)?,
+                resource: TESSERA_GATEWAY_RESOURCE.read(src)?,
+                issuer: TESSERA_GATEWAY_ISSUER.read(src)?,
+                listen: TESSERA_GATEWAY_LISTEN.read(src)?,
+                policy: TESSERA_GATEWAY_POLICY.read(src)?,
+                verify: TESSERA_GATEWAY_VERIFY.read(src)?,
+                client_id: TESSERA_GATEWAY_CLIENT_ID.read(src)?,
+                client_secret: TESSERA_GATEWAY_CLIENT_SECRET.read(src)?,
+                allowed_origins: TESSERA_GATEWAY_ALLOWED_ORIGINS.read(src)?,
+                identity_headers: TESSERA_GATEWAY_IDENTITY_HEADERS.read(src)?,
+            },
         })
     }
 
@@ -563,7 +646,7 @@ fn rate_pair(value: &str) -> Result<(Rate, Rate), String> {
 }
 
 /// A rate: `N/DURATION` (`30/1h`, `10/1m`), or a bare `N` per hour.
-fn rate(value: &str) -> Result<Rate, String> {
+pub fn rate(value: &str) -> Result<Rate, String> {
     let raw = value.trim();
     let (count, period) = raw.split_once('/').unwrap_or((raw, "1h"));
     let count: u32 = count
@@ -577,6 +660,56 @@ fn rate(value: &str) -> Result<Rate, String> {
         return Err("the period must be at least 1s".into());
     }
     Ok((count, period))
+}
+
+/// An `http` URL with a host (TLS to the upstream is not supported: the gateway runs beside it).
+fn upstream_url(value: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(value.trim()).map_err(|_| format!("{value:?} is not an absolute URL"))?;
+    if url.scheme() != "http" || url.host_str().is_none() {
+        return Err("must be an http:// URL of the MCP server (the gateway runs beside it)".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err("must not have a query, a fragment or user information".into());
+    }
+    Ok(url)
+}
+
+/// A resource URI, in its canonical form (RFC 8707).
+fn resource_uri(value: &str) -> Result<String, String> {
+    crate::oauth::resource::canonicalize(value.trim()).map_err(|m| m.to_string())
+}
+
+fn verify_mode(value: &str) -> Result<VerifyMode, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "jwks" => Ok(VerifyMode::Jwks),
+        "introspect" | "introspection" => Ok(VerifyMode::Introspect),
+        _ => Err(format!("must be jwks or introspect, not {value:?}")),
+    }
+}
+
+/// An origin: `scheme://host[:port]`, nothing more.
+fn origin(value: &str) -> Result<String, String> {
+    let url =
+        url::Url::parse(value).map_err(|_| format!("{value:?} is not an origin such as https://app.example.com"))?;
+    let origin = url.origin().ascii_serialization();
+    if origin == "null" || origin != value.trim_end_matches('/') {
+        return Err(format!("{value:?} is not an origin such as https://app.example.com"));
+    }
+    Ok(origin)
+}
+
+/// `subject=X-User`: what to carry upstream, and in which header.
+fn identity_header(value: &str) -> Result<(IdentityField, String), String> {
+    let (what, name) = value.split_once('=').ok_or_else(|| format!("{value:?} is not WHAT=HEADER"))?;
+    let field = match what.trim() {
+        "subject" => IdentityField::Subject,
+        "client" => IdentityField::Client,
+        "scopes" => IdentityField::Scopes,
+        other => return Err(format!("{other:?} is not subject, client or scopes")),
+    };
+    let name = name.trim();
+    axum::http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not a header name"))?;
+    Ok((field, name.to_ascii_lowercase()))
 }
 
 /// A comma-separated list, each item parsed by `item`.

@@ -141,7 +141,7 @@ pub struct LoadedKey {
     pub activates_at: DateTime<Utc>,
     pub jwk: PublicJwk,
     pair: EcdsaKeyPair,
-    verifier: ParsedPublicKey,
+    verifier: VerifyingKey,
     /// `base64url({"alg":"ES256","typ":"at+jwt","kid":...})`, computed once.
     access_token_header: String,
 }
@@ -156,8 +156,7 @@ impl LoadedKey {
         if public_jwk(pair.public_key().as_ref()).as_ref() != Some(&jwk) || jwk.kid != row.kid {
             return Err(corrupt("public key does not match private key"));
         }
-        let verifier = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref())
-            .map_err(|_| corrupt("bad public key"))?;
+        let verifier = VerifyingKey::from_point(pair.public_key().as_ref()).ok_or_else(|| corrupt("bad public key"))?;
         let header = serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": row.kid});
         Ok(Self {
             kid: row.kid.clone(),
@@ -186,9 +185,37 @@ impl LoadedKey {
         Ok(token)
     }
 
-    /// Verify an ES256 signature over `message` (`header.payload`).
+    /// Its public half.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.verifier
+    }
+}
+
+/// The public half of an ES256 (P-256) key, parsed once, ready to verify signatures: ours, or
+/// one read from an issuer's JWKS.
+pub struct VerifyingKey(ParsedPublicKey);
+
+impl VerifyingKey {
+    /// From an uncompressed point (`04 || x || y`).
+    pub fn from_point(point: &[u8]) -> Option<Self> {
+        ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).ok().map(Self)
+    }
+
+    /// From a JWK (RFC 7518 §6.2): `kty` EC, `crv` P-256, 32-byte `x` and `y`.
+    pub fn from_jwk(jwk: &serde_json::Value) -> Option<Self> {
+        if jwk["kty"] != "EC" || jwk["crv"] != "P-256" || jwk.get("alg").is_some_and(|a| a != "ES256") {
+            return None;
+        }
+        let coordinate = |name: &str| B64URL.decode(jwk[name].as_str()?).ok().filter(|c| c.len() == 32);
+        let mut point = vec![4u8];
+        point.extend(coordinate("x")?);
+        point.extend(coordinate("y")?);
+        Self::from_point(&point)
+    }
+
+    /// Verify an ES256 signature (fixed-length `r || s`) over `message` (`header.payload`).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        self.verifier.verify_sig(message, signature).is_ok()
+        self.0.verify_sig(message, signature).is_ok()
     }
 }
 
@@ -422,8 +449,10 @@ mod tests {
         let data = jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation).unwrap();
         assert_eq!(data.claims["sub"], "a");
         let (message, sig) = token.rsplit_once('.').unwrap();
-        assert!(key.verify(message.as_bytes(), &B64URL.decode(sig).unwrap()));
-        assert!(!key.verify(b"other", &B64URL.decode(sig).unwrap()));
+        assert!(key.verifying_key().verify(message.as_bytes(), &B64URL.decode(sig).unwrap()));
+        assert!(!key.verifying_key().verify(b"other", &B64URL.decode(sig).unwrap()));
+        let from_jwk = VerifyingKey::from_jwk(&serde_json::to_value(&key.jwk).unwrap()).unwrap();
+        assert!(from_jwk.verify(message.as_bytes(), &B64URL.decode(sig).unwrap()), "the published JWK verifies");
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub mod state;
 
 // HTTP: parse, call the domain, render.
 
+/// `tessera gateway`: the reverse proxy that protects an MCP server per tool.
+pub mod gateway;
 /// Endpoints, pages, middleware, error answers, and the router.
 pub mod http;
 
@@ -48,6 +50,8 @@ pub mod notify;
 pub mod password;
 /// A private PostgreSQL cluster from the local binaries (`dev`, tests).
 pub mod pgcluster;
+/// The gateway's per-tool policy: scopes and rates per tool, prompt and resource.
+pub mod policy;
 /// The registered resources, and resolving the one a request names.
 pub mod resources;
 /// What makes a token inactive, and revoking.
@@ -58,6 +62,8 @@ pub mod security;
 pub mod telemetry;
 /// Access tokens (RFC 9068): minting and verifying.
 pub mod tokens;
+/// Verifying tokens as a resource server: the issuer's JWKS, or introspection.
+pub mod verifier;
 
 // Bottom: pure protocol rules, and SQL.
 

@@ -46,6 +46,25 @@ pub fn token_issued(grant_type: &str) {
     metrics::counter!("tessera_tokens_issued_total", "grant_type" => grant_type.to_owned()).increment(1);
 }
 
+/// A tool call through the gateway: by policy rule (a bounded label) and outcome, with the
+/// upstream's latency.
+pub fn gateway_call(rule: &str, outcome: &'static str, latency: Duration) {
+    if !enabled() {
+        return;
+    }
+    let labels = [("rule", rule.to_owned()), ("outcome", outcome.to_owned())];
+    metrics::counter!("tessera_gateway_calls_total", &labels).increment(1);
+    metrics::histogram!("tessera_gateway_upstream_seconds", &labels[..1]).record(latency.as_secs_f64());
+}
+
+/// A request the gateway refused, by reason.
+pub fn gateway_refused(reason: &'static str) {
+    if !enabled() {
+        return;
+    }
+    metrics::counter!("tessera_gateway_refusals_total", "reason" => reason).increment(1);
+}
+
 pub fn refresh_reuse_detected() {
     metrics::counter!("tessera_refresh_reuse_detected_total").increment(1);
 }
@@ -59,8 +78,10 @@ pub fn audit_queued(depth: usize) {
 }
 
 /// Database pool and audit queue gauges, set just before each scrape.
-pub fn pool_gauges(pool: &sqlx::PgPool, audit_depth: usize) {
-    metrics::gauge!("tessera_db_pool_connections").set(f64::from(pool.size()));
-    metrics::gauge!("tessera_db_pool_idle_connections").set(pool.num_idle() as f64);
+pub fn pool_gauges(pool: Option<&sqlx::PgPool>, audit_depth: usize) {
+    if let Some(pool) = pool {
+        metrics::gauge!("tessera_db_pool_connections").set(f64::from(pool.size()));
+        metrics::gauge!("tessera_db_pool_idle_connections").set(pool.num_idle() as f64);
+    }
     metrics::gauge!("tessera_audit_queue_depth").set(audit_depth as f64);
 }

@@ -48,7 +48,7 @@ pub async fn start_metrics(
     shutdown: CancellationToken,
 ) -> Result<(), ConfigError> {
     crate::metrics::install();
-    crate::http::metrics::start(state.pool.clone(), state.audit.clone(), addr, shutdown).await
+    crate::http::metrics::start(Some(state.pool.clone()), state.audit.clone(), addr, shutdown).await
 }
 
 /// Cancel `token` on SIGTERM or SIGINT (Ctrl-C).

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::Issuer;
-use crate::keys::{KeyError, KeyRing};
+use crate::keys::{KeyError, KeyRing, VerifyingKey};
 use crate::oauth::{scope, secret};
 use crate::resources::Resource;
 
@@ -27,6 +27,9 @@ pub struct AccessClaims {
     /// tell when it was revoked.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub gid: Option<Uuid>,
+    /// Not before (Tessera sets none; honoured when another issuer's token carries it).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub nbf: Option<i64>,
 }
 
 /// A signed access token and its lifetime in seconds.
@@ -62,6 +65,7 @@ pub fn mint(keys: &KeyRing, issuer: &Issuer, to: Grantee<'_>) -> Result<Minted, 
         exp: now + i64::try_from(ttl).unwrap_or(600),
         jti: secret::new_jti(),
         gid: to.grant,
+        nbf: None,
     };
     let token = keys.signing_key()?.sign_access_token(&claims)?;
     Ok(Minted { token, expires_in: ttl, claims })
@@ -76,6 +80,23 @@ pub enum Invalid {
     Signature,
     Issuer,
     Expired,
+    /// `nbf` in the future.
+    NotYetValid,
+    /// For another resource (a resource server's check).
+    Audience,
+    /// Introspection says it is not active (revoked, expired, unknown).
+    Inactive,
+    /// It could not be checked now (the issuer cannot be reached for introspection).
+    Unverifiable,
+}
+
+/// What [`verify_with`] checks beyond the signature and issuer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Checks {
+    /// Accept an expired token (revocation of an expired token needs its claims).
+    pub allow_expired: bool,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway: i64,
 }
 
 const MAX_TOKEN_LEN: usize = 4096;
@@ -87,9 +108,25 @@ struct Header {
     kid: Option<String>,
 }
 
-/// Verify an access token: ES256 signature by a published key, `typ` at+jwt, our `iss`, and
-/// (unless `allow_expired`) `exp` in the future. Revocation is checked elsewhere.
+/// Verify an access token with our own key ring: ES256 signature by a published key, `typ`
+/// at+jwt, our `iss`, and (unless `allow_expired`) `exp` in the future. Revocation is checked
+/// elsewhere.
 pub fn verify(keys: &KeyRing, issuer: &Issuer, token: &str, allow_expired: bool) -> Result<AccessClaims, Invalid> {
+    let now = chrono::Utc::now();
+    let keys = keys.snapshot();
+    let checks = Checks { allow_expired, leeway: 0 };
+    verify_with(token, issuer.as_str(), checks, |kid| keys.verification_key(kid, now).map(|k| k.verifying_key()))
+}
+
+/// Verify an RFC 9068 access token with the key its `kid` names (`key` finds it: in our ring,
+/// or in an issuer's JWKS): header `alg` ES256 and `typ` at+jwt, the signature, `iss`, then
+/// `exp` and `nbf` within `checks.leeway`.
+pub fn verify_with<'k>(
+    token: &str,
+    issuer: &str,
+    checks: Checks,
+    key: impl FnOnce(&str) -> Option<&'k VerifyingKey>,
+) -> Result<AccessClaims, Invalid> {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     if token.len() > MAX_TOKEN_LEN {
@@ -109,9 +146,7 @@ pub fn verify(keys: &KeyRing, issuer: &Issuer, token: &str, allow_expired: bool)
     if header.alg != "ES256" || !typ_ok {
         return Err(Invalid::Header);
     }
-    let now = chrono::Utc::now();
-    let keys = keys.snapshot();
-    let key = header.kid.as_deref().and_then(|kid| keys.verification_key(kid, now)).ok_or(Invalid::UnknownKey)?;
+    let key = header.kid.as_deref().and_then(key).ok_or(Invalid::UnknownKey)?;
     let signature = B64.decode(signature).map_err(|_| Invalid::Malformed)?;
     let signed = &token[..token.len() - token.rsplit('.').next().map_or(0, str::len) - 1];
     if !key.verify(signed.as_bytes(), &signature) {
@@ -119,11 +154,15 @@ pub fn verify(keys: &KeyRing, issuer: &Issuer, token: &str, allow_expired: bool)
     }
     let claims: AccessClaims =
         B64.decode(payload).ok().and_then(|p| serde_json::from_slice(&p).ok()).ok_or(Invalid::Malformed)?;
-    if claims.iss != issuer.as_str() {
+    if claims.iss != issuer {
         return Err(Invalid::Issuer);
     }
-    if !allow_expired && claims.exp <= now.timestamp() {
+    let now = chrono::Utc::now().timestamp();
+    if !checks.allow_expired && claims.exp + checks.leeway <= now {
         return Err(Invalid::Expired);
+    }
+    if claims.nbf.is_some_and(|nbf| nbf > now + checks.leeway) {
+        return Err(Invalid::NotYetValid);
     }
     Ok(claims)
 }

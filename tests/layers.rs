@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! top      cli/  server.rs  state.rs        build and wire everything
-//! http     http/                            parse, call the domain, render
+//! http     http/  gateway/                  parse, call the domain, render (or proxy)
 //! domain   everything else                  the rules; takes the parts it needs
 //! bottom   oauth/ (pure RFC rules)  store/ (SQL)
 //! ```
@@ -178,7 +178,8 @@ fn layer(module: &str) -> &'static str {
     let top = module.split("::").next().unwrap_or("");
     match top {
         "" | "cli" | "server" | "state" => "top",
-        "http" => "http",
+        // The gateway is an HTTP adapter beside http/.
+        "http" | "gateway" => "http",
         "oauth" => "oauth",
         "store" => "store",
         _ => "domain",

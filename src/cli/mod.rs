@@ -12,6 +12,7 @@ use crate::telemetry;
 
 mod admin;
 mod dev;
+mod gateway;
 mod keys;
 mod serve;
 
@@ -52,6 +53,9 @@ pub enum Command {
         #[arg(long, default_value_t = 8080)]
         port: u16,
     },
+    /// Protect an unmodified MCP server: a reverse proxy that checks tokens (audience, per-tool
+    /// scopes), applies rate limits, audits every tool call, and streams the answers back.
+    Gateway(gateway::GatewayArgs),
     #[command(flatten)]
     Admin(AdminCommand),
 }
@@ -138,10 +142,16 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The environment, overlaid by the `--config` file, overlaid by a command's own flags.
 fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     let mut sources = Sources::from_env()?;
     if let Some(path) = &cli.config {
         sources.overlay_file(path)?;
+    }
+    if let Command::Gateway(args) = &cli.command {
+        for (env, value) in args.overrides() {
+            sources.set(env, value);
+        }
     }
     Config::from_sources(&sources)
 }
@@ -154,6 +164,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             telemetry::init(&config.log, config.log_format.unwrap_or(LogFormat::Pretty));
             dev::run(config, &cli.data_dir, *port).await
         }
+        Command::Gateway(_) => gateway::run(config).await,
         Command::Admin(cmd) => run_admin(&config, &cli.data_dir, cmd).await,
     }
 }

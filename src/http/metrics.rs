@@ -12,7 +12,7 @@ use crate::config::ConfigError;
 /// Bind the metrics listener (at start, so a bad address fails then) and serve `GET /metrics`
 /// on it until `shutdown`. Pool and audit-queue gauges are read at each scrape.
 pub async fn start(
-    pool: sqlx::PgPool,
+    pool: Option<sqlx::PgPool>,
     audit: AuditSink,
     addr: SocketAddr,
     shutdown: CancellationToken,
@@ -29,7 +29,7 @@ pub async fn start(
 }
 
 async fn serve(
-    pool: sqlx::PgPool,
+    pool: Option<sqlx::PgPool>,
     audit: AuditSink,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
@@ -42,7 +42,7 @@ async fn serve(
         "/metrics",
         axum::routing::get(move || {
             let handle = handle.clone();
-            crate::metrics::pool_gauges(&pool, audit.depth());
+            crate::metrics::pool_gauges(pool.as_ref(), audit.depth());
             async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()) }
         }),
     );

@@ -10,7 +10,8 @@ use crate::common::flow::{ClientSpec, Fixture, RESOURCE, code_and_tokens};
 use crate::common::{Options, TestApp};
 
 /// Give a registered resource introspection credentials.
-async fn credentials(app: &TestApp, uri: &str) -> (String, String) {
+/// Introspection credentials for the resource `uri`.
+pub async fn credentials(app: &TestApp, uri: &str) -> (String, String) {
     let id = format!("rs_{}", tessera::oauth::secret::new_client_id());
     let secret = Secret::generate();
     assert!(tessera::store::resources::set_credentials(&app.db.pool, uri, &id, &secret.digest()).await.unwrap());

@@ -11,6 +11,7 @@ mod browser;
 mod cimd;
 mod compat;
 mod foundation;
+mod gateway;
 mod grants;
 mod hardening;
 mod introspection;
