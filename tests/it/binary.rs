@@ -48,6 +48,45 @@ fn configuration_errors_exit_2_naming_the_key() {
 }
 
 #[test]
+fn gateway_configuration_errors_exit_2_naming_the_key() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = tessera_bin();
+        cmd.arg("gateway").args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let full = ["--upstream", "http://127.0.0.1:1/mcp", "--resource", "https://mcp.example.com/mcp"];
+    let (code, err) = run(&full[..2], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("TESSERA_GATEWAY_RESOURCE"), "{err}");
+    let (code, err) = run(&full, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("TESSERA_GATEWAY_ISSUER"), "{err}");
+    let (code, err) = run(&["--upstream", "https://127.0.0.1/mcp"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("TESSERA_GATEWAY_UPSTREAM") && err.contains("http://"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("gateway.toml");
+    std::fs::write(&policy, "[tools]\n\"x\" = { scope = \"a\", rate = \"often\" }\n").unwrap();
+    let mut args: Vec<&str> = full.to_vec();
+    let policy_arg = policy.display().to_string();
+    args.extend(["--issuer", "https://auth.example.com", "--policy", &policy_arg]);
+    let (code, err) = run(&args, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("TESSERA_GATEWAY_POLICY") && err.contains("\"x\""), "{err}");
+    // The flag wins over the variable.
+    let (code, err) = run(
+        &full[..2],
+        &[("TESSERA_GATEWAY_UPSTREAM", "not a url"), ("TESSERA_GATEWAY_RESOURCE", "https://a.example/mcp")],
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("TESSERA_GATEWAY_ISSUER"), "the flag's upstream was used: {err}");
+}
+
+#[test]
 fn config_file_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tessera.toml");

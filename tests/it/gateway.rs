@@ -459,3 +459,24 @@ async fn readiness_needs_the_keys_and_the_upstream() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["reason"], "upstream unreachable");
 }
+
+#[tokio::test]
+async fn shutdown_lets_open_streams_finish() {
+    let s = setup(POLICY, false).await;
+    let read = s.token("mcp tools:read").await;
+    let mut res = s.call(&read, "long_task", json!({})).await;
+    let first = tokio::time::timeout(Duration::from_secs(5), res.chunk()).await.unwrap().unwrap().unwrap();
+    assert!(std::str::from_utf8(&first).unwrap().contains("\"progress\":0"));
+    // SIGTERM arrives while the stream is open...
+    s.stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(s.tessera.client.get(&s.endpoint).send().await.is_err(), "no new requests are taken");
+    // ...and the stream still runs to its end.
+    s.upstream.go_on.notify_one();
+    let mut text = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), res.chunk()).await.unwrap().unwrap() {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert_eq!(text.matches("notifications/progress").count(), 999);
+    assert!(text.contains("\"result\""));
+}
