@@ -39,13 +39,80 @@ impl Message {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Malformed(pub &'static str);
 
-/// The messages of a POST body.
+/// The messages of a POST body. An object with a repeated key is refused: the gateway and the
+/// MCP server might read different values from it (a tool name the policy never saw).
 pub fn parse(body: &[u8]) -> Result<(Vec<Message>, bool), Malformed> {
-    let value: Value = serde_json::from_slice(body).map_err(|_| Malformed("the body is not JSON"))?;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde::de::Deserializer::deserialize_any(&mut de, Strict).map_err(|e| {
+        if e.to_string().contains(DUPLICATE) {
+            Malformed("a JSON object repeats a key")
+        } else {
+            Malformed("the body is not JSON")
+        }
+    })?;
+    de.end().map_err(|_| Malformed("the body is not JSON"))?;
     match value {
         Value::Array(items) if items.is_empty() => Err(Malformed("an empty batch")),
         Value::Array(items) => Ok((items.iter().map(message).collect::<Result<_, _>>()?, true)),
         single => Ok((vec![message(&single)?], false)),
+    }
+}
+
+const DUPLICATE: &str = "duplicate key in a JSON object";
+
+/// Builds a `Value` like serde_json does, refusing an object that repeats a key.
+struct Strict;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(Strict)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Strict)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(Strict)?;
+            if object.insert(key, value).is_some() {
+                return Err(serde::de::Error::custom(DUPLICATE));
+            }
+        }
+        Ok(Value::Object(object))
     }
 }
 
