@@ -1,11 +1,13 @@
 """Journeys of the official MCP Python SDK client (`mcp`, OAuthClientProvider, unmodified)
-against MCP servers that trust Tessera. Run by e2e/run, which writes the config file named by
+against MCP servers that trust Tessera, and against MCP servers with no auth code behind
+`tessera gateway`. Run by e2e/run, which writes the config file named by
 $E2E_CONFIG (issuer, servers, user, ...). Prints what each journey does; exits non-zero when
 any journey fails.
 
     E2E_CONFIG=... python py_journeys.py [JOURNEY ...]
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -28,6 +30,7 @@ from mcp import ClientSession
 from mcp.client.auth import OAuthClientProvider, TokenStorage
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.exceptions import MCPError
 
 CFG: dict[str, Any] = json.load(open(os.environ["E2E_CONFIG"]))
 ISSUER: str = CFG["issuer"]
@@ -105,6 +108,7 @@ class Trace:
         self.events.append(
             {"method": req.method, "host": host, "path": req.url.path, "kind": extra, "status": res.status_code,
              "error": error.strip(), "www": res.headers.get("www-authenticate", ""),
+             "retry_after": res.headers.get("retry-after", ""),
              "text": f"{req.method} {host}{label and ' ' + label}{extra and ' ' + extra} -> {res.status_code}{error}"}
         )
 
@@ -124,9 +128,12 @@ class PyClient:
     """One MCP client application: its token storage, its SDK OAuth provider, its browser."""
 
     def __init__(self, server: str, name: str, browser: Browser, *, auth_method: str = "none",
-                 client_metadata_url: str | None = None, storage: MemoryStorage | None = None):
+                 client_metadata_url: str | None = None, storage: MemoryStorage | None = None,
+                 headers: dict[str, str] | None = None):
         self.server = server
-        self.url: str = CFG["servers"][server]
+        # An MCP server that trusts Tessera itself, or a gateway in front of one with no auth code.
+        self.url: str = CFG["servers"].get(server) or CFG["gateways"][server]
+        self.headers = headers or {}
         self.browser = browser
         self.storage = storage or MemoryStorage()
         self.trace = Trace()
@@ -170,7 +177,7 @@ class PyClient:
     @asynccontextmanager
     async def connect(self) -> AsyncIterator["PyClient"]:
         http = httpx2.AsyncClient(auth=self.provider, timeout=httpx2.Timeout(15, read=30), trust_env=False,
-                                  event_hooks={"response": [self.trace.on_response]})
+                                  headers=self.headers, event_hooks={"response": [self.trace.on_response]})
         async with http:
             async with streamable_http_client(self.url, http_client=http) as (read, write):
                 async with ClientSession(read, write, read_timeout_seconds=STEP_TIMEOUT) as session:
@@ -182,10 +189,10 @@ class PyClient:
                     finally:
                         self.session = None
 
-    async def call(self, tool: str, args: dict[str, Any] | None = None) -> Any:
+    async def call(self, tool: str, args: dict[str, Any] | None = None, progress: Any = None) -> Any:
         assert self.session is not None
         with anyio.fail_after(STEP_TIMEOUT):
-            result = await self.session.call_tool(tool, args or {})
+            result = await self.session.call_tool(tool, args or {}, progress_callback=progress)
         if result.is_error:
             raise Failed(f"{tool} failed: {result.content}")
         if result.structured_content is not None:
@@ -521,6 +528,264 @@ async def neg_deleted_client() -> None:
     check(storage.client_info and storage.client_info.client_id != old_id, "registered anew")
     say(f"    application cleared its stored client: the SDK registered anew as "
         f"{storage.client_info.client_id} and the call succeeded")  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------------------------------
+# Through `tessera gateway`: MCP servers with no auth code (servers/plain_py.py, plain_ts.ts)
+
+SEARCH_ARGS = {"query": "tessera gateway", "limit": 3, "filters": {"lang": "en", "kind": "guide"}}
+DELETE_ARGS = {"path": "/srv/docs/brouillon-été.md"}
+LONG_ARGS = {"pause_ms": 50}  # 1,000 notifications, 50 ms pause after every hundredth: ~0.5 s of stream
+
+
+def canonical_digest(args: Any) -> str:
+    """SHA-256 of the arguments in RFC 8785 canonical JSON (keys sorted, no whitespace, UTF-8 as
+    is), as the gateway records it. The journeys' arguments hold ASCII keys, strings and integers,
+    for which sorted `json.dumps` is exactly the RFC 8785 form."""
+    text = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def as_json(value: Any) -> Any:
+    """A tool's answer: structured content (the Python server) or JSON text (the TypeScript one)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def prm_url(resource: str) -> str:
+    u = urlparse(resource)
+    return f"{u.scheme}://{u.netloc}/.well-known/oauth-protected-resource{u.path.rstrip('/')}"
+
+
+def origin_of(url: str) -> str:
+    u = urlparse(url)
+    return f"{u.scheme}://{u.netloc}"
+
+
+async def raw_post(url: str, token: str | None, body: dict[str, Any], origin: str | None = None) -> httpx2.Response:
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    if origin:
+        headers["origin"] = origin
+    async with httpx2.AsyncClient(trust_env=False, timeout=10) as http:
+        return await http.post(url, json=body, headers=headers)
+
+
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+              "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                         "clientInfo": {"name": "e2e raw", "version": "1"}}}
+
+
+async def audited_tool_calls(client_id: str, expected: int) -> list[dict[str, Any]]:
+    """`tessera audit tail --event tool.call --json` for this client, once the gateway's audit
+    writer has stored at least `expected` records (bounded: 5 s)."""
+    rows: list[dict[str, Any]] = []
+    for _ in range(50):
+        out = tessera_cli("audit", "tail", "--event", "tool.call", "--json", "--client", client_id, "--limit", "500")
+        rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+        if len(rows) >= expected:
+            return rows
+        await anyio.sleep(0.1)
+    raise Failed(f"the audit log holds {len(rows)} tool.call records for {client_id}, expected {expected}")
+
+
+async def gateway_journey(server: str) -> None:
+    """The Python SDK through `tessera gateway` to an MCP server with no auth code."""
+    gw = CFG["gateways"][server]
+    other = next(url for name, url in CFG["gateways"].items() if name != server)
+    prm = prm_url(gw)
+    rate = CFG["gateway_search_rate"]
+    c = PyClient(server, f"e2e python via gateway {server}", new_browser())
+    expected: list[tuple[str, str, str]] = []  # (tool, outcome, digest), as the audit must show them
+    t = c.trace
+    say(f"    connect to the gateway {gw} (upstream {CFG['upstreams'][server]}, no auth code)")
+    async with c.connect():
+        reqs = t.requests()
+        t.flush()
+        first = reqs[0]
+        challenge = f'Bearer resource_metadata="{prm}", scope="mcp"'
+        check(first["status"] == 401 and first["www"] == challenge,
+              f"first request: 401 with {challenge!r}, got {first['status']} {first['www']!r}")
+        check(any(r["host"] == "mcp" and r["path"] == urlparse(prm).path and r["status"] == 200 for r in reqs),
+              "protected resource metadata fetched from the gateway")
+        check(any(r["path"] == "/.well-known/oauth-authorization-server" and r["status"] == 200 for r in reqs),
+              "authorization server metadata fetched from Tessera")
+        check([r["status"] for r in reqs if r["path"] == "/register"] == [201], "one dynamic registration (201)")
+        check(c.authorizations == 1 and c.last_authorize.get("resource") == gw, "one authorization for the gateway's URL")
+        asked = c.last_authorize.get("scope", "").split()
+        check("mcp" in asked and "tools:read" not in asked, f"first authorization asks the baseline scope: {asked}")
+        client_id = c.storage.client_info.client_id  # type: ignore[union-attr]
+        say(f"    401 -> PRM (gateway) -> Tessera -> register -> login + consent; client_id {short(client_id)}, "
+            f"granted {c.storage.tokens.scope!r}")  # type: ignore[union-attr]
+        tools = await c.list_tools()
+        t.flush()
+        check(tools == [], f"tools/list with the baseline scope only: {tools}")
+        say("    tools/list with scope mcp: [] (the gateway filters out every tool the token may not call)")
+
+        say("    search_docs needs tools:read")
+        held = set((c.storage.tokens.scope or "").split())  # type: ignore[union-attr]
+        mark = len(t.events)
+        out = as_json(await c.call("search_docs", SEARCH_ARGS))
+        t.flush()
+        denied = [r for r in t.requests(mark) if r["status"] == 403]
+        # The challenge names what the token held and what the call needs (the gateway's union).
+        want = f'Bearer error="insufficient_scope", scope="{" ".join(sorted(held | {"mcp", "tools:read"}))}", resource_metadata="{prm}"'
+        check(denied and denied[0]["www"] == want, f"403 challenge {denied[0]['www'] if denied else None!r}, want {want!r}")
+        check(c.authorizations == 2, f"the SDK re-authorized once ({c.authorizations - 1})")
+        check({"mcp", "tools:read"} <= set(c.last_authorize.get("scope", "").split()), "step-up asks mcp tools:read")
+        check(out["query"] == SEARCH_ARGS["query"] and out["filters"] == SEARCH_ARGS["filters"],
+              f"the upstream got the arguments: {out}")
+        expected += [("search_docs", "insufficient_scope", canonical_digest(SEARCH_ARGS)),
+                     ("search_docs", "allowed", canonical_digest(SEARCH_ARGS))]
+        tools = await c.list_tools()
+        t.flush()
+        check(tools == ["search_docs", "long_task"], f"tools/list with tools:read: {tools}")
+        say(f"    403 -> SDK stepped up by itself; search_docs ok; tools/list now {tools}")
+
+        say(f"    search_* is limited to {rate} calls per client and minute")
+        mark = len(t.events)
+        allowed, limited = 1, None
+        for i in range(rate + 2):  # bounded: the limit is reached at call `rate`
+            args = {"query": f"page {i}", "limit": i}
+            try:
+                await c.call("search_docs", args)
+            except MCPError as e:
+                limited = e
+                expected.append(("search_docs", "rate_limited", canonical_digest(args)))
+                break
+            allowed += 1
+            expected.append(("search_docs", "allowed", canonical_digest(args)))
+        t.flush()
+        too_many = [r for r in t.requests(mark) if r["status"] == 429]
+        check(limited is not None and limited.code == -32003, f"the call surfaced the gateway's JSON-RPC error: {limited!r}")
+        check(allowed == rate and len(too_many) == 1, f"{allowed} calls allowed, then 429 ({len(too_many)})")
+        check(too_many[0]["retry_after"].isdigit() and int(too_many[0]["retry_after"]) >= 1,
+              f"Retry-After {too_many[0]['retry_after']!r}")
+        check(c.authorizations == 2, "a 429 is no reason to re-authorize")
+        say(f"    {allowed} allowed, then 429 Retry-After: {too_many[0]['retry_after']} "
+            f"(the SDK raises MCPError {limited.code}: {limited.error.message!r})")  # type: ignore[union-attr]
+
+        say("    delete_file needs tools:write")
+        held = set((c.storage.tokens.scope or "").split())  # type: ignore[union-attr]
+        mark = len(t.events)
+        out = as_json(await c.call("delete_file", DELETE_ARGS))
+        t.flush()
+        denied = [r for r in t.requests(mark) if r["status"] == 403]
+        want = (f'Bearer error="insufficient_scope", scope="{" ".join(sorted(held | {"mcp", "tools:read", "tools:write"}))}", '
+                f'resource_metadata="{prm}"')
+        check(denied and denied[0]["www"] == want, f"403 challenge {denied[0]['www'] if denied else None!r}, want {want!r}")
+        check(c.authorizations == 3, f"the SDK re-authorized once more ({c.authorizations - 2})")
+        asked = set(c.last_authorize.get("scope", "").split())
+        check({"mcp", "tools:read", "tools:write"} <= asked, f"step-up keeps tools:read (SEP-2350 union): {asked}")
+        check(out == {"tool": "delete_file", "path": DELETE_ARGS["path"]}, f"upstream answer {out}")
+        expected += [("delete_file", "insufficient_scope", canonical_digest(DELETE_ARGS)),
+                     ("delete_file", "allowed", canonical_digest(DELETE_ARGS))]
+        tools = await c.list_tools()
+        t.flush()
+        check(tools == ["search_docs", "delete_file", "long_task"], f"tools/list with tools:read tools:write: {tools}")
+        say(f"    403 (scope=\"mcp tools:write\") -> the SDK asked {sorted(asked)}; delete_file ok; tools/list {tools}")
+
+        say("    secret_admin: the policy never names it")
+        mark = len(t.events)
+        try:
+            await c.call("secret_admin")
+            raise Failed("secret_admin was allowed")
+        except MCPError as e:
+            check(e.code == -32002, f"the gateway's JSON-RPC error -32002, got {e.code} {e.error.message}")
+        t.flush()
+        refused = t.requests(mark)
+        check([r["status"] for r in refused] == [403] and refused[0]["www"] == "",
+              "403 without a challenge: no scope would help")
+        check(c.authorizations == 3, "no re-authorization for a tool no scope allows")
+        expected.append(("secret_admin", "not_allowed", canonical_digest({})))
+        say("    403, no WWW-Authenticate, the SDK raises MCPError -32002 and does not re-authorize")
+        t.flush()
+
+        say("    long_task: 1,000 progress notifications through the gateway")
+        seen: list[float] = []
+        first_at: list[float] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            if not seen:
+                first_at.append(time.monotonic())
+            seen.append(progress)
+
+        started = time.monotonic()
+        out = as_json(await c.call("long_task", LONG_ARGS, progress=on_progress))
+        done = time.monotonic()
+        check(out == {"tool": "long_task", "steps": 1000}, f"long_task result {out}")
+        check(seen == [float(i) for i in range(1, 1001)],
+              f"progress 1..1000 in order: got {len(seen)}, first {seen[:3]}, last {seen[-3:]}")
+        # The server pauses 10 x 50 ms after the first notification: a buffered answer would
+        # deliver the first notification together with the result.
+        check(first_at and done - first_at[0] >= 0.3,
+              f"the first notification arrived {done - first_at[0]:.3f}s before the result: the stream was buffered")
+        expected.append(("long_task", "allowed", canonical_digest(LONG_ARGS)))
+        t.flush()
+        say(f"    the progress callback saw 1..1000 in order, the first {done - first_at[0]:.2f}s before the result "
+            f"(streamed, not buffered; {done - started:.2f}s in all)")
+        token = c.access_token()
+
+    say("    raw requests with the same access token")
+    res = await raw_post(other, token, INITIALIZE)
+    www = res.headers.get("www-authenticate", "")
+    check(res.status_code == 401 and 'error="invalid_token"' in www and prm_url(other) in www,
+          f"another gateway refuses the token: {res.status_code} {www!r}")
+    say(f"    token for {gw} -> gateway {other}: 401 ({www})")
+    for token_used in (token, None):
+        res = await raw_post(gw, token_used, INITIALIZE, origin="https://evil.example")
+        check(res.status_code == 403 and res.json().get("error") == "forbidden",
+              f"Origin https://evil.example: {res.status_code} {res.text[:200]}")
+    say("    Origin: https://evil.example -> 403 forbidden (with or without a token; before the token is read)")
+    res = await raw_post(gw, token, INITIALIZE, origin=origin_of(gw))
+    check(res.status_code == 200 and res.headers.get("access-control-allow-origin") == origin_of(gw),
+          f"the gateway's own Origin: {res.status_code} {res.headers.get('access-control-allow-origin')}")
+    say(f"    Origin: {origin_of(gw)} (its own) -> 200 with Access-Control-Allow-Origin")
+
+    evil = PyClient(server, "e2e python evil origin", c.browser, storage=c.storage,
+                    headers={"Origin": "https://evil.example"})
+    try:
+        async with evil.connect():
+            pass
+        raise Failed("the SDK connected with Origin: https://evil.example")
+    except Failed:
+        raise
+    except BaseException as e:  # noqa: BLE001 - whatever the SDK raised
+        cause = leaf(e)
+    evil.trace.flush()
+    check([r["status"] for r in evil.trace.requests()][:1] == [403] and evil.authorizations == 0,
+          "the SDK's initialize got 403 and it did not try to authorize")
+    say(f"    the SDK with Origin: https://evil.example: initialize -> 403, {type(cause).__name__}: {str(cause)[:60]}")
+
+    rows = await audited_tool_calls(client_id, len(expected))
+    got = []
+    for row in rows:
+        detail = dict(kv.split("=", 1) for kv in (row.get("detail") or "").split())
+        got.append((detail.get("tool"), detail.get("outcome"), row.get("digest")))
+        check(row["resource"] == gw and row["client_id"] == client_id and row["subject"], f"audit row {row}")
+        if detail.get("outcome") == "allowed":
+            check(detail.get("upstream_status") == "200" and float(detail.get("latency_ms", "x")) >= 0,
+                  f"allowed call records the upstream: {row['detail']}")
+    check(got == expected, "audit (tool, outcome, digest):\n      got      %s\n      expected %s" % (got, expected))
+    outcomes = sorted({(r["outcome"], g[1]) for r, g in zip(rows, got)})
+    say(f"    tessera audit tail --event tool.call --json: {len(rows)} records, digests = SHA-256 of the RFC 8785 "
+        f"arguments, outcomes {outcomes}")
+    say(f"      e.g. {rows[1]['detail']} digest {rows[1]['digest'][:16]}... = sha256({json.dumps(SEARCH_ARGS, sort_keys=True, separators=(',', ':'))})")
+
+
+@journey("py-gw@plain-py")
+async def py_gateway_py() -> None:
+    """Python SDK client through `tessera gateway` to the Python SDK server with no auth code:
+    discovery from the gateway's 401, registration, login, tools/list filtered, step-up twice,
+    a policy-denied tool, the per-tool rate limit (429), 1,000 progress notifications, another
+    resource's token, a foreign Origin, and the tool.call audit records with argument digests."""
+    await gateway_journey("plain-py")
+
+
+@journey("py-gw@plain-ts")
+async def py_gateway_ts() -> None:
+    """The same through the gateway in front of the TypeScript SDK server with no auth code."""
+    await gateway_journey("plain-ts")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // Journeys of the official MCP TypeScript SDK v2 client (@modelcontextprotocol/client: Client,
 // StreamableHTTPClientTransport, an OAuthClientProvider; unmodified) against MCP servers that
-// trust Tessera. The same journeys as ts_journeys.ts (SDK 1.x) where v2 behaves differently:
+// trust Tessera, and against MCP servers with no auth code behind `tessera gateway`. The same
+// journeys as ts_journeys.ts (SDK 1.x) where v2 behaves differently:
 // finishAuth takes the whole callback query and checks RFC 9207 `iss` itself, the provider keeps
 // the discovery state (SEP-2352), stored tokens and clients carry the issuer, and the transport
 // steps up on 403 insufficient_scope by itself (no refresh first).
@@ -27,6 +28,7 @@ import {
     Trace,
     bounded,
     check,
+    gatewayJourney,
     jwtClaims,
     newBrowser,
     refusedAfterRevocation,
@@ -36,6 +38,7 @@ import {
     short,
     tesseraCli,
     waitForExpiry,
+    type GatewayClient,
     type Journey
 } from './kit.js';
 
@@ -141,9 +144,10 @@ class Ts2Client {
         public server: string,
         name: string,
         browser: Browser,
-        opts: { authMethod?: string; clientMetadataUrl?: string; seedClient?: StoredOAuthClientInformation } = {}
+        private opts: { authMethod?: string; clientMetadataUrl?: string; seedClient?: StoredOAuthClientInformation; origin?: string } = {}
     ) {
-        this.url = CFG.servers[server];
+        // An MCP server that trusts Tessera itself, or a gateway in front of one with no auth code.
+        this.url = CFG.servers[server] ?? CFG.gateways[server];
         this.provider = new JourneyProvider(
             browser,
             this.trace,
@@ -164,7 +168,11 @@ class Ts2Client {
      *  on a fresh transport (a started transport cannot be restarted). */
     async connect() {
         for (let attempt = 0; ; attempt++) {
-            this.transport = new StreamableHTTPClientTransport(new URL(this.url), { authProvider: this.provider, fetch: this.trace.fetch });
+            this.transport = new StreamableHTTPClientTransport(new URL(this.url), {
+                authProvider: this.provider,
+                fetch: this.trace.fetch,
+                requestInit: this.opts.origin ? { headers: { origin: this.opts.origin } } : undefined
+            });
             this.client = new Client({ name: 'tessera-e2e-ts2', version: '1.0.0' });
             try {
                 await bounded('connect', this.client.connect(this.transport));
@@ -190,8 +198,9 @@ class Ts2Client {
         }
     }
 
-    async call(tool: string, args: Record<string, unknown> = {}): Promise<any> {
-        const r = await this.op(tool, () => this.client.callTool({ name: tool, arguments: args }));
+    async call(tool: string, args: Record<string, unknown> = {}, onprogress?: (progress: number) => void): Promise<any> {
+        const options = onprogress ? { onprogress: (p: { progress: number }) => onprogress(p.progress) } : undefined;
+        const r = await this.op(tool, () => this.client.callTool({ name: tool, arguments: args }, options));
         check(!r.isError, `${tool} failed: ${JSON.stringify(r.content)}`);
         if (r.structuredContent) return r.structuredContent;
         const text = (r.content as { type: string; text: string }[])[0].text;
@@ -283,6 +292,35 @@ async function fullJourney(c: Ts2Client, opts: { registered: boolean; authMethod
     me = await c.call('whoami');
     check(me.scopes.includes('tools:read') && me.scopes.includes('tools:write'), `stepped-up scopes ${me.scopes}`);
     say(`    stepped up by the SDK: ${JSON.stringify(result)}; scopes now ${JSON.stringify(me.scopes)}`);
+}
+
+/** The gateway journey's view of a Ts2Client (kit.ts: gatewayJourney); v2 steps up by itself. */
+function viaGateway(c: Ts2Client, server: string): GatewayClient {
+    return {
+        url: c.url,
+        trace: c.trace,
+        authorizations: () => c.provider.authorizations,
+        lastAuthorize: () => c.provider.lastAuthorize,
+        clientId: () => c.provider.client!.client_id,
+        grantedScope: () => c.provider.tokenSet?.scope ?? '',
+        accessToken: () => c.provider.tokenSet!.access_token,
+        connect: () => c.connect(),
+        listTools: () => c.listTools(),
+        call: (tool, args, onprogress) => c.call(tool, args, onprogress),
+        stepUpCall: async (tool, args) => {
+            const mark = c.trace.events.length;
+            const result = await c.call(tool, args);
+            check(!c.trace.tokenGrants(mark).includes('refresh_token'), 'no refresh attempted for the step-up');
+            return { result, how: 'by the SDK (union of requested, granted and challenged scopes; no refresh first)' };
+        },
+        withOrigin: origin => {
+            const again = new Ts2Client(server, 'e2e ts2 via gateway', newBrowser(), { origin, seedClient: c.provider.client });
+            again.provider.tokenSet = c.provider.tokenSet;
+            again.provider.discovery = c.provider.discovery;
+            return viaGateway(again, server);
+        },
+        close: () => c.close()
+    };
 }
 
 const JOURNEYS: Record<string, Journey> = {
@@ -399,5 +437,15 @@ const JOURNEYS: Record<string, Journey> = {
         }
     }
 };
+
+for (const server of ['plain-py', 'plain-ts']) {
+    JOURNEYS[`ts2-gw@${server}`] = {
+        doc:
+            `TypeScript SDK v2 client through \`tessera gateway\` to the ${server === 'plain-py' ? 'Python' : 'TypeScript'} SDK server with no auth code: ` +
+            "discovery from the gateway's 401, registration, login, tools/list filtered, step-up twice by the SDK, a policy-denied tool, " +
+            "the per-tool rate limit (429), 1,000 progress notifications, another resource's token, a foreign Origin, the tool.call audit.",
+        run: () => gatewayJourney(server, viaGateway(new Ts2Client(server, `e2e ts2 via gateway ${server}`, newBrowser()), server))
+    };
+}
 
 void runJourneys('typescript v2 journeys', `TypeScript SDK v2 @modelcontextprotocol/client ${CFG.versions.ts_client}`, JOURNEYS);

@@ -1,5 +1,6 @@
 // Journeys of the official MCP TypeScript SDK client (@modelcontextprotocol/sdk: Client,
-// StreamableHTTPClientTransport, auth(); unmodified) against MCP servers that trust Tessera.
+// StreamableHTTPClientTransport, auth(); unmodified) against MCP servers that trust Tessera, and
+// against MCP servers with no auth code behind `tessera gateway`.
 // Run by e2e/run with $E2E_CONFIG; prints what each journey does; exits non-zero on a failure.
 //
 //   E2E_CONFIG=... node dist/clients/ts_journeys.js [JOURNEY ...]
@@ -16,6 +17,7 @@ import {
     Trace,
     bounded,
     check,
+    gatewayJourney,
     jwtClaims,
     newBrowser,
     prmUrl,
@@ -26,6 +28,7 @@ import {
     short,
     tesseraCli,
     waitForExpiry as waitForTokenExpiry,
+    type GatewayClient,
     type Journey
 } from './kit.js';
 
@@ -122,9 +125,10 @@ class TsClient {
         public server: string,
         name: string,
         browser: Browser,
-        opts: { authMethod?: string; clientMetadataUrl?: string; seedClient?: OAuthClientInformationMixed } = {}
+        private opts: { authMethod?: string; clientMetadataUrl?: string; seedClient?: OAuthClientInformationMixed; origin?: string } = {}
     ) {
-        this.url = CFG.servers[server];
+        // An MCP server that trusts Tessera itself, or a gateway in front of one with no auth code.
+        this.url = CFG.servers[server] ?? CFG.gateways[server];
         this.provider = new JourneyProvider(
             browser,
             this.trace,
@@ -144,7 +148,11 @@ class TsClient {
      *  the application completes with transport.finishAuth(code) and connects again. */
     async connect() {
         for (let attempt = 0; ; attempt++) {
-            this.transport = new StreamableHTTPClientTransport(new URL(this.url), { authProvider: this.provider, fetch: this.trace.fetch });
+            this.transport = new StreamableHTTPClientTransport(new URL(this.url), {
+                authProvider: this.provider,
+                fetch: this.trace.fetch,
+                requestInit: this.opts.origin ? { headers: { origin: this.opts.origin } } : undefined
+            });
             this.client = new Client({ name: 'tessera-e2e-ts', version: '1.0.0' });
             try {
                 await bounded('connect', this.client.connect(this.transport));
@@ -169,8 +177,9 @@ class TsClient {
         }
     }
 
-    async call(tool: string, args: Record<string, unknown> = {}): Promise<any> {
-        const r = await this.op(tool, () => this.client.callTool({ name: tool, arguments: args }));
+    async call(tool: string, args: Record<string, unknown> = {}, onprogress?: (progress: number) => void): Promise<any> {
+        const options = onprogress ? { onprogress: (p: { progress: number }) => onprogress(p.progress) } : undefined;
+        const r = await this.op(tool, () => this.client.callTool({ name: tool, arguments: args }, undefined, options));
         check(!r.isError, `${tool} failed: ${JSON.stringify(r.content)}`);
         if (r.structuredContent) return r.structuredContent;
         const text = (r.content as { type: string; text: string }[])[0].text;
@@ -274,6 +283,57 @@ async function fullJourney(c: TsClient, opts: { registered: boolean }) {
     me = await c.call('whoami');
     check(me.scopes.includes('tools:read') && me.scopes.includes('tools:write'), `stepped-up scopes ${me.scopes}`);
     say(`    stepped up ${bySdk ? 'by the SDK' : 'with the workaround'}: ${JSON.stringify(result)}; scopes now ${JSON.stringify(me.scopes)}`);
+}
+
+/** The gateway journey's view of a TsClient (kit.ts: gatewayJourney). */
+function viaGateway(c: TsClient, server: string): GatewayClient {
+    return {
+        url: c.url,
+        trace: c.trace,
+        authorizations: () => c.provider.authorizations,
+        lastAuthorize: () => c.provider.lastAuthorize,
+        clientId: () => c.provider.client!.client_id,
+        grantedScope: () => c.provider.tokenSet?.scope ?? '',
+        accessToken: () => c.provider.tokenSet!.access_token,
+        connect: () => c.connect(),
+        listTools: () => c.listTools(),
+        call: (tool, args, onprogress) => c.call(tool, args, onprogress),
+        stepUpCall: (tool, args) => gatewayStepUp(c, tool, args),
+        withOrigin: origin => {
+            const again = new TsClient(server, 'e2e ts via gateway', newBrowser(), { origin, seedClient: c.provider.client });
+            again.provider.tokenSet = c.provider.tokenSet;
+            return viaGateway(again, server);
+        },
+        close: () => c.close()
+    };
+}
+
+/** Step-up through the gateway. SDK 1.32.2 refreshes on 403 insufficient_scope (a refresh cannot
+ *  widen a grant), gets the same 403 and throws (issue #2255), as in stepUp(). The application
+ *  re-authorizes, asking for what it holds plus what the challenge names: the gateway's challenge
+ *  names only the scopes the call needs (RFC 6750 §3.1; SEP-2350 leaves the union to the client),
+ *  and 1.32.2, which replaces its scope with the challenged one, would lose tools:read when it
+ *  steps up to tools:write. */
+async function gatewayStepUp(c: TsClient, tool: string, args: Record<string, unknown>): Promise<{ result: any; how: string }> {
+    const mark = c.trace.events.length;
+    try {
+        return { result: await c.call(tool, args), how: 'by the SDK' };
+    } catch (e) {
+        if (!(e instanceof StreamableHTTPError && e.code === 403)) throw e;
+        c.trace.flush();
+        const challenge = c.trace.requests(mark).find(r => r.status === 403)!.www!;
+        const challenged = /scope="([^"]+)"/.exec(challenge)![1].split(' ');
+        const granted = (c.provider.tokenSet?.scope ?? '').split(' ').filter(Boolean);
+        const scope = [...new Set([...granted, ...challenged])].join(' ');
+        check(c.trace.tokenGrants(mark).includes('refresh_token'), 'SDK 1.32.2 tried a refresh first (issue #2255)');
+        say(`      KNOWN SDK LIMITATION (1.32.2): refresh, same 403, "${e.message}" (issue #2255)`);
+        say(`      app: challenge scope "${challenged.join(' ')}", held "${granted.join(' ')}"; drops the tokens, auth({scope: "${scope}"})`);
+        c.provider.tokenSet = undefined;
+        const common = { serverUrl: c.url, scope, resourceMetadataUrl: prmUrl(c.url), fetchFn: c.trace.fetch };
+        const first = await bounded('auth', auth(c.provider, common));
+        if (first === 'REDIRECT') await bounded('auth', auth(c.provider, { ...common, authorizationCode: c.provider.takeCode() }));
+        return { result: await c.call(tool, args), how: 'by the application (held + challenged scopes; SDK 1.32.2 cannot, issue #2255)' };
+    }
 }
 
 const JOURNEYS: Record<string, Journey> = {
@@ -400,5 +460,15 @@ const JOURNEYS: Record<string, Journey> = {
         }
     }
 };
+
+for (const server of ['plain-py', 'plain-ts']) {
+    JOURNEYS[`ts-gw@${server}`] = {
+        doc:
+            `TypeScript SDK client through \`tessera gateway\` to the ${server === 'plain-py' ? 'Python' : 'TypeScript'} SDK server with no auth code: ` +
+            "discovery from the gateway's 401, registration, login, tools/list filtered, step-up twice (driven by the application), a policy-denied " +
+            "tool, the per-tool rate limit (429), 1,000 progress notifications, another resource's token, a foreign Origin, the tool.call audit.",
+        run: () => gatewayJourney(server, viaGateway(new TsClient(server, `e2e ts via gateway ${server}`, newBrowser()), server))
+    };
+}
 
 void runJourneys('typescript journeys', `TypeScript SDK @modelcontextprotocol/sdk ${CFG.versions.ts_sdk}`, JOURNEYS);

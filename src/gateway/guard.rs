@@ -112,7 +112,8 @@ async fn admit(gw: &Gateway, parts: &axum::http::request::Parts, body: Body) -> 
     Ok(Admitted { claims, body, messages })
 }
 
-/// The policy, for every message (a GET or DELETE needs the baseline only).
+/// The policy, for every message (a GET or DELETE needs the baseline only). A refusal for
+/// scope names what to step up to: the scopes the token holds and those the call needs.
 fn authorize(gw: &Gateway, claims: &AccessClaims, messages: &[Message]) -> Result<(), Refused> {
     let held = held_scopes(claims);
     let targets: Vec<Target<'_>> =
@@ -128,6 +129,7 @@ fn authorize(gw: &Gateway, claims: &AccessClaims, messages: &[Message]) -> Resul
     if needed.is_empty() {
         return Ok(());
     }
+    needed.extend(held);
     needed.sort();
     needed.dedup();
     Err(Refused::InsufficientScope { needed })
@@ -295,7 +297,8 @@ fn challenge(gw: &Gateway, invalid: Option<&Invalid>, description: &'static str)
     res
 }
 
-/// 403 with the scopes to step up to: what the token holds and what the call needs.
+/// 403 with the scopes to step up to (what the token holds and what the call needs), so a
+/// client that replaces its scope with the challenge keeps what it had.
 fn insufficient_scope(gw: &Gateway, needed: &[String], messages: &[Message]) -> Response {
     let value = format!(
         "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}\"",

@@ -265,7 +265,7 @@ async fn tools_need_their_scopes_and_step_up_works() {
     assert_eq!(res.status(), 403);
     let challenge = header(&res, "www-authenticate").to_owned();
     assert!(challenge.contains("error=\"insufficient_scope\""), "{challenge}");
-    assert!(challenge.contains("scope=\"mcp tools:write\""), "{challenge}");
+    assert!(challenge.contains("scope=\"mcp tools:read tools:write\""), "held and needed: {challenge}");
     assert!(challenge.contains("resource_metadata="), "{challenge}");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["id"], 7);
