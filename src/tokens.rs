@@ -186,12 +186,26 @@ impl VerifiedCache {
         issuer: &Issuer,
         token: &str,
     ) -> Result<std::sync::Arc<AccessClaims>, Invalid> {
+        if let Some(known) = self.get(token) {
+            return known;
+        }
+        let claims = verify(keys, issuer, token, false)?;
+        Ok(self.insert(token, claims))
+    }
+
+    /// A token verified before: its claims while it has not expired, `Expired` after; `None`
+    /// when it was never verified here.
+    pub fn get(&self, token: &str) -> Option<Result<std::sync::Arc<AccessClaims>, Invalid>> {
+        let key: [u8; 32] = crate::oauth::secret::digest(token);
+        let claims = self.map.read().ok()?.get(&key).cloned()?;
+        Some(if claims.exp > chrono::Utc::now().timestamp() { Ok(claims) } else { Err(Invalid::Expired) })
+    }
+
+    /// Remember a token whose signature and claims just verified.
+    pub fn insert(&self, token: &str, claims: AccessClaims) -> std::sync::Arc<AccessClaims> {
         let key: [u8; 32] = crate::oauth::secret::digest(token);
         let now = chrono::Utc::now().timestamp();
-        if let Some(claims) = self.map.read().ok().and_then(|m| m.get(&key).cloned()) {
-            return if claims.exp > now { Ok(claims) } else { Err(Invalid::Expired) };
-        }
-        let claims = std::sync::Arc::new(verify(keys, issuer, token, false)?);
+        let claims = std::sync::Arc::new(claims);
         if let Ok(mut map) = self.map.write() {
             if map.len() >= MAX_VERIFIED {
                 map.retain(|_, c| c.exp > now);
@@ -201,7 +215,14 @@ impl VerifiedCache {
             }
             map.insert(key, claims.clone());
         }
-        Ok(claims)
+        claims
+    }
+
+    /// Forget every token (the keys they were verified with changed).
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.map.write() {
+            map.clear();
+        }
     }
 
     /// Forget expired tokens.

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::keys::VerifyingKey;
 use crate::oauth::secret;
-use crate::tokens::{self, AccessClaims, Checks, Invalid};
+use crate::tokens::{self, AccessClaims, Checks, Invalid, VerifiedCache};
 
 /// Clock skew allowed on `exp` and `nbf`.
 const LEEWAY_SECS: i64 = 30;
@@ -47,7 +47,7 @@ pub enum Verifier {
 
 impl Verifier {
     /// The claims of a token valid for `resource`, or why not.
-    pub async fn verify(&self, token: &str, resource: &str) -> Result<AccessClaims, Invalid> {
+    pub async fn verify(&self, token: &str, resource: &str) -> Result<Arc<AccessClaims>, Invalid> {
         let claims = match self {
             Self::Jwks(keys) => keys.verify(token).await?,
             Self::Introspection(introspector) => introspector.verify(token).await?,
@@ -126,6 +126,9 @@ pub struct IssuerKeys {
     issuer: String,
     http: reqwest::Client,
     keys: ArcSwap<HashMap<String, Arc<VerifyingKey>>>,
+    /// Tokens already verified with these keys: a client sends the same token on every call, and
+    /// the signature check is the costliest step. Forgotten when the key set changes.
+    verified: VerifiedCache,
     /// When the cached set may be refreshed on demand again.
     next_on_demand: Mutex<Instant>,
 }
@@ -136,6 +139,7 @@ impl IssuerKeys {
             issuer: issuer.to_owned(),
             http: http(),
             keys: ArcSwap::from_pointee(HashMap::new()),
+            verified: VerifiedCache::default(),
             next_on_demand: Mutex::new(Instant::now()),
         })
     }
@@ -158,7 +162,14 @@ impl IssuerKeys {
         if keys.is_empty() {
             return Err(FetchError::Document(jwks_uri.to_owned(), "no usable ES256 key"));
         }
-        self.keys.store(Arc::new(keys));
+        let mut kids: Vec<&String> = keys.keys().collect();
+        let mut before: Vec<String> = self.keys.load().keys().cloned().collect();
+        kids.sort();
+        before.sort();
+        if kids.iter().map(|k| k.as_str()).ne(before.iter().map(String::as_str)) {
+            self.keys.store(Arc::new(keys));
+            self.verified.clear();
+        }
         Ok(max_age.unwrap_or(MAX_CACHE).clamp(MIN_CACHE, MAX_CACHE))
     }
 
@@ -180,19 +191,23 @@ impl IssuerKeys {
         }
     }
 
-    async fn verify(&self, token: &str) -> Result<AccessClaims, Invalid> {
-        match self.verify_cached(token) {
+    async fn verify(&self, token: &str) -> Result<Arc<AccessClaims>, Invalid> {
+        if let Some(known) = self.verified.get(token) {
+            return known;
+        }
+        let claims = match self.verify_signature(token) {
             Err(Invalid::UnknownKey) if self.may_refetch() => {
                 if let Err(e) = self.refresh().await {
                     tracing::warn!(error = %e, "refetching the issuer's keys for an unknown kid");
                 }
-                self.verify_cached(token)
+                self.verify_signature(token)
             }
             other => other,
-        }
+        }?;
+        Ok(self.verified.insert(token, claims))
     }
 
-    fn verify_cached(&self, token: &str) -> Result<AccessClaims, Invalid> {
+    fn verify_signature(&self, token: &str) -> Result<AccessClaims, Invalid> {
         let keys = self.keys.load();
         let checks = Checks { allow_expired: false, leeway: LEEWAY_SECS };
         tokens::verify_with(token, &self.issuer, checks, |kid| keys.get(kid).map(|k| &**k))
@@ -239,7 +254,7 @@ impl Introspector {
         })
     }
 
-    async fn verify(&self, token: &str) -> Result<AccessClaims, Invalid> {
+    async fn verify(&self, token: &str) -> Result<Arc<AccessClaims>, Invalid> {
         if token.len() > 4096 {
             return Err(Invalid::Malformed);
         }
@@ -248,16 +263,16 @@ impl Introspector {
         if let Some((claims, until)) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned())
             && until > now
         {
-            return Ok((*claims).clone());
+            return Ok(claims);
         }
-        let claims = self.ask(token).await?;
+        let claims = Arc::new(self.ask(token).await?);
         let left = u64::try_from(claims.exp - chrono::Utc::now().timestamp()).unwrap_or(0);
         let until = now + INTROSPECTION_CACHE.min(Duration::from_secs(left));
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= MAX_CACHED_ANSWERS {
                 cache.retain(|_, (_, t)| *t > now);
             }
-            cache.insert(key, (Arc::new(claims.clone()), until));
+            cache.insert(key, (claims.clone(), until));
         }
         Ok(claims)
     }

@@ -18,7 +18,7 @@ use super::mcp::{self, Message};
 use super::{Gateway, MAX_BODY, proxy};
 use crate::audit::{Event, Outcome, RequestMeta};
 use crate::oauth::scope;
-use crate::policy::{Refusal, Target};
+use crate::policy::{Refusal, Rule, Target};
 use crate::security::rate_limit::retry_after_secs;
 use crate::tokens::{AccessClaims, Invalid};
 
@@ -60,7 +60,7 @@ pub async fn mcp(State(gw): State<Arc<Gateway>>, meta: RequestMeta, req: Request
     let mut res = match admit(&gw, &parts, body).await {
         Ok(admitted) => forward(&gw, &meta, &parts, admitted).await,
         Err((refused, claims, messages)) => {
-            record_refusal(&gw, &meta, claims.as_ref(), &messages, &refused).await;
+            record_refusal(&gw, &meta, claims.as_deref(), &messages, &refused).await;
             answer(&gw, &refused, &messages)
         }
     };
@@ -71,16 +71,18 @@ pub async fn mcp(State(gw): State<Arc<Gateway>>, meta: RequestMeta, req: Request
 }
 
 /// A request that passed every check.
-struct Admitted {
-    claims: AccessClaims,
+struct Admitted<'g> {
+    claims: Arc<AccessClaims>,
     body: Bytes,
     messages: Vec<Message>,
+    /// The policy rule that matched each message (None: the baseline alone).
+    rules: Vec<Option<&'g Rule>>,
 }
 
 /// A refused request: why, and what is known of it for the audit record.
-type Rejected = (Refused, Option<AccessClaims>, Vec<Message>);
+type Rejected = (Refused, Option<Arc<AccessClaims>>, Vec<Message>);
 
-async fn admit(gw: &Gateway, parts: &axum::http::request::Parts, body: Body) -> Result<Admitted, Rejected> {
+async fn admit<'g>(gw: &'g Gateway, parts: &axum::http::request::Parts, body: Body) -> Result<Admitted<'g>, Rejected> {
     if !origin_allowed(gw, &parts.headers) {
         return Err((Refused::Origin, None, Vec::new()));
     }
@@ -103,31 +105,38 @@ async fn admit(gw: &Gateway, parts: &axum::http::request::Parts, body: Body) -> 
         Err(Invalid::Unverifiable) => return Err((Refused::Unverifiable, None, messages)),
         Err(e) => return Err((Refused::InvalidToken(e), None, messages)),
     };
-    if let Err(refused) = authorize(gw, &claims, &messages) {
-        return Err((refused, Some(claims), messages));
-    }
-    if let Err(wait) = limit(gw, &claims, &messages) {
+    let rules = match authorize(gw, &claims, &messages) {
+        Ok(rules) => rules,
+        Err(refused) => return Err((refused, Some(claims), messages)),
+    };
+    if let Err(wait) = limit(gw, &claims, &messages, &rules) {
         return Err((Refused::RateLimited(wait), Some(claims), messages));
     }
-    Ok(Admitted { claims, body, messages })
+    Ok(Admitted { claims, body, messages, rules })
 }
 
-/// The policy, for every message (a GET or DELETE needs the baseline only). A refusal for
-/// scope names what to step up to: the scopes the token holds and those the call needs.
-fn authorize(gw: &Gateway, claims: &AccessClaims, messages: &[Message]) -> Result<(), Refused> {
+/// The policy, for every message (a GET or DELETE needs the baseline only): the rule each
+/// message matched. A refusal for scope names what to step up to: the scopes the token holds
+/// and those the call needs.
+fn authorize<'g>(
+    gw: &'g Gateway,
+    claims: &AccessClaims,
+    messages: &[Message],
+) -> Result<Vec<Option<&'g Rule>>, Refused> {
     let held = held_scopes(claims);
     let targets: Vec<Target<'_>> =
         if messages.is_empty() { vec![Target::Other] } else { messages.iter().map(Message::target).collect() };
     let mut needed = Vec::new();
+    let mut rules = Vec::with_capacity(targets.len());
     for target in targets {
         match gw.policy.check(target, &held) {
-            Ok(_) => {}
+            Ok(rule) => rules.push(rule),
             Err(Refusal::NotAllowed) => return Err(Refused::NotAllowed),
             Err(Refusal::InsufficientScope { needed: more }) => needed.extend(more),
         }
     }
     if needed.is_empty() {
-        return Ok(());
+        return Ok(rules);
     }
     needed.extend(held);
     needed.sort();
@@ -137,7 +146,7 @@ fn authorize(gw: &Gateway, claims: &AccessClaims, messages: &[Message]) -> Resul
 
 /// The rate limits: per client and per subject for every request, per client and tool for
 /// every `tools/call` whose rule sets a rate.
-fn limit(gw: &Gateway, claims: &AccessClaims, messages: &[Message]) -> Result<(), Duration> {
+fn limit(gw: &Gateway, claims: &AccessClaims, messages: &[Message], rules: &[Option<&Rule>]) -> Result<(), Duration> {
     let limits = &gw.limits;
     if let Some(l) = &limits.per_client {
         l.check(&claims.client_id)?;
@@ -145,9 +154,9 @@ fn limit(gw: &Gateway, claims: &AccessClaims, messages: &[Message]) -> Result<()
     if let Some(l) = &limits.per_subject {
         l.check(&claims.sub)?;
     }
-    let held = held_scopes(claims);
-    for message in messages.iter().filter(|m| m.is_tool_call()) {
-        if let Ok(Some(rule)) = gw.policy.check(message.target(), &held)
+    for (message, rule) in messages.iter().zip(rules) {
+        if message.is_tool_call()
+            && let Some(rule) = rule
             && let Some(l) = limits.per_tool.get(&rule.pattern)
         {
             l.check(&claims.client_id)?;
@@ -160,18 +169,23 @@ fn held_scopes(claims: &AccessClaims) -> Vec<String> {
     claims.scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
-async fn forward(gw: &Arc<Gateway>, meta: &RequestMeta, parts: &axum::http::request::Parts, a: Admitted) -> Response {
+async fn forward(
+    gw: &Arc<Gateway>,
+    meta: &RequestMeta,
+    parts: &axum::http::request::Parts,
+    a: Admitted<'_>,
+) -> Response {
     let started = Instant::now();
     let tools_list = mcp::tools_list_id(&a.messages);
     let result = proxy::forward(gw, parts, a.body, &a.claims, meta.source).await;
     let latency = started.elapsed();
     let status = result.as_ref().map_or(StatusCode::BAD_GATEWAY, |r| r.status());
-    for message in a.messages.iter().filter(|m| m.is_tool_call()) {
+    for (message, rule) in a.messages.iter().zip(&a.rules).filter(|(m, _)| m.is_tool_call()) {
         let outcome =
             if status.is_server_error() { ("upstream_error", Outcome::Error) } else { ("allowed", Outcome::Success) };
         let upstream = format!("upstream_status={} latency_ms={:.3}", status.as_u16(), latency.as_secs_f64() * 1e3);
         record(gw, meta, Some(&a.claims), Some(message), outcome, Some(&upstream)).await;
-        crate::metrics::gateway_call(rule_label(gw, &a.claims, message), outcome.0, latency);
+        crate::metrics::gateway_call(rule.map_or("(unnamed)", |r| r.pattern.as_str()), outcome.0, latency);
     }
     match result {
         Ok(res) => match tools_list {
@@ -182,14 +196,6 @@ async fn forward(gw: &Arc<Gateway>, meta: &RequestMeta, parts: &axum::http::requ
             tracing::warn!(error = %e, "upstream request failed");
             rpc_error(StatusCode::BAD_GATEWAY, &a.messages, -32000, "the MCP server could not be reached")
         }
-    }
-}
-
-/// The label a tool's metrics carry: the policy rule that matched (bounded by the policy).
-fn rule_label<'a>(gw: &'a Gateway, claims: &AccessClaims, message: &Message) -> &'a str {
-    match gw.policy.check(message.target(), &held_scopes(claims)) {
-        Ok(Some(rule)) => &rule.pattern,
-        _ => "(unnamed)",
     }
 }
 

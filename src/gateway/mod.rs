@@ -141,14 +141,17 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     if !resource_path.is_empty() {
         app = app.route(&format!("/.well-known/oauth-protected-resource{resource_path}"), get(metadata));
     }
-    let trusted: Arc<[ipnet::IpNet]> = gateway.settings.trusted_proxies.clone().into();
+    // Each tool call and each refusal has its audit line (with the request id): a successful
+    // request needs no access line of its own.
+    let logging =
+        request_id::Logging { trusted_proxies: gateway.settings.trusted_proxies.clone().into(), quiet_success: true };
     app.fallback(|| async { ApiError::not_found().into_response() })
         .with_state(gateway)
         .layer(axum::middleware::map_response(|mut res: Response| async move {
             headers::apply(res.headers_mut(), false);
             res
         }))
-        .layer(axum::middleware::from_fn_with_state(trusted, request_id::layer))
+        .layer(axum::middleware::from_fn_with_state(logging, request_id::layer))
 }
 
 /// RFC 9728 protected resource metadata: public, cacheable, readable cross-origin.

@@ -124,8 +124,9 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
         .layer(axum::middleware::from_fn_with_state(issuer.is_https(), finish));
-    let trusted_proxies: std::sync::Arc<[ipnet::IpNet]> = state.settings.trusted_proxies.clone().into();
-    app.layer(axum::middleware::from_fn_with_state(trusted_proxies, request_id::layer)).with_state(state)
+    let logging =
+        request_id::Logging { trusted_proxies: state.settings.trusted_proxies.clone().into(), quiet_success: false };
+    app.layer(axum::middleware::from_fn_with_state(logging, request_id::layer)).with_state(state)
 }
 
 async fn not_found() -> Response {

@@ -37,13 +37,18 @@ fn is_safe(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Middleware: the request id, the client address (behind trusted proxies, the state), the
-/// request span and the access log line, in one place.
-pub async fn layer(
-    State(trusted_proxies): State<std::sync::Arc<[ipnet::IpNet]>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// What the middleware needs.
+#[derive(Clone)]
+pub struct Logging {
+    /// Proxies whose forwarded-for headers are believed.
+    pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
+    /// Successful requests of every route are routine (the gateway, whose audit line says it all).
+    pub quiet_success: bool,
+}
+
+/// Middleware: the request id, the client address (behind trusted proxies), the request span
+/// and the access log line, in one place.
+pub async fn layer(State(logging): State<Logging>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(&X_REQUEST_ID)
@@ -51,13 +56,13 @@ pub async fn layer(
         .filter(|v| is_safe(v))
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
-    let source = client_addr::resolve(client_addr::peer(req.extensions()), req.headers(), &trusted_proxies);
+    let source = client_addr::resolve(client_addr::peer(req.extensions()), req.headers(), &logging.trusted_proxies);
     req.extensions_mut().insert(ClientAddr(source));
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route_name = route.as_ref().map_or("(unmatched)", MatchedPath::as_str);
     let method = req.method().clone();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let routine = is_routine(route_name);
+    let routine = logging.quiet_success || is_routine(route_name);
     let started = Instant::now();
     // Routine fetches log nothing at info, so they skip the span (the costliest part).
     let (mut res, span) = if routine && !tracing::enabled!(tracing::Level::DEBUG) {

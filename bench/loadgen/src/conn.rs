@@ -8,27 +8,47 @@ use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// A request as a workload describes it: a path on the server, an optional form body.
+/// A request as a workload describes it: a path on the server, an optional body with its
+/// content type, and any other headers.
 #[derive(Clone, Debug)]
 pub struct Req {
     pub method: Method,
     pub path: String,
-    pub form: Option<Bytes>,
+    pub body: Option<(Bytes, HeaderValue)>,
     pub authorization: Option<HeaderValue>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Req {
     pub fn get(path: &str) -> Self {
-        Self { method: Method::GET, path: path.to_owned(), form: None, authorization: None }
+        Self { method: Method::GET, path: path.to_owned(), body: None, authorization: None, headers: Vec::new() }
     }
 
     pub fn post_form(path: &str, form: String, authorization: Option<HeaderValue>) -> Self {
-        Self { method: Method::POST, path: path.to_owned(), form: Some(Bytes::from(form)), authorization }
+        let content_type = HeaderValue::from_static("application/x-www-form-urlencoded");
+        Self {
+            method: Method::POST,
+            path: path.to_owned(),
+            body: Some((Bytes::from(form), content_type)),
+            authorization,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A POST with a JSON body (an MCP request).
+    pub fn post_json(
+        path: &str,
+        json: Bytes,
+        authorization: Option<HeaderValue>,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    ) -> Self {
+        let content_type = HeaderValue::from_static("application/json");
+        Self { method: Method::POST, path: path.to_owned(), body: Some((json, content_type)), authorization, headers }
     }
 }
 
@@ -58,10 +78,13 @@ impl Conn {
         if let Some(auth) = &req.authorization {
             builder = builder.header(AUTHORIZATION, auth);
         }
-        let body = match &req.form {
-            Some(form) => {
-                builder = builder.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
-                Full::new(form.clone())
+        for (name, value) in &req.headers {
+            builder = builder.header(name, value);
+        }
+        let body = match &req.body {
+            Some((body, content_type)) => {
+                builder = builder.header(CONTENT_TYPE, content_type);
+                Full::new(body.clone())
             }
             None => Full::new(Bytes::new()),
         };

@@ -1,9 +1,14 @@
 //! Tessera's benchmark load generator: runs each workload on every configured server (Tessera
 //! first, then the reference), with the same duration and concurrency, and prints one table.
 //! `bench/run` starts the servers, seeds them and writes the configuration this reads.
+//!
+//! Two subcommands serve `bench/gateway`: `mcp-echo`, the small MCP server the gateway protects,
+//! and `gateway`, which measures a tool call directly and through the gateway.
 
 mod conn;
+mod echo;
 mod flow;
+mod gateway;
 mod procstat;
 mod workload;
 
@@ -23,11 +28,16 @@ use crate::flow::{Code, SCOPE};
 use crate::workload::{Chains, Fixed, FromPool, Outcome, Pool, Source, basic, form};
 
 #[derive(Parser)]
-#[command(about = "Run the benchmark workloads against the servers in a configuration file")]
+#[command(
+    about = "Run the benchmark workloads against the servers in a configuration file",
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// JSON file describing the servers (written by bench/run).
-    #[arg(long)]
-    config: PathBuf,
+    #[arg(long, required = true)]
+    config: Option<PathBuf>,
     /// Seconds each workload runs on each server.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -47,6 +57,14 @@ struct Args {
     /// than 0.15 cores busy with anything); 0 disables.
     #[arg(long, default_value_t = 20.0)]
     wait_quiet: f64,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Serve the gateway benchmark's upstream: a minimal MCP server with one tool, `echo`.
+    McpEcho(echo::EchoArgs),
+    /// Measure a tool call directly and through `tessera gateway` (see bench/gateway).
+    Gateway(gateway::GatewayArgs),
 }
 
 #[derive(Deserialize, Clone, Debug)]
@@ -569,15 +587,20 @@ fn selected(list: &str) -> Result<Vec<Workload>> {
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    match args.command.take() {
+        Some(Command::McpEcho(echo)) => return echo::main(echo),
+        Some(Command::Gateway(gateway)) => return gateway::main(gateway),
+        None => {}
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(run(args))
 }
 
 async fn run(args: Args) -> Result<()> {
-    let config: Config = serde_json::from_str(
-        &std::fs::read_to_string(&args.config).with_context(|| format!("reading {}", args.config.display()))?,
-    )?;
+    let path = args.config.as_ref().ok_or_else(|| anyhow!("--config is required"))?;
+    let config: Config =
+        serde_json::from_str(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)?;
     if config.servers.is_empty() {
         bail!("no servers configured");
     }
