@@ -21,6 +21,10 @@ pub struct SessionUser {
     /// voiding this session even if it escaped deletion. (Absent in sessions older than the field.)
     #[serde(default)]
     pub generation: i32,
+    /// The session's id for OpenID Connect (`sid`): random, fixed at sign-in, never the cookie.
+    /// (Empty in sessions older than the field.)
+    #[serde(default)]
+    pub sid: String,
 }
 
 impl SessionUser {
@@ -31,7 +35,13 @@ impl SessionUser {
             username: user.username.clone(),
             auth_time: chrono::Utc::now().timestamp(),
             generation: user.session_generation,
+            sid: crate::oauth::secret::new_jti(),
         }
+    }
+
+    /// When the user signed in.
+    pub fn authenticated_at(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(self.auth_time, 0).unwrap_or_default()
     }
 
     /// Whether the session still counts: the account exists, is enabled, and has not changed

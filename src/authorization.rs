@@ -14,18 +14,34 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::audit::{AuditSink, Event, Outcome, RequestMeta};
+use crate::authentication::SessionUser;
 use crate::clients::{Client, Clients, LookupError};
 use crate::config::Issuer;
+use crate::keys::KeyRing;
 use crate::oauth::params::Params;
-use crate::oauth::scope::OFFLINE_ACCESS;
+use crate::oauth::scope::{EMAIL, OFFLINE_ACCESS, OPENID, PROFILE};
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{ErrorCode, OAuthError, pkce, redirect_uri, scope};
+use crate::oidc;
 use crate::resources::{Resource, ResourceSet, requested_scopes};
 use crate::store::{authz_requests, grants};
 
 pub use crate::store::authz_requests::AuthzRequest;
 
-const OFFLINE_DESCRIPTION: &str = "Keep access while you are away (it receives a refresh token)";
+/// What the consent page says of the scopes every resource offers.
+fn common_scope_description(scope: &str) -> Option<&'static str> {
+    Some(match scope {
+        OFFLINE_ACCESS => "Keep access while you are away (it receives a refresh token)",
+        OPENID => "Know who you are: your account id on this server",
+        PROFILE => "See your username and your name",
+        EMAIL => "See your email address, and whether it is verified",
+        _ => return None,
+    })
+}
+
+/// Longest `nonce` and `login_hint` accepted.
+const MAX_NONCE: usize = 512;
+const MAX_LOGIN_HINT: usize = 254;
 
 /// What the authorization endpoint and its pages need from the server, for one request.
 pub struct Parts<'a> {
@@ -34,6 +50,8 @@ pub struct Parts<'a> {
     pub resources: &'a ResourceSet,
     pub audit: &'a AuditSink,
     pub issuer: &'a Issuer,
+    /// To read `id_token_hint`.
+    pub keys: &'a KeyRing,
     pub meta: &'a RequestMeta,
 }
 
@@ -112,6 +130,11 @@ pub fn validate(params: &Params, client: &Client, resources: &ResourceSet) -> Re
         prompt: checked.prompt,
         user_id: None,
         authenticated_at: None,
+        nonce: checked.openid.nonce,
+        max_age: checked.openid.max_age,
+        login_hint: checked.openid.login_hint,
+        auth_time: None,
+        sid: None,
     })
 }
 
@@ -120,6 +143,51 @@ struct Checked {
     resource: Arc<Resource>,
     scopes: Vec<String>,
     prompt: Vec<String>,
+    openid: OpenIdParams,
+}
+
+/// The OpenID Connect parameters of a request (Core §3.1.2.1).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct OpenIdParams {
+    pub nonce: Option<String>,
+    /// `max_age`, or the client's `default_max_age`.
+    pub max_age: Option<i32>,
+    pub login_hint: Option<String>,
+}
+
+/// `nonce`, `max_age` (else the client's default) and `login_hint`; `request`, `request_uri` and
+/// `claims` are refused (not supported, and said so in the discovery document); `ui_locales`,
+/// `claims_locales`, `display` and `acr_values` are accepted and have no effect.
+pub fn openid_parameters(params: &Params, client: &Client) -> Result<OpenIdParams, OAuthError> {
+    if params.get("request").is_some() {
+        return Err(OAuthError::new(ErrorCode::RequestNotSupported, "request objects are not supported"));
+    }
+    if params.get("request_uri").is_some() {
+        return Err(OAuthError::new(ErrorCode::RequestUriNotSupported, "request_uri is not supported"));
+    }
+    if params.get("claims").is_some() {
+        return Err(OAuthError::invalid_request(
+            "the claims parameter is not supported; ask for the profile and email scopes",
+        ));
+    }
+    let nonce = params.get("nonce").map(str::to_owned);
+    if nonce.as_ref().is_some_and(|n| n.is_empty() || n.len() > MAX_NONCE) {
+        return Err(OAuthError::invalid_request(format!("nonce must be 1 to {MAX_NONCE} characters")));
+    }
+    let max_age = match params.get("max_age") {
+        Some(raw) => Some(parse_max_age(raw)?),
+        None => oidc::default_max_age(client),
+    };
+    let login_hint = params.get("login_hint").filter(|h| h.len() <= MAX_LOGIN_HINT && !h.is_empty()).map(str::to_owned);
+    let max_age = max_age.map(|m| i32::try_from(m.min(oidc::MAX_AGE_LIMIT)).unwrap_or(i32::MAX));
+    Ok(OpenIdParams { nonce, max_age, login_hint })
+}
+
+fn parse_max_age(raw: &str) -> Result<i64, OAuthError> {
+    if raw.is_empty() || raw.len() > 12 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(OAuthError::invalid_request("max_age must be a non-negative number of seconds"));
+    }
+    Ok(raw.parse::<i64>().unwrap_or(i64::MAX))
 }
 
 /// Everything after the redirect URI, each failure an error for the client.
@@ -127,6 +195,7 @@ fn check_parameters(params: &Params, client: &Client, resources: &ResourceSet) -
     if let Some(name) = params.first_repeated() {
         return Err(OAuthError::invalid_request(format!("parameter {name} is repeated")));
     }
+    let openid_params = openid_parameters(params, client)?;
     match params.get("response_type") {
         Some("code") => {}
         None => return Err(OAuthError::invalid_request("response_type is required")),
@@ -142,17 +211,22 @@ fn check_parameters(params: &Params, client: &Client, resources: &ResourceSet) -
     }
     let code_challenge = pkce::parse_challenge(params.get("code_challenge"), params.get("code_challenge_method"))
         .map_err(OAuthError::invalid_request)?;
-    let resource = resources.resolve(client, params.get("resource"))?;
+    let openid = params.get("scope").is_some_and(|s| s.split(' ').any(|s| s == OPENID));
+    let resource = resources.resolve(client, params.get("resource"), openid)?;
     let scopes = requested_scopes(&resource, params.get("scope"), true)?;
     let prompt = parse_prompt(params.get("prompt"))?;
-    Ok(Checked { code_challenge, resource, scopes, prompt })
+    Ok(Checked { code_challenge, resource, scopes, prompt, openid: openid_params })
 }
 
-/// `prompt` values Tessera acts on (others are ignored); `none` stands alone.
+/// `prompt` values Tessera acts on (others are ignored); `none` stands alone. There is one
+/// account per browser, so `select_account` asks for a sign-in, as `login` does.
 pub fn parse_prompt(raw: Option<&str>) -> Result<Vec<String>, OAuthError> {
     let Some(raw) = raw else { return Ok(Vec::new()) };
-    let mut prompt: Vec<String> =
-        raw.split(' ').filter(|p| matches!(*p, "none" | "login" | "consent")).map(str::to_owned).collect();
+    let mut prompt: Vec<String> = raw
+        .split(' ')
+        .filter(|p| matches!(*p, "none" | "login" | "consent" | "select_account"))
+        .map(str::to_owned)
+        .collect();
     prompt.sort();
     prompt.dedup();
     if prompt.iter().any(|p| p == "none") && prompt.len() > 1 {
@@ -163,6 +237,11 @@ pub fn parse_prompt(raw: Option<&str>) -> Result<Vec<String>, OAuthError> {
 
 fn has_prompt(request: &AuthzRequest, value: &str) -> bool {
     request.prompt.iter().any(|p| p == value)
+}
+
+/// `prompt=login` or `prompt=select_account`: the person signs in for this request.
+fn asks_for_sign_in(request: &AuthzRequest) -> bool {
+    has_prompt(request, "login") || has_prompt(request, "select_account")
 }
 
 /// What happens next to a pending request.
@@ -183,7 +262,7 @@ pub fn already_approved(request: &AuthzRequest, client: &Client, consented: Opti
 /// The decision. A user bound to the request is signed in for it, unless `prompt=login` asks
 /// for a sign-in that has not happened yet; `approved` is [`already_approved`] for that user.
 pub fn next_step(request: &AuthzRequest, approved: bool) -> Step {
-    let signed_in = request.user_id.is_some() && (!has_prompt(request, "login") || request.authenticated_at.is_some());
+    let signed_in = request.user_id.is_some() && (!asks_for_sign_in(request) || request.authenticated_at.is_some());
     let prompt_none = has_prompt(request, "none");
     if !signed_in {
         return if prompt_none {
@@ -211,8 +290,12 @@ pub struct Begun {
 
 /// `GET /authorize`: validate the request, store it, and send the browser on. `Ok(Err(url))`
 /// is a refusal sent back to the client; `user` is the browser's signed-in user.
-pub async fn begin(p: &Parts<'_>, query: &str, user: Option<Uuid>) -> Result<Result<Begun, String>, AuthorizeError> {
-    let request = match validated(p, query).await {
+pub async fn begin(
+    p: &Parts<'_>,
+    query: &str,
+    user: Option<&SessionUser>,
+) -> Result<Result<Begun, String>, AuthorizeError> {
+    let (request, hint) = match validated(p, query).await {
         Ok(request) => request,
         Err(Rejection::Page(e)) => {
             let event = Event::new("authorization.denied", Outcome::Denied)
@@ -234,18 +317,36 @@ pub async fn begin(p: &Parts<'_>, query: &str, user: Option<Uuid>) -> Result<Res
     let digest = handle.digest();
     authz_requests::insert(p.pool, &digest, &request).await?;
     let mut request = request;
-    // A signed-in browser approves as its user, unless the client asks to sign in again.
-    if let Some(user) = user
-        && !has_prompt(&request, "login")
-    {
-        authz_requests::bind_user(p.pool, &digest, user, None).await?;
-        request.user_id = Some(user);
+    if let Some(user) = user.filter(|u| session_counts(&request, u, hint.as_deref(), chrono::Utc::now())) {
+        let binding = authz_requests::Binding {
+            user_id: user.id,
+            auth_time: user.authenticated_at(),
+            sid: &user.sid,
+            authenticated_at: None,
+        };
+        authz_requests::bind_user(p.pool, &digest, &binding).await?;
+        request.user_id = Some(user.id);
     }
     let location = advance(p, handle.expose(), request).await?;
     Ok(Ok(Begun { handle, location }))
 }
 
-async fn validated(p: &Parts<'_>, query: &str) -> Result<AuthzRequest, Rejection> {
+/// Whether the browser's signed-in user approves this request without signing in again: the
+/// client did not ask for a sign-in (`prompt`), the sign-in is recent enough (`max_age`), and
+/// the user is the one the client's `id_token_hint` names (its subject, when it named one).
+pub fn session_counts(
+    request: &AuthzRequest,
+    user: &SessionUser,
+    hint_subject: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    !asks_for_sign_in(request)
+        && oidc::fresh_enough(user.authenticated_at(), request.max_age.map(i64::from), now)
+        && hint_subject.is_none_or(|sub| sub == user.id.to_string())
+}
+
+/// A validated request, and the subject of its `id_token_hint` if it has one.
+async fn validated(p: &Parts<'_>, query: &str) -> Result<(AuthzRequest, Option<String>), Rejection> {
     let params = Params::parse(query.as_bytes())
         .map_err(|e| Rejection::Page(invalid(format!("The authorization request is malformed: {e}."))))?;
     let client_id = client_id(&params).map_err(Rejection::Page)?;
@@ -254,13 +355,34 @@ async fn validated(p: &Parts<'_>, query: &str) -> Result<AuthzRequest, Rejection
             "The application that sent you here is not registered with this server (unknown client_id).",
         ))
     })?;
-    validate(&params, &client, p.resources)
+    let request = validate(&params, &client, p.resources)?;
+    let hint = match params.get("id_token_hint") {
+        None => None,
+        Some(token) => match oidc::read_hint(p.keys, p.issuer, token) {
+            Ok(hint) => Some(hint.sub),
+            Err(_) => {
+                return Err(Rejection::Redirect {
+                    client_id: request.client_id,
+                    redirect_uri: request.redirect_uri,
+                    state: request.state,
+                    error: OAuthError::invalid_request("id_token_hint is not an ID token issued by this server"),
+                });
+            }
+        },
+    };
+    Ok((request, hint))
 }
 
 /// The login page has signed `user` in for the pending request `handle`.
-pub async fn signed_in_for(p: &Parts<'_>, handle: &str, user: Uuid) -> Result<String, AuthorizeError> {
+pub async fn signed_in_for(p: &Parts<'_>, handle: &str, user: &SessionUser) -> Result<String, AuthorizeError> {
     let digest = secret::digest(handle);
-    if !authz_requests::bind_user(p.pool, &digest, user, Some(chrono::Utc::now())).await? {
+    let binding = authz_requests::Binding {
+        user_id: user.id,
+        auth_time: user.authenticated_at(),
+        sid: &user.sid,
+        authenticated_at: Some(chrono::Utc::now()),
+    };
+    if !authz_requests::bind_user(p.pool, &digest, &binding).await? {
         return Err(AuthorizeError::Expired);
     }
     let request = authz_requests::get(p.pool, &digest).await?.ok_or(AuthorizeError::Expired)?;
@@ -299,13 +421,22 @@ async fn registered_client(p: &Parts<'_>, client_id: &str) -> Result<Arc<Client>
     p.clients.find(client_id).await?.ok_or_else(|| invalid("The application is no longer registered."))
 }
 
-/// The client's name, for "to continue to ..." on the login page.
-pub async fn pending_client_name(p: &Parts<'_>, handle: &str) -> Result<Option<String>, AuthorizeError> {
+/// What the login page shows of a pending request.
+pub struct PendingLogin {
+    /// For "to continue to ...".
+    pub client_name: Option<String>,
+    /// The client's `login_hint`, to fill in the username.
+    pub login_hint: Option<String>,
+}
+
+/// The login page's view of the pending request `handle`.
+pub async fn pending_login(p: &Parts<'_>, handle: &str) -> Result<PendingLogin, AuthorizeError> {
     if !valid_handle(handle) {
         return Err(AuthorizeError::Expired);
     }
     let request = authz_requests::get(p.pool, &secret::digest(handle)).await?.ok_or(AuthorizeError::Expired)?;
-    Ok(p.clients.find(&request.client_id).await?.map(|c| c.client_name.clone()))
+    let client_name = p.clients.find(&request.client_id).await?.map(|c| c.client_name.clone());
+    Ok(PendingLogin { client_name, login_hint: request.login_hint })
 }
 
 /// What the consent page shows about a pending request.
@@ -333,10 +464,9 @@ pub async fn consent_view(p: &Parts<'_>, handle: &str, user: Uuid) -> Result<Con
         .scopes
         .iter()
         .map(|s| {
-            let description = if s == OFFLINE_ACCESS {
-                OFFLINE_DESCRIPTION.to_owned()
-            } else {
-                resource.scopes.get(s).cloned().unwrap_or_default()
+            let description = match common_scope_description(s) {
+                Some(common) => common.to_owned(),
+                None => resource.scopes.get(s).cloned().unwrap_or_default(),
             };
             (s.clone(), description)
         })
@@ -402,6 +532,9 @@ async fn issue_code(p: &Parts<'_>, request: &AuthzRequest, user_id: Uuid) -> Res
         redirect_uri: &request.redirect_uri,
         redirect_uri_sent: request.redirect_uri_sent,
         code_challenge: &request.code_challenge,
+        nonce: request.nonce.as_deref(),
+        auth_time: request.auth_time,
+        sid: request.sid.as_deref(),
     };
     grants::create_with_code(p.pool, &new).await?;
     let mut event = Event::new("authorization.approved", Outcome::Success)
@@ -434,7 +567,7 @@ pub fn error_location(issuer: &Issuer, redirect_uri: &str, client_state: Option<
 }
 
 /// Append parameters to a URI that may already have a query.
-fn with_query(uri: &str, params: &[(&str, &str)]) -> String {
+pub fn with_query(uri: &str, params: &[(&str, &str)]) -> String {
     let encoded = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
     let separator = if uri.contains('?') { '&' } else { '?' };
     format!("{uri}{separator}{encoded}")
@@ -465,6 +598,11 @@ mod tests {
             prompt: prompt.iter().map(|p| (*p).to_owned()).collect(),
             user_id: user.then(Uuid::nil),
             authenticated_at: authenticated.then(chrono::Utc::now),
+            nonce: None,
+            max_age: None,
+            login_hint: None,
+            auth_time: None,
+            sid: None,
         }
     }
 
@@ -513,7 +651,7 @@ mod tests {
     #[test]
     fn prompt_values() {
         assert_eq!(parse_prompt(Some("login consent")).unwrap(), ["consent", "login"]);
-        assert_eq!(parse_prompt(Some("select_account")).unwrap(), Vec::<String>::new());
+        assert_eq!(parse_prompt(Some("select_account unknown")).unwrap(), ["select_account"]);
         assert!(parse_prompt(Some("none login")).is_err());
     }
 }

@@ -1,11 +1,32 @@
-//! The authorization server metadata document (RFC 8414), as a pure function of the issuer,
-//! the registration policy and the resources. It lists only what works.
+//! The authorization server metadata document (RFC 8414), which is also the OpenID Provider
+//! metadata (OpenID Connect Discovery 1.0 §3): one document, served at both well-known paths, as
+//! a pure function of the issuer, the registration policy and the resources. It lists only what
+//! works.
 
 use axum::body::Bytes;
 use serde_json::json;
 
 use crate::config::{Issuer, RegistrationPolicy};
 use crate::resources::ResourceSet;
+
+/// Every claim an ID token or userinfo answer may carry.
+pub const CLAIMS_SUPPORTED: [&str; 15] = [
+    "iss",
+    "sub",
+    "aud",
+    "azp",
+    "exp",
+    "iat",
+    "auth_time",
+    "nonce",
+    "at_hash",
+    "sid",
+    "name",
+    "preferred_username",
+    "updated_at",
+    "email",
+    "email_verified",
+];
 
 /// The document, serialized (it is rebuilt whenever the resources change).
 pub fn document(issuer: &Issuer, registration: RegistrationPolicy, resources: &ResourceSet) -> Bytes {
@@ -26,6 +47,16 @@ pub fn document(issuer: &Issuer, registration: RegistrationPolicy, resources: &R
         "scopes_supported": resources.scopes_supported(),
         "authorization_response_iss_parameter_supported": true,
         "client_id_metadata_document_supported": true,
+        // OpenID Connect.
+        "userinfo_endpoint": issuer.join("/userinfo"),
+        "end_session_endpoint": issuer.join("/logout"),
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+        "claims_supported": CLAIMS_SUPPORTED,
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "claims_parameter_supported": false,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
     });
     if registration != RegistrationPolicy::Closed {
         doc["registration_endpoint"] = json!(issuer.join("/register"));

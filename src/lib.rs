@@ -40,12 +40,16 @@ pub mod discovery;
 pub mod grant;
 /// Signing keys: generation, encryption at rest, the key ring, the JWKS.
 pub mod keys;
+/// RP-initiated logout: the request checked, and whether the person confirms.
+pub mod logout;
 /// Periodic pruning of expired rows.
 pub mod maintenance;
 /// Prometheus counters.
 pub mod metrics;
 /// Cross-instance cache invalidation over `LISTEN/NOTIFY`.
 pub mod notify;
+/// OpenID Connect: ID tokens, the profile and email claims, OpenID client metadata, hints.
+pub mod oidc;
 /// argon2id password hashing off the async runtime.
 pub mod password;
 /// A private PostgreSQL cluster from the local binaries (`dev`, tests).

@@ -16,6 +16,8 @@ pub use crate::store::resources::Resource;
 #[derive(Default)]
 pub struct ResourceSet {
     list: Vec<Arc<Resource>>,
+    /// The userinfo endpoint as a resource: where OpenID requests that name none go.
+    userinfo: Option<Arc<Resource>>,
     by_uri: HashMap<String, Arc<Resource>>,
     by_id: HashMap<Uuid, Arc<Resource>>,
     by_credential: HashMap<String, Arc<Resource>>,
@@ -27,7 +29,23 @@ impl ResourceSet {
         let by_uri = list.iter().map(|r| (r.uri.clone(), r.clone())).collect();
         let by_id = list.iter().map(|r| (r.id, r.clone())).collect();
         let by_credential = list.iter().filter_map(|r| Some((r.credential_id.clone()?, r.clone()))).collect();
-        Self { list, by_uri, by_id, by_credential }
+        Self { list, userinfo: None, by_uri, by_id, by_credential }
+    }
+
+    /// Mark the resource at `uri` as the userinfo endpoint.
+    pub fn with_userinfo(mut self, uri: &str) -> Self {
+        self.userinfo = self.by_uri.get(uri).cloned();
+        self
+    }
+
+    /// The userinfo endpoint's resource, when there is one.
+    pub fn userinfo(&self) -> Option<&Arc<Resource>> {
+        self.userinfo.as_ref()
+    }
+
+    /// Whether `resource` is the userinfo endpoint.
+    pub fn is_userinfo(&self, resource: &Resource) -> bool {
+        self.userinfo.as_ref().is_some_and(|u| u.id == resource.id)
     }
 
     /// A resource by its canonical URI.
@@ -51,16 +69,19 @@ impl ResourceSet {
             .ok_or_else(|| OAuthError::invalid_target("the resource is not registered with this server"))
     }
 
-    /// The resource a request for `client` names, or the default one when it names none; the
-    /// client must be allowed it.
-    pub fn resolve(&self, client: &Client, requested: Option<&str>) -> Result<Arc<Resource>, OAuthError> {
+    /// The resource a request for `client` names, or when it names none: the userinfo endpoint
+    /// for an OpenID Connect request (`openid`), else the default resource. The client must be
+    /// allowed it (every client may ask for userinfo: it tells a user's own claims, with consent).
+    pub fn resolve(&self, client: &Client, requested: Option<&str>, openid: bool) -> Result<Arc<Resource>, OAuthError> {
         let resource = match requested {
             Some(raw) => self.named(raw)?,
-            None => self
-                .default_resource()
+            None => openid
+                .then_some(self.userinfo.as_ref())
+                .flatten()
+                .or_else(|| self.default_resource())
                 .ok_or_else(|| OAuthError::invalid_target("resource is required (there is no default resource)"))?,
         };
-        if !client.may_use_resource(resource.id) {
+        if !(client.may_use_resource(resource.id) || self.is_userinfo(resource)) {
             return Err(OAuthError::invalid_target("this client may not obtain tokens for this resource"));
         }
         Ok(resource.clone())
@@ -80,31 +101,60 @@ impl ResourceSet {
         self.list.iter().map(|r| r.token_ttl).max()
     }
 
-    /// Every scope of every resource, plus `offline_access`, for the metadata document.
+    /// Every scope of every resource, plus `offline_access` and the OpenID Connect scopes, for
+    /// the metadata document.
     pub fn scopes_supported(&self) -> Vec<String> {
         let mut scopes: Vec<String> = self.list.iter().flat_map(|r| r.scopes.keys().cloned()).collect();
         scopes.push(OFFLINE_ACCESS.to_owned());
+        scopes.extend(scope::OIDC_SCOPES.iter().map(|s| (*s).to_owned()));
         scopes.sort();
         scopes.dedup();
         scopes
     }
 }
 
-/// The scopes a request asks of `resource`: a subset of its scopes (plus `offline_access` where a
-/// refresh token may follow), or its default scopes when the request names none.
+/// The scopes a request asks of `resource`: a subset of its scopes (plus `offline_access` and the
+/// OpenID Connect scopes in the authorization code flow, `user_flow`), or its default scopes when
+/// the request names none.
 pub fn requested_scopes(
     resource: &Resource,
     requested: Option<&str>,
-    allow_offline: bool,
+    user_flow: bool,
 ) -> Result<Vec<String>, OAuthError> {
     let Some(raw) = requested else { return Ok(resource.default_scopes.clone()) };
     let scopes = scope::parse(raw).map_err(OAuthError::invalid_scope)?;
-    if let Some(unknown) =
-        scopes.iter().find(|s| !(resource.scopes.contains_key(*s) || allow_offline && s.as_str() == OFFLINE_ACCESS))
-    {
+    let everywhere = |s: &str| user_flow && (s == OFFLINE_ACCESS || scope::OIDC_SCOPES.contains(&s));
+    if let Some(unknown) = scopes.iter().find(|s| !(resource.scopes.contains_key(*s) || everywhere(s))) {
         return Err(OAuthError::invalid_scope(format!("scope {unknown} is not offered by {}", resource.uri)));
     }
     Ok(scopes)
+}
+
+/// Make sure the userinfo endpoint exists as a resource (OpenID Connect's scopes, tokens of 10
+/// minutes), so OpenID requests have an audience of their own.
+pub async fn ensure_userinfo(pool: &sqlx::PgPool, uri: &str) -> Result<(), sqlx::Error> {
+    let r = Resource {
+        id: Uuid::new_v4(),
+        uri: uri.to_owned(),
+        name: "Your account (OpenID Connect)".into(),
+        scopes: [
+            (scope::OPENID, "Sign you in with your account (your user id)"),
+            (scope::PROFILE, "Your name and username"),
+            (scope::EMAIL, "Your email address"),
+        ]
+        .into_iter()
+        .map(|(s, d)| (s.to_owned(), d.to_owned()))
+        .collect(),
+        default_scopes: vec![scope::OPENID.to_owned()],
+        token_ttl: Duration::from_secs(600),
+        is_default: false,
+        credential_id: None,
+        credential_secret_hash: None,
+    };
+    match crate::store::resources::add(pool, &r).await {
+        Ok(()) | Err(crate::store::resources::AddError::Duplicate) => Ok(()),
+        Err(crate::store::resources::AddError::Database(e)) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -132,9 +182,9 @@ mod tests {
             resource("https://other.example.com/mcp", false),
         ]);
         let client = Client::new("c".into(), "C".into(), "admin");
-        let named = |raw: &str| set.resolve(&client, Some(raw)).map(|r| r.uri.clone());
+        let named = |raw: &str| set.resolve(&client, Some(raw), false).map(|r| r.uri.clone());
         assert_eq!(named("https://MCP.example.com:443/mcp/").unwrap(), "https://mcp.example.com/mcp");
-        assert_eq!(set.resolve(&client, None).unwrap().uri, "https://mcp.example.com/mcp", "the default");
+        assert_eq!(set.resolve(&client, None, false).unwrap().uri, "https://mcp.example.com/mcp", "the default");
         for (raw, why) in [
             ("https://unknown.example.com/mcp", "not registered"),
             ("https://mcp.example.com/mcp#f", "fragment"),
@@ -146,10 +196,10 @@ mod tests {
         }
         let mut limited = client.clone();
         limited.allowed_resources = vec![set.by_uri("https://other.example.com/mcp").unwrap().id];
-        assert!(set.resolve(&limited, None).is_err(), "the default is not allowed to this client");
-        assert!(set.resolve(&limited, Some("https://other.example.com/mcp")).is_ok());
+        assert!(set.resolve(&limited, None, false).is_err(), "the default is not allowed to this client");
+        assert!(set.resolve(&limited, Some("https://other.example.com/mcp"), false).is_ok());
         let none = ResourceSet::new(vec![resource("https://other.example.com/mcp", false)]);
-        assert!(none.resolve(&client, None).unwrap_err().description.contains("no default"));
+        assert!(none.resolve(&client, None, false).unwrap_err().description.contains("no default"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::revocation::Revocation;
 use crate::security::rate_limit::RateLimits;
 use crate::store::sessions::PgSessionStore;
 use crate::tokens::VerifiedCache;
-use crate::{authorization, discovery, grant, maintenance, password, store};
+use crate::{authorization, discovery, grant, maintenance, password, resources, store};
 
 /// How often expired rows and memory are pruned.
 const MAINTENANCE_PERIOD: Duration = Duration::from_secs(600);
@@ -96,7 +96,9 @@ impl AppState {
     /// Load the key ring (creating the first key if needed) and the resources, and start the
     /// background tasks.
     pub async fn new(settings: ServerSettings, pool: PgPool) -> Result<Self, KeyError> {
-        let resources = ResourceSet::new(store::resources::list(&pool).await?);
+        let userinfo = settings.issuer.join("/userinfo");
+        resources::ensure_userinfo(&pool, &userinfo).await?;
+        let resources = ResourceSet::new(store::resources::list(&pool).await?).with_userinfo(&userinfo);
         let grace = keys::signing_grace(longest_token_ttl(&settings, &resources));
         let keys = KeyRing::load(&pool, settings.master_key.clone(), grace).await?;
         let metadata = discovery::document(&settings.issuer, settings.registration, &resources);
@@ -157,6 +159,7 @@ impl Inner {
             resources,
             audit: &self.audit,
             issuer: &self.settings.issuer,
+            keys: &self.keys,
             meta,
         }
     }
@@ -191,7 +194,7 @@ impl Inner {
     pub async fn reload_resources(&self) {
         match store::resources::list(&self.pool).await {
             Ok(list) => {
-                let set = ResourceSet::new(list);
+                let set = ResourceSet::new(list).with_userinfo(&self.settings.issuer.join("/userinfo"));
                 let settings = &self.settings;
                 self.metadata.store(Arc::new(discovery::document(&settings.issuer, settings.registration, &set)));
                 self.resources.store(Arc::new(set));

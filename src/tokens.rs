@@ -101,13 +101,6 @@ pub struct Checks {
 
 const MAX_TOKEN_LEN: usize = 4096;
 
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-    typ: Option<String>,
-    kid: Option<String>,
-}
-
 /// Verify an access token with our own key ring: ES256 signature by a published key, `typ`
 /// at+jwt, our `iss`, and (unless `allow_expired`) `exp` in the future. Revocation is checked
 /// elsewhere.
@@ -127,33 +120,14 @@ pub fn verify_with<'k>(
     checks: Checks,
     key: impl FnOnce(&str) -> Option<&'k VerifyingKey>,
 ) -> Result<AccessClaims, Invalid> {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(Invalid::Malformed);
-    }
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(Invalid::Malformed);
+    let access_token = |h: &JwsHeader| {
+        h.alg == "ES256"
+            && h.typ
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"))
     };
-    let header: Header =
-        B64.decode(header).ok().and_then(|h| serde_json::from_slice(&h).ok()).ok_or(Invalid::Malformed)?;
-    let typ_ok = header
-        .typ
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
-    if header.alg != "ES256" || !typ_ok {
-        return Err(Invalid::Header);
-    }
-    let key = header.kid.as_deref().and_then(key).ok_or(Invalid::UnknownKey)?;
-    let signature = B64.decode(signature).map_err(|_| Invalid::Malformed)?;
-    let signed = &token[..token.len() - token.rsplit('.').next().map_or(0, str::len) - 1];
-    if !key.verify(signed.as_bytes(), &signature) {
-        return Err(Invalid::Signature);
-    }
-    let claims: AccessClaims =
-        B64.decode(payload).ok().and_then(|p| serde_json::from_slice(&p).ok()).ok_or(Invalid::Malformed)?;
+    let payload = verify_signature(token, access_token, key)?;
+    let claims: AccessClaims = serde_json::from_slice(&payload).map_err(|_| Invalid::Malformed)?;
     if claims.iss != issuer {
         return Err(Invalid::Issuer);
     }
@@ -165,6 +139,49 @@ pub fn verify_with<'k>(
         return Err(Invalid::NotYetValid);
     }
     Ok(claims)
+}
+
+/// The header of a compact JWS, as far as Tessera reads it.
+#[derive(Deserialize)]
+pub struct JwsHeader {
+    pub alg: String,
+    pub typ: Option<String>,
+    pub kid: Option<String>,
+}
+
+/// Check a compact JWS (RFC 7515): its header (`accept`), the key its `kid` names (`key`), that
+/// key's algorithm is the header's, and the signature. The decoded payload.
+pub fn verify_signature<'k>(
+    token: &str,
+    accept: impl FnOnce(&JwsHeader) -> bool,
+    key: impl FnOnce(&str) -> Option<&'k VerifyingKey>,
+) -> Result<Vec<u8>, Invalid> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(Invalid::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Invalid::Malformed);
+    };
+    let header: JwsHeader =
+        B64.decode(header).ok().and_then(|h| serde_json::from_slice(&h).ok()).ok_or(Invalid::Malformed)?;
+    if !accept(&header) {
+        return Err(Invalid::Header);
+    }
+    let key = header.kid.as_deref().and_then(key).ok_or(Invalid::UnknownKey)?;
+    // The key decides the algorithm; a header naming another is a confusion attempt.
+    if key.alg().as_str() != header.alg {
+        return Err(Invalid::Header);
+    }
+    let signature = B64.decode(signature).map_err(|_| Invalid::Malformed)?;
+    let signed = &token[..token.len() - token.rsplit('.').next().map_or(0, str::len) - 1];
+    if !key.verify(signed.as_bytes(), &signature) {
+        return Err(Invalid::Signature);
+    }
+    B64.decode(payload).map_err(|_| Invalid::Malformed)
 }
 
 /// Access tokens whose signature and claims already verified, by SHA-256 of the token, until

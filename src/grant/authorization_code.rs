@@ -4,12 +4,13 @@
 //! claim (redirect URI, verifier, resource) revokes its grant, since the code is spent. A code
 //! presented a second time revokes everything issued from its first use.
 
-use super::{Context, GrantError, Issued, may_refresh, required};
+use super::{Context, GrantError, Issued, id_token_for, may_refresh, required};
 use crate::audit::{Event, Outcome};
 use crate::clients::Client;
 use crate::oauth::params::Params;
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{OAuthError, pkce, resource};
+use crate::oidc::SignIn;
 use crate::store::grants::{self, ClaimedCode};
 use crate::tokens::{self, Grantee};
 
@@ -42,6 +43,8 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
         grant: Some(claimed.grant_id),
     };
     let access = tokens::mint(cx.keys, cx.issuer, to)?;
+    let sign_in = SignIn { auth_time: claimed.auth_time, sid: claimed.sid.as_deref(), nonce: claimed.nonce.as_deref() };
+    let id_token = id_token_for(cx, client, claimed.user_id, &claimed.scopes, &access, sign_in).await?;
     let refresh = if may_refresh(client) {
         let token = Secret::generate();
         let (idle, max) = (cx.refresh.idle.as_secs_f64(), cx.refresh.max.as_secs_f64());
@@ -50,7 +53,7 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
     } else {
         None
     };
-    Ok(Issued { access, refresh, scopes: claimed.scopes })
+    Ok(Issued { access, refresh, scopes: claimed.scopes, id_token })
 }
 
 /// What the token request must repeat of the authorization request: the redirect URI, the

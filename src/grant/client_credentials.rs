@@ -17,7 +17,10 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
         .into());
     }
     let requested = params.get("resource").map(str::to_owned).or_else(|| only_allowed_resource(cx, client));
-    let resource = cx.resources.resolve(client, requested.as_deref())?;
+    let resource = cx.resources.resolve(client, requested.as_deref(), false)?;
+    if cx.resources.is_userinfo(&resource) {
+        return Err(OAuthError::invalid_target("the userinfo endpoint takes tokens issued for a user only").into());
+    }
     let scopes = requested_scopes(&resource, params.get("scope"), false)?;
     let to = Grantee {
         sub: &client.client_id,
@@ -27,7 +30,7 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
         grant: None,
     };
     let access = tokens::mint(cx.keys, cx.issuer, to)?;
-    Ok(Issued { access, refresh: None, scopes })
+    Ok(Issued { access, refresh: None, scopes, id_token: None })
 }
 
 /// A client allowed exactly one resource gets it without naming it.

@@ -62,6 +62,33 @@ pub struct Issued {
     pub access: Minted,
     pub refresh: Option<Secret>,
     pub scopes: Vec<String>,
+    /// For a grant with the `openid` scope (OpenID Connect).
+    pub id_token: Option<String>,
+}
+
+/// The ID token that goes with `access` for a user's grant with the `openid` scope (its claims
+/// follow the grant's scopes); `None` for other grants. A user deleted since fails the request.
+pub async fn id_token_for(
+    cx: &Context<'_>,
+    client: &Client,
+    user_id: Option<uuid::Uuid>,
+    grant_scopes: &[String],
+    access: &Minted,
+    sign_in: crate::oidc::SignIn<'_>,
+) -> Result<Option<String>, GrantError> {
+    let (Some(user_id), true) = (user_id, crate::oidc::is_openid(grant_scopes)) else { return Ok(None) };
+    let Some(user) = crate::store::users::by_id(cx.pool, user_id).await? else {
+        return Err(OAuthError::invalid_grant("the user of this grant no longer exists").into());
+    };
+    let issue = crate::oidc::Issue {
+        client,
+        user: &user,
+        scopes: grant_scopes,
+        access_token: &access.token,
+        lifetime_seconds: access.expires_in,
+        sign_in,
+    };
+    Ok(Some(crate::oidc::id_token(cx.keys, cx.issuer, &issue)?))
 }
 
 /// Whether this client gets refresh tokens: it registered the `refresh_token` grant type.

@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use aws_lc_rs::hmac;
 
-use super::{Context, GrantError, Issued, required};
+use super::{Context, GrantError, Issued, id_token_for, required};
 use crate::audit::{Event, Outcome};
 use crate::clients::Client;
 use crate::config::MasterKey;
 use crate::oauth::params::Params;
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{OAuthError, scope};
+use crate::oidc::SignIn;
 use crate::store::grants::{self, RefreshRequest, Rotated};
 use crate::tokens::{self, Grantee};
 
@@ -91,7 +92,10 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
         grant: Some(rotated.grant_id),
     };
     let access = tokens::mint(cx.keys, cx.issuer, to)?;
-    Ok(Issued { access, refresh: Some(new), scopes })
+    // A refreshed ID token: same subject and sign-in, no nonce (OpenID Connect Core §12.2).
+    let sign_in = SignIn { auth_time: rotated.auth_time, sid: rotated.sid.as_deref(), nonce: None };
+    let id_token = id_token_for(cx, client, rotated.user_id, &rotated.scopes, &access, sign_in).await?;
+    Ok(Issued { access, refresh: Some(new), scopes, id_token })
 }
 
 /// The token was rotated moments ago and its successor is still unused: the same successor

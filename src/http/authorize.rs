@@ -21,7 +21,7 @@ pub async fn authorize(
     let user = browser::signed_in(&state.pool, &session).await?;
     let resources = state.resources.load();
     let parts = state.authorization(&meta, &resources);
-    match authorization::begin(&parts, query.as_deref().unwrap_or(""), user.map(|u| u.id)).await? {
+    match authorization::begin(&parts, query.as_deref().unwrap_or(""), user.as_ref()).await? {
         Ok(begun) => {
             // Only this browser may continue the request on the login and consent pages.
             browser::add_request(&session, &hex::encode(begun.handle.digest())).await?;

@@ -17,6 +17,8 @@ pub struct Policy {
 pub const DOCUMENTS: Policy = Policy { methods: "GET, OPTIONS" };
 /// `/token` and `/revoke`.
 pub const API: Policy = Policy { methods: "POST, OPTIONS" };
+/// `/userinfo` (OpenID Connect: GET or POST).
+pub const USERINFO: Policy = Policy { methods: "GET, POST, OPTIONS" };
 /// `/register` and the client configuration endpoint.
 pub const REGISTRATION: Policy = Policy { methods: "GET, POST, PUT, DELETE, OPTIONS" };
 

@@ -1,4 +1,4 @@
-//! `GET/POST /login` and `POST /logout`: the form, then `authentication::sign_in` (one message
+//! `GET/POST /login`: the form, then `authentication::sign_in` (one message
 //! for an unknown user and a wrong password, and the same cost), then back to the pending
 //! authorization request through `authorization::signed_in_for`.
 
@@ -56,14 +56,16 @@ pub async fn show(
     let params = Params::parse(query.as_deref().unwrap_or("").as_bytes())
         .map_err(|e| PageError::bad_request(format!("Malformed request: {e}.")))?;
     let request = params.get("request");
-    let client_name = match request {
+    let pending = match request {
         Some(handle) => {
             let resources = state.resources.load();
-            authorization::pending_client_name(&state.authorization(&meta, &resources), handle).await?
+            Some(authorization::pending_login(&state.authorization(&meta, &resources), handle).await?)
         }
         None => None,
     };
-    login_page(&state, &session, StatusCode::OK, LoginForm { request, client_name, username: "", error: None }).await
+    let (client_name, hint) = pending.map_or((None, None), |p| (p.client_name, p.login_hint));
+    let form = LoginForm { request, client_name, username: hint.as_deref().unwrap_or(""), error: None };
+    login_page(&state, &session, StatusCode::OK, form).await
 }
 
 pub async fn submit(
@@ -105,7 +107,8 @@ pub async fn submit(
             return Ok(res);
         }
     };
-    browser::log_in(&session, SessionUser::signed_in_now(&user)).await?;
+    let signed_in = SessionUser::signed_in_now(&user);
+    browser::log_in(&session, signed_in.clone()).await?;
     let Some(handle) = request else {
         let message = format!("You are signed in as {}.", user.username);
         let page = InfoPage { base: state.settings.issuer.path(), title: "Signed in", message: &message };
@@ -115,21 +118,6 @@ pub async fn submit(
         return Err(PageError::expired_request());
     }
     let resources = state.resources.load();
-    let location = authorization::signed_in_for(&state.authorization(&meta, &resources), handle, user.id).await?;
+    let location = authorization::signed_in_for(&state.authorization(&meta, &resources), handle, &signed_in).await?;
     Ok(see_other(&location))
-}
-
-pub async fn logout(
-    State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, PageError> {
-    let params = browser::posted_form(&state.settings.issuer, &headers, &body)?;
-    if !browser::csrf_ok(&session, params.get("csrf_token")).await {
-        return Err(PageError::forbidden("This form expired."));
-    }
-    browser::log_out(&session).await?;
-    let page = InfoPage { base: state.settings.issuer.path(), title: "Signed out", message: "You are signed out." };
-    Ok(render(StatusCode::OK, &page))
 }

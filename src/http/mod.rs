@@ -14,6 +14,7 @@ pub mod headers;
 pub mod health;
 pub mod introspect;
 pub mod login;
+pub mod logout;
 pub mod metadata;
 pub mod metrics;
 pub mod pages;
@@ -23,6 +24,7 @@ pub mod request_id;
 pub mod revoke;
 pub mod token;
 pub mod transport;
+pub mod userinfo;
 
 use std::time::Duration;
 
@@ -72,6 +74,7 @@ pub fn router(state: AppState) -> Router {
     let cors = |policy: cors::Policy| axum::middleware::from_fn_with_state(policy, cors::layer);
     let discovery = Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata::metadata))
+        .route("/.well-known/openid-configuration", get(metadata::metadata))
         .route("/jwks.json", get(metadata::jwks))
         .layer(cors(cors::DOCUMENTS));
     let limit = |route: Route| axum::middleware::from_fn_with_state((state.clone(), route), rate_limit::per_address);
@@ -80,7 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/authorize", get(authorize::authorize).route_layer(limit(Route::Browser)))
         .route("/login", get(login::show).post(login::submit).route_layer(limit(Route::Browser)))
         .route("/consent", get(consent::show).post(consent::submit).route_layer(limit(Route::Browser)))
-        .route("/logout", post(login::logout))
+        .route("/logout", get(logout::show).post(logout::submit).route_layer(limit(Route::Browser)))
         .layer(axum::middleware::from_fn_with_state(std::sync::Arc::<str>::from(path), pages::render_errors))
         .layer(session_layer(&state));
     let api = Router::new()
@@ -88,6 +91,9 @@ pub fn router(state: AppState) -> Router {
         .route("/revoke", post(revoke::revoke).route_layer(limit(Route::Revoke)))
         .layer(cors(cors::API))
         .route("/introspect", post(introspect::introspect).route_layer(limit(Route::Introspect)));
+    let userinfo = Router::new()
+        .route("/userinfo", get(userinfo::get).post(userinfo::post).route_layer(limit(Route::Introspect)))
+        .layer(cors(cors::USERINFO));
     let registration = Router::new()
         .route("/register", post(register::create))
         .route("/register/{client_id}", get(register::read).put(register::update).delete(register::delete))
@@ -96,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .merge(discovery)
         .merge(pages)
         .merge(api)
+        .merge(userinfo)
         .merge(registration)
         .route("/static/tessera.css", get(stylesheet));
 
@@ -103,10 +110,15 @@ pub fn router(state: AppState) -> Router {
     app = if path.is_empty() {
         app.merge(endpoints)
     } else {
-        app.nest(path, endpoints).route(
-            &format!("/.well-known/oauth-authorization-server{path}"),
-            get(metadata::metadata).layer(cors(cors::DOCUMENTS)),
-        )
+        app.nest(path, endpoints)
+            .route(
+                &format!("/.well-known/oauth-authorization-server{path}"),
+                get(metadata::metadata).layer(cors(cors::DOCUMENTS)),
+            )
+            .route(
+                &format!("/.well-known/openid-configuration{path}"),
+                get(metadata::metadata).layer(cors(cors::DOCUMENTS)),
+            )
     };
     // (Not `method_not_allowed_fallback`: it would replace the per-route fallbacks that the CORS
     // layers wrap, and preflight requests would get 405.)

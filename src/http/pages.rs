@@ -33,6 +33,17 @@ pub struct LoginPage<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "logout.html")]
+pub struct LogoutPage<'a> {
+    pub base: &'a str,
+    pub csrf_token: &'a str,
+    pub client_name: Option<&'a str>,
+    pub username: &'a str,
+    /// The request's parameters, sent again with the confirmation.
+    pub carried: Vec<(&'a str, &'a str)>,
+}
+
+#[derive(Template)]
 #[template(path = "consent.html")]
 pub struct ConsentPage<'a> {
     pub base: &'a str,

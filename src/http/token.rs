@@ -27,6 +27,8 @@ struct TokenResponse<'a> {
     scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<&'a str>,
 }
 
 pub async fn token(State(state): State<AppState>, meta: RequestMeta, headers: HeaderMap, body: Bytes) -> Response {
@@ -53,6 +55,7 @@ pub async fn token(State(state): State<AppState>, meta: RequestMeta, headers: He
                 expires_in: issued.access.expires_in,
                 scope: scope::join(&issued.scopes),
                 refresh_token: issued.refresh.as_ref().map(|r| r.expose()),
+                id_token: issued.id_token.as_deref(),
             };
             let mut res = Json(body).into_response();
             res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

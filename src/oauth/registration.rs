@@ -19,6 +19,8 @@ const MAX_NAME: usize = 200;
 const MAX_URI: usize = 2000;
 const MAX_SHORT: usize = 200;
 const MAX_CONTACTS: usize = 10;
+/// The longest `default_max_age` accepted: ten years, in seconds.
+const MAX_DEFAULT_MAX_AGE: u64 = 10 * 365 * 24 * 3600;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -40,7 +42,8 @@ pub struct Metadata {
     /// `native` or `web` (inferred from the redirect URIs when absent).
     pub application_type: String,
     /// Kept as sent: client_uri, logo_uri, tos_uri, policy_uri, contacts, scope, software_id,
-    /// software_version, application_type, response_types.
+    /// software_version, application_type, response_types, and the OpenID Connect members
+    /// post_logout_redirect_uris, id_token_signed_response_alg, default_max_age, require_auth_time.
     pub stored: Map<String, Value>,
     /// What was asked for and replaced (RFC 7591 §3.2.1), for the audit record: dropped grant
     /// and response types, a replaced authentication method.
@@ -271,7 +274,45 @@ fn stored_fields(
             stored.insert(field.into(), Value::String(v.to_owned()));
         }
     }
+    openid_fields(doc, &mut stored)?;
     Ok(stored)
+}
+
+/// The OpenID Connect registration members Tessera honours (OpenID Connect Dynamic Client
+/// Registration 1.0 §2); `subject_type` may only be `public`.
+fn openid_fields(doc: &Map<String, Value>, stored: &mut Map<String, Value>) -> Result<(), OAuthError> {
+    const LOGOUT_URIS: &str = "post_logout_redirect_uris";
+    if let Some(uris) = string_array(doc, LOGOUT_URIS, MAX_REDIRECT_URIS, MAX_URI)? {
+        for uri in &uris {
+            redirect_uri::validate(uri).map_err(|m| invalid(LOGOUT_URIS, format!("{}: {m}", truncate(uri))))?;
+        }
+        stored.insert(LOGOUT_URIS.into(), serde_json::json!(uris));
+    }
+    match string(doc, "id_token_signed_response_alg", 10)? {
+        None => {}
+        Some(alg @ ("RS256" | "ES256")) => {
+            stored.insert("id_token_signed_response_alg".into(), Value::String(alg.to_owned()));
+        }
+        Some(_) => return Err(invalid("id_token_signed_response_alg", "must be RS256 or ES256")),
+    }
+    match doc.get("default_max_age") {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|s| s <= MAX_DEFAULT_MAX_AGE) => {
+            stored.insert("default_max_age".into(), Value::Number(n.clone()));
+        }
+        Some(_) => return Err(invalid("default_max_age", "must be a number of seconds (at most ten years)")),
+    }
+    match doc.get("require_auth_time") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => {
+            stored.insert("require_auth_time".into(), Value::Bool(*b));
+        }
+        Some(_) => return Err(invalid("require_auth_time", "must be true or false")),
+    }
+    match string(doc, "subject_type", 20)? {
+        None | Some("public") => Ok(()),
+        Some(_) => Err(invalid("subject_type", "only public subject identifiers are supported")),
+    }
 }
 
 fn truncate(s: &str) -> String {
@@ -478,6 +519,38 @@ mod tests {
             let m = reg(json!({"redirect_uris": uris, "token_endpoint_auth_method": "client_secret_post"})).unwrap();
             assert_eq!(m.token_endpoint_auth_method, "client_secret_post", "{uris}");
             assert_eq!(m.application_type, "native");
+        }
+    }
+
+    #[test]
+    fn openid_connect_members() {
+        let m = reg(json!({
+            "redirect_uris": ["https://app.example/cb"],
+            "post_logout_redirect_uris": ["https://app.example/signed-out"],
+            "id_token_signed_response_alg": "ES256",
+            "default_max_age": 3600,
+            "require_auth_time": true,
+            "subject_type": "public"
+        }))
+        .unwrap();
+        assert_eq!(m.stored["post_logout_redirect_uris"], json!(["https://app.example/signed-out"]));
+        assert_eq!(m.stored["id_token_signed_response_alg"], "ES256");
+        assert_eq!((&m.stored["default_max_age"], &m.stored["require_auth_time"]), (&json!(3600), &json!(true)));
+        for (member, value, why) in [
+            ("post_logout_redirect_uris", json!(["https://app.example/out#f"]), "fragment"),
+            ("post_logout_redirect_uris", json!("https://app.example/out"), "array"),
+            ("id_token_signed_response_alg", json!("none"), "RS256 or ES256"),
+            ("id_token_signed_response_alg", json!("HS256"), "RS256 or ES256"),
+            ("default_max_age", json!(-1), "seconds"),
+            ("default_max_age", json!("60"), "seconds"),
+            ("require_auth_time", json!("yes"), "true or false"),
+            ("subject_type", json!("pairwise"), "public"),
+        ] {
+            let mut doc = json!({"redirect_uris": ["https://app.example/cb"]});
+            doc[member] = value.clone();
+            let e = reg(doc).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidClientMetadata, "{member} {value}");
+            assert!(e.description.starts_with(member) && e.description.contains(why), "{member} {value}: {e}");
         }
     }
 }

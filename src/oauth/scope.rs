@@ -2,6 +2,12 @@
 
 /// Asking for it means a refresh token; it is accepted for every resource.
 pub const OFFLINE_ACCESS: &str = "offline_access";
+/// OpenID Connect (Core §3.1.2.1, §5.4): an ID token, and the profile and email claims. Accepted
+/// for every resource in the authorization code flow.
+pub const OPENID: &str = "openid";
+pub const PROFILE: &str = "profile";
+pub const EMAIL: &str = "email";
+pub const OIDC_SCOPES: [&str; 3] = [OPENID, PROFILE, EMAIL];
 const MAX_SCOPES: usize = 50;
 const MAX_SCOPE_LEN: usize = 128;
 

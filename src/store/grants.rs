@@ -21,16 +21,22 @@ pub struct NewCode<'a> {
     pub redirect_uri: &'a str,
     pub redirect_uri_sent: bool,
     pub code_challenge: &'a str,
+    /// OpenID Connect: the request's nonce, and when and in which session the user signed in.
+    pub nonce: Option<&'a str>,
+    pub auth_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub sid: Option<&'a str>,
 }
 
 /// Create the grant of an approval and its authorization code, together.
 pub async fn create_with_code(pool: &PgPool, c: &NewCode<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "WITH g AS (
-            INSERT INTO grants (id, client_id, user_id, resource_id, scopes) VALUES ($1, $2, $3, $4, $5) RETURNING id
+            INSERT INTO grants (id, client_id, user_id, resource_id, scopes, auth_time, sid)
+            VALUES ($1, $2, $3, $4, $5, $11, $12) RETURNING id
          )
-         INSERT INTO authorization_codes (code_hash, grant_id, client_id, redirect_uri, redirect_uri_sent, code_challenge, expires_at)
-         SELECT $6, g.id, $2, $7, $8, $9, now() + make_interval(secs => $10) FROM g",
+         INSERT INTO authorization_codes (code_hash, grant_id, client_id, redirect_uri, redirect_uri_sent, code_challenge, expires_at,
+                                          nonce)
+         SELECT $6, g.id, $2, $7, $8, $9, now() + make_interval(secs => $10), $13 FROM g",
         c.grant_id,
         c.client_id,
         c.user_id,
@@ -40,7 +46,10 @@ pub async fn create_with_code(pool: &PgPool, c: &NewCode<'_>) -> Result<(), sqlx
         c.redirect_uri,
         c.redirect_uri_sent,
         c.code_challenge,
-        CODE_TTL_SECONDS
+        CODE_TTL_SECONDS,
+        c.auth_time,
+        c.sid,
+        c.nonce
     )
     .execute(pool)
     .await?;
@@ -56,6 +65,9 @@ pub struct ClaimedCode {
     pub user_id: Option<Uuid>,
     pub resource_id: Uuid,
     pub scopes: Vec<String>,
+    pub nonce: Option<String>,
+    pub auth_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub sid: Option<String>,
 }
 
 /// Claim an unused, unexpired code issued to `client_id` whose grant still stands.
@@ -66,7 +78,8 @@ pub async fn claim_code(pool: &PgPool, code_hash: &[u8], client_id: &str) -> Res
          FROM grants g
          WHERE c.code_hash = $1 AND c.used_at IS NULL AND c.client_id = $2 AND c.expires_at > now()
            AND g.id = c.grant_id AND g.revoked_at IS NULL
-         RETURNING c.grant_id, c.redirect_uri, c.redirect_uri_sent, c.code_challenge, g.user_id, g.resource_id, g.scopes",
+         RETURNING c.grant_id, c.redirect_uri, c.redirect_uri_sent, c.code_challenge, g.user_id, g.resource_id, g.scopes,
+                   c.nonce, g.auth_time, g.sid",
         code_hash,
         client_id
     )
@@ -143,6 +156,9 @@ pub struct Rotated {
     pub user_id: Option<Uuid>,
     pub resource_id: Uuid,
     pub scopes: Vec<String>,
+    /// When and in which session the user signed in (OpenID Connect grants).
+    pub auth_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub sid: Option<String>,
 }
 
 /// What a refresh request asks for.
@@ -169,14 +185,14 @@ pub async fn rotate_refresh(pool: &PgPool, r: &RefreshRequest<'_>) -> Result<Opt
             WHERE r.token_hash = $1 AND r.rotated_at IS NULL AND r.client_id = $3 AND r.expires_at > now()
               AND g.id = r.grant_id AND g.revoked_at IS NULL AND g.scopes @> $4::text[]
               AND ($6::uuid IS NULL OR g.resource_id = $6)
-            RETURNING r.grant_id, r.absolute_expires_at, g.user_id, g.resource_id, g.scopes
+            RETURNING r.grant_id, r.absolute_expires_at, g.user_id, g.resource_id, g.scopes, g.auth_time, g.sid
          ), new AS (
             INSERT INTO refresh_tokens (token_hash, grant_id, client_id, expires_at, absolute_expires_at)
             SELECT $2, old.grant_id, $3, least(now() + make_interval(secs => $5), old.absolute_expires_at), old.absolute_expires_at
             FROM old
             RETURNING grant_id
          )
-         SELECT old.grant_id, old.user_id, old.resource_id, old.scopes FROM old JOIN new USING (grant_id)",
+         SELECT old.grant_id, old.user_id, old.resource_id, old.scopes, old.auth_time, old.sid FROM old JOIN new USING (grant_id)",
         r.old_hash,
         r.new_hash,
         r.client_id,
@@ -198,7 +214,7 @@ pub async fn replay_within_grace(
     grace_seconds: f64,
 ) -> Result<Option<(Rotated, Vec<u8>)>, sqlx::Error> {
     let row = sqlx::query!(
-        r#"SELECT o.grant_id, g.user_id, g.resource_id, g.scopes, s.token_hash AS successor_hash
+        r#"SELECT o.grant_id, g.user_id, g.resource_id, g.scopes, g.auth_time, g.sid, s.token_hash AS successor_hash
            FROM refresh_tokens o
            JOIN refresh_tokens s ON s.token_hash = o.successor_hash
            JOIN grants g ON g.id = o.grant_id
@@ -214,8 +230,14 @@ pub async fn replay_within_grace(
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|row| {
-        let rotated =
-            Rotated { grant_id: row.grant_id, user_id: row.user_id, resource_id: row.resource_id, scopes: row.scopes };
+        let rotated = Rotated {
+            grant_id: row.grant_id,
+            user_id: row.user_id,
+            resource_id: row.resource_id,
+            scopes: row.scopes,
+            auth_time: row.auth_time,
+            sid: row.sid,
+        };
         (rotated, row.successor_hash)
     }))
 }

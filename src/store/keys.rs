@@ -8,6 +8,7 @@ pub const CHANNEL: &str = "tessera_keys";
 
 pub struct KeyRow {
     pub kid: String,
+    pub alg: String,
     pub public_jwk: serde_json::Value,
     pub private_key_enc: Vec<u8>,
     pub created_at: DateTime<Utc>,
@@ -17,61 +18,64 @@ pub struct KeyRow {
 pub async fn list(pool: &PgPool) -> Result<Vec<KeyRow>, sqlx::Error> {
     sqlx::query_as!(
         KeyRow,
-        "SELECT kid, public_jwk, private_key_enc, created_at, activates_at FROM signing_keys ORDER BY activates_at, kid"
+        "SELECT kid, alg, public_jwk, private_key_enc, created_at, activates_at FROM signing_keys ORDER BY activates_at, kid"
     )
     .fetch_all(pool)
     .await
 }
 
 /// Store a new key that starts signing at `activates_at`, and tell every instance to reload.
-pub async fn insert(
-    pool: &PgPool,
-    kid: &str,
-    public_jwk: &serde_json::Value,
-    private_key_enc: &[u8],
-    activates_at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+pub async fn insert(pool: &PgPool, key: &NewKeyRow, activates_at: DateTime<Utc>) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query!(
-        "INSERT INTO signing_keys (kid, alg, public_jwk, private_key_enc, activates_at) VALUES ($1, 'ES256', $2, $3, $4)",
-        kid,
-        public_jwk,
-        private_key_enc,
+        "INSERT INTO signing_keys (kid, alg, public_jwk, private_key_enc, activates_at) VALUES ($1, $2, $3, $4, $5)",
+        key.kid,
+        key.alg,
+        key.public_jwk,
+        key.private_key_enc,
         activates_at
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, kid).execute(&mut *tx).await?;
+    sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, key.kid).execute(&mut *tx).await?;
     tx.commit().await
 }
 
-/// A key to store: its id, public JWK and encrypted private key.
+/// A key to store: its id, algorithm, public JWK and encrypted private key.
 pub struct NewKeyRow {
     pub kid: String,
+    pub alg: &'static str,
     pub public_jwk: serde_json::Value,
     pub private_key_enc: Vec<u8>,
 }
 
-/// Create the first key if the table is empty. Instances that start together serialize on an
+/// Create the first key of `alg` if there is none. Instances that start together serialize on an
 /// advisory lock, so exactly one key is created.
-pub async fn ensure_initial_key<E>(pool: &PgPool, generate: impl FnOnce() -> Result<NewKeyRow, E>) -> Result<(), E>
+pub async fn ensure_initial_key<E>(
+    pool: &PgPool,
+    alg: &str,
+    generate: impl FnOnce() -> Result<NewKeyRow, E>,
+) -> Result<(), E>
 where
     E: From<sqlx::Error>,
 {
-    let exists =
-        sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM signing_keys) AS "exists!""#).fetch_one(pool).await?;
+    let exists = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM signing_keys WHERE alg = $1) AS "exists!""#, alg)
+        .fetch_one(pool)
+        .await?;
     if exists {
         return Ok(());
     }
     let mut tx = pool.begin().await?;
     sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('tessera.signing_keys'))").execute(&mut *tx).await?;
-    let exists =
-        sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM signing_keys) AS "exists!""#).fetch_one(&mut *tx).await?;
+    let exists = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM signing_keys WHERE alg = $1) AS "exists!""#, alg)
+        .fetch_one(&mut *tx)
+        .await?;
     if !exists {
         let key = generate()?;
         sqlx::query!(
-            "INSERT INTO signing_keys (kid, alg, public_jwk, private_key_enc, activates_at) VALUES ($1, 'ES256', $2, $3, now())",
+            "INSERT INTO signing_keys (kid, alg, public_jwk, private_key_enc, activates_at) VALUES ($1, $2, $3, $4, now())",
             key.kid,
+            key.alg,
             key.public_jwk,
             key.private_key_enc
         )

@@ -14,13 +14,18 @@ pub struct User {
     /// Bumped by a password change or a disable; sessions signed in under another are void.
     pub session_generation: i32,
     pub created_at: DateTime<Utc>,
+    /// The full name (OpenID Connect `name`).
+    pub name: Option<String>,
+    /// Whether the operator vouched for the email (OpenID Connect `email_verified`).
+    pub email_verified: bool,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// Find a user by name, ignoring case.
 pub async fn by_username(pool: &PgPool, username: &str) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
-        "SELECT id, username, email, password_hash, disabled, session_generation, created_at FROM users WHERE lower(username) = lower($1)",
+        "SELECT id, username, email, password_hash, disabled, session_generation, created_at, name, email_verified, updated_at FROM users WHERE lower(username) = lower($1)",
         username
     )
     .fetch_optional(pool)
@@ -30,7 +35,7 @@ pub async fn by_username(pool: &PgPool, username: &str) -> Result<Option<User>, 
 pub async fn by_id(pool: &PgPool, id: Uuid) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
-        "SELECT id, username, email, password_hash, disabled, session_generation, created_at FROM users WHERE id = $1",
+        "SELECT id, username, email, password_hash, disabled, session_generation, created_at, name, email_verified, updated_at FROM users WHERE id = $1",
         id
     )
     .fetch_optional(pool)
@@ -40,7 +45,7 @@ pub async fn by_id(pool: &PgPool, id: Uuid) -> Result<Option<User>, sqlx::Error>
 pub async fn list(pool: &PgPool) -> Result<Vec<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
-        "SELECT id, username, email, password_hash, disabled, session_generation, created_at FROM users ORDER BY lower(username)"
+        "SELECT id, username, email, password_hash, disabled, session_generation, created_at, name, email_verified, updated_at FROM users ORDER BY lower(username)"
     )
     .fetch_all(pool)
     .await
@@ -64,6 +69,36 @@ pub async fn insert(
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// A change of profile: `None` leaves a field as it is; `Some(None)` clears it.
+#[derive(Clone, Debug, Default)]
+pub struct ProfileChange<'a> {
+    pub email: Option<Option<&'a str>>,
+    pub name: Option<Option<&'a str>>,
+    pub email_verified: Option<bool>,
+}
+
+/// Change a user's profile (and `updated_at`); `None` if there is no such user. A new email is
+/// unverified unless the change says otherwise.
+pub async fn update_profile(pool: &PgPool, username: &str, c: &ProfileChange<'_>) -> Result<Option<Uuid>, sqlx::Error> {
+    let email_changes = c.email.is_some();
+    sqlx::query_scalar!(
+        "UPDATE users SET
+             email = CASE WHEN $2 THEN $3 ELSE email END,
+             name = CASE WHEN $4 THEN $5 ELSE name END,
+             email_verified = coalesce($6, CASE WHEN $2 THEN false ELSE email_verified END),
+             updated_at = now()
+         WHERE lower(username) = lower($1) RETURNING id",
+        username,
+        email_changes,
+        c.email.flatten(),
+        c.name.is_some(),
+        c.name.flatten(),
+        c.email_verified
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 /// What a credential change ended.

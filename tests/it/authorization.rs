@@ -814,7 +814,10 @@ async fn metadata_lists_the_new_endpoints_and_scopes() {
         serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
     );
     assert_eq!(doc["response_modes_supported"], serde_json::json!(["query"]));
-    assert_eq!(doc["scopes_supported"], serde_json::json!(["offline_access", "tools:read", "tools:write"]));
+    assert_eq!(
+        doc["scopes_supported"],
+        serde_json::json!(["email", "offline_access", "openid", "profile", "tools:read", "tools:write"])
+    );
 }
 
 #[tokio::test]

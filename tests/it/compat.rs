@@ -105,22 +105,24 @@ async fn a_zero_grace_window_makes_every_reuse_revoke() {
 }
 
 #[tokio::test]
-async fn openid_discovery_is_a_clean_404_until_oidc_exists() {
+async fn every_location_mcp_clients_probe_serves_the_same_document() {
+    // The MCP authorization spec has clients try, in order: RFC 8414 path-inserted, OpenID
+    // path-inserted, OpenID path-appended (for an issuer with a path), or the root forms.
     for path in ["", "/tenant"] {
         let app = TestApp::spawn_with(Options { issuer_path: path.into(), ..Default::default() }).await;
+        let mut documents = Vec::new();
         for probe in [
-            format!("{}/.well-known/openid-configuration", app.base),
+            format!("{}/.well-known/oauth-authorization-server{path}", app.origin),
             format!("{}/.well-known/openid-configuration{path}", app.origin),
+            format!("{}/.well-known/openid-configuration", app.base),
         ] {
             let res = app.client.get(&probe).send().await.unwrap();
-            assert_eq!(res.status(), 404, "{probe}");
-            let body: Value = res.json().await.unwrap();
-            assert_eq!(body["error"], "not_found", "{probe}");
+            assert_eq!(res.status(), 200, "{probe}");
+            let doc: Value = res.json().await.unwrap();
+            assert_eq!(doc["issuer"], app.issuer.as_str(), "{probe}");
+            documents.push(doc);
         }
-        // The RFC 8414 document is where it belongs, at the issuer and path-inserted.
-        let inserted = format!("{}/.well-known/oauth-authorization-server{path}", app.origin);
-        let doc: Value = app.client.get(&inserted).send().await.unwrap().json().await.unwrap();
-        assert_eq!(doc["issuer"], app.issuer.as_str());
+        assert!(documents.windows(2).all(|w| w[0] == w[1]), "one document everywhere");
     }
 }
 

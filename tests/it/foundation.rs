@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tessera::config::MasterKey;
 use tessera::keys::KeyError;
 use tessera::state::{AppState, ServerSettings};
@@ -55,7 +55,7 @@ async fn metadata_at_path_inserted_location_when_issuer_has_a_path() {
 }
 
 #[tokio::test]
-async fn jwks_publishes_one_es256_public_key() {
+async fn jwks_publishes_one_es256_and_one_rs256_public_key() {
     let app = TestApp::spawn().await;
     let res = app.get("/jwks.json").await;
     assert_eq!(res.status(), 200);
@@ -63,8 +63,8 @@ async fn jwks_publishes_one_es256_public_key() {
     assert_eq!(res.headers()["access-control-allow-origin"], "*");
     let jwks: Value = res.json().await.unwrap();
     let keys = jwks["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), 1);
-    let key = keys[0].as_object().unwrap();
+    assert_eq!(keys.len(), 2, "one key per algorithm: {keys:?}");
+    let key = keys.iter().find(|k| k["alg"] == "ES256").unwrap().as_object().unwrap();
     assert_eq!(key["kty"], "EC");
     assert_eq!(key["crv"], "P-256");
     assert_eq!(key["use"], "sig");
@@ -82,6 +82,22 @@ async fn jwks_publishes_one_es256_public_key() {
     let decoding =
         jsonwebtoken::DecodingKey::from_ec_components(key["x"].as_str().unwrap(), key["y"].as_str().unwrap()).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.validate_aud = false;
+    jsonwebtoken::decode::<Value>(&token, &decoding, &validation).unwrap();
+
+    // The RS256 key (ID tokens): public members only, and it verifies what its private half signs.
+    let rsa = keys.iter().find(|k| k["alg"] == "RS256").unwrap().as_object().unwrap();
+    assert_eq!((&rsa["kty"], &rsa["use"], &rsa["e"]), (&json!("RSA"), &json!("sig"), &json!("AQAB")));
+    assert_eq!(rsa["n"].as_str().unwrap().len(), 342, "a 2048-bit modulus");
+    let mut members: Vec<&str> = rsa.keys().map(String::as_str).collect();
+    members.sort();
+    assert_eq!(members, ["alg", "e", "kid", "kty", "n", "use"], "no private member may appear");
+    let signer = app.state.keys.signing_key_for(tessera::keys::Alg::Rs256).unwrap();
+    assert_eq!(signer.kid, rsa["kid"].as_str().unwrap());
+    let token = signer.sign_id_token(&serde_json::json!({"sub": "t", "exp": 4102444800u64})).unwrap();
+    let decoding =
+        jsonwebtoken::DecodingKey::from_rsa_components(rsa["n"].as_str().unwrap(), rsa["e"].as_str().unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.validate_aud = false;
     jsonwebtoken::decode::<Value>(&token, &decoding, &validation).unwrap();
 }
@@ -112,7 +128,7 @@ async fn wrong_master_key_is_an_error_not_a_new_key() {
         Ok(_) => panic!("a wrong master key was accepted"),
     }
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM signing_keys").fetch_one(&app.db.pool).await.unwrap();
-    assert_eq!(count, 1, "no key may be created with the wrong master key");
+    assert_eq!(count, 2, "no key may be created with the wrong master key (one per algorithm exists)");
 }
 
 #[tokio::test]
@@ -131,7 +147,7 @@ async fn several_instances_starting_at_once_create_one_key() {
     let starts = (0..4).map(|_| TestApp::spawn_on(db.clone(), Options::default()));
     let apps = futures_join_all(starts).await;
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM signing_keys").fetch_one(&db.pool).await.unwrap();
-    assert_eq!(count, 1);
+    assert_eq!(count, 2, "one key per algorithm");
     let kid = apps[0].state.keys.signing_key().unwrap().kid.clone();
     assert!(apps.iter().all(|a| a.state.keys.signing_key().unwrap().kid == kid));
 }
@@ -226,12 +242,14 @@ async fn rotation_is_published_at_once_on_every_instance() {
     assert!(out.status.success(), "keys rotate failed: {}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let new = stdout.split_whitespace().nth(3).unwrap().to_owned();
-    // Both instances publish both keys within a second (LISTEN/NOTIFY), and keep signing with the old one.
+    // Both instances publish both ES256 keys within a second (LISTEN/NOTIFY), and keep signing
+    // with the old one. (The RS256 key is not rotated: ES256 is the default.)
     for app in [&a, &b] {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             let jwks: Value = app.get("/jwks.json").await.json().await.unwrap();
-            let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+            let es256 = jwks["keys"].as_array().unwrap().iter().filter(|k| k["alg"] == "ES256");
+            let kids: Vec<&str> = es256.map(|k| k["kid"].as_str().unwrap()).collect();
             if kids.len() == 2 {
                 assert!(kids.contains(&old.as_str()) && kids.contains(&new.as_str()), "{kids:?}");
                 break;
@@ -246,8 +264,9 @@ async fn rotation_is_published_at_once_on_every_instance() {
         crate::common::tessera_bin().args(["keys", "list", "--json"]).env("DATABASE_URL", a.db.url()).output().unwrap();
     assert!(out.status.success());
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let statuses: Vec<&str> = list.as_array().unwrap().iter().map(|k| k["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["active", "pending"]);
+    let statuses: Vec<(&str, &str)> =
+        list.as_array().unwrap().iter().map(|k| (k["alg"].as_str().unwrap(), k["status"].as_str().unwrap())).collect();
+    assert_eq!(statuses, [("ES256", "active"), ("RS256", "active"), ("ES256", "pending")]);
 }
 
 #[tokio::test]
@@ -263,5 +282,5 @@ async fn rotation_with_the_wrong_master_key_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("TESSERA_MASTER_KEY"), "{stderr}");
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM signing_keys").fetch_one(&app.db.pool).await.unwrap();
-    assert_eq!(count, 1);
+    assert_eq!(count, 2, "still one key per algorithm");
 }

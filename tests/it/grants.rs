@@ -117,6 +117,9 @@ impl Parts {
             redirect_uri: REDIRECT,
             redirect_uri_sent: true,
             code_challenge: &challenge,
+            nonce: None,
+            auth_time: None,
+            sid: None,
         };
         store::grants::create_with_code(&self.db.pool, &new).await.unwrap();
         (code.expose().to_owned(), verifier, grant_id)

@@ -117,10 +117,11 @@ async fn inactive_tokens_are_exactly_active_false() {
     // Signed by a key Tessera never published.
     let master = tessera::config::MasterKey::generate();
     let foreign = {
-        let new = tessera::keys::generate(&master).unwrap();
+        let new = tessera::keys::generate(&master, tessera::keys::Alg::Es256).unwrap();
         let row = tessera::store::keys::KeyRow {
             kid: new.kid.clone(),
-            public_jwk: serde_json::to_value(&new.public_jwk).unwrap(),
+            alg: "ES256".into(),
+            public_jwk: new.public_jwk.clone(),
             private_key_enc: new.private_key_enc,
             created_at: chrono::Utc::now(),
             activates_at: chrono::Utc::now(),

@@ -15,6 +15,7 @@ mod gateway;
 mod grants;
 mod hardening;
 mod introspection;
+mod oidc;
 mod registration;
 mod security;
 mod zoo;

@@ -34,6 +34,12 @@ pub enum ClientCommand {
         /// Limit the client to these resources (repeatable); default: any resource.
         #[arg(long = "resource", value_name = "URI")]
         resources: Vec<String>,
+        /// Where the end-session endpoint may send the browser after signing out (repeatable).
+        #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+        post_logout_redirect_uris: Vec<String>,
+        /// The algorithm of its ID tokens: RS256 (default) or ES256.
+        #[arg(long, value_name = "ALG")]
+        id_token_alg: Option<String>,
     },
     /// List the clients.
     List,
@@ -58,8 +64,18 @@ pub enum ClientCommand {
 
 pub async fn run(pool: &PgPool, cmd: &ClientCommand) -> Result<(), Failure> {
     match cmd {
-        ClientCommand::Add { name, redirect_uris, confidential, grants, resources } => {
-            add(pool, name, redirect_uris, *confidential, grants, resources).await
+        ClientCommand::Add {
+            name,
+            redirect_uris,
+            confidential,
+            grants,
+            resources,
+            post_logout_redirect_uris,
+            id_token_alg,
+        } => {
+            let openid = openid_metadata(post_logout_redirect_uris, id_token_alg.as_deref())?;
+            let new = NewClient { name, redirect_uris, confidential: *confidential, grants, resources, openid };
+            add(pool, new).await
         }
         ClientCommand::List => list(pool).await,
         ClientCommand::RegistrationToken { expires, uses, note } => {
@@ -69,14 +85,39 @@ pub async fn run(pool: &PgPool, cmd: &ClientCommand) -> Result<(), Failure> {
     }
 }
 
-async fn add(
-    pool: &PgPool,
-    name: &str,
-    redirect_uris: &[String],
+/// What `client add` registers.
+struct NewClient<'a> {
+    name: &'a str,
+    redirect_uris: &'a [String],
     confidential: bool,
-    grants: &[String],
-    resources: &[String],
-) -> Result<(), Failure> {
+    grants: &'a [String],
+    resources: &'a [String],
+    /// OpenID Connect metadata (post_logout_redirect_uris, id_token_signed_response_alg).
+    openid: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The OpenID Connect metadata given on the command line, checked.
+fn openid_metadata(
+    post_logout_redirect_uris: &[String],
+    id_token_alg: Option<&str>,
+) -> Result<serde_json::Map<String, serde_json::Value>, Failure> {
+    let mut metadata = serde_json::Map::new();
+    for uri in post_logout_redirect_uris {
+        redirect_uri::validate(uri).map_err(|m| usage("--post-logout-redirect-uri", format!("{uri}: {m}")))?;
+    }
+    if !post_logout_redirect_uris.is_empty() {
+        metadata.insert("post_logout_redirect_uris".into(), serde_json::json!(post_logout_redirect_uris));
+    }
+    if let Some(alg) = id_token_alg {
+        let alg = crate::keys::Alg::parse(&alg.to_ascii_uppercase())
+            .ok_or_else(|| usage("--id-token-alg", "must be RS256 or ES256"))?;
+        metadata.insert("id_token_signed_response_alg".into(), alg.as_str().into());
+    }
+    Ok(metadata)
+}
+
+async fn add(pool: &PgPool, new: NewClient<'_>) -> Result<(), Failure> {
+    let NewClient { name, redirect_uris, confidential, grants, resources, openid } = new;
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(usage("--name", "must be 1 to 200 characters"));
@@ -95,6 +136,7 @@ async fn add(
     client.redirect_uris = redirect_uris.to_vec();
     client.grant_types = grant_types;
     client.allowed_resources = allowed;
+    client.metadata = serde_json::Value::Object(openid);
     store::clients::insert(pool, &client).await.map_err(db)?;
     admin_event(pool, Event::new("admin.client.added", Outcome::Success).client(&client.client_id)).await?;
     println!("client_id     {}", client.client_id);

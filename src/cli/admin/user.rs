@@ -8,6 +8,7 @@ use super::{admin_event, check_username, db, hash, read_password, usage};
 use crate::audit::{Event, Outcome};
 use crate::cli::Failure;
 use crate::store;
+use crate::store::users::ProfileChange;
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -16,9 +17,27 @@ pub enum UserCommand {
         username: String,
         #[arg(long)]
         email: Option<String>,
+        /// The person's name (OpenID Connect `name`, with the profile scope).
+        #[arg(long)]
+        name: Option<String>,
+        /// The email address is known to be the person's (OpenID Connect `email_verified`).
+        #[arg(long)]
+        email_verified: bool,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Change an account's profile (what the profile and email scopes release). An empty value
+    /// clears a field; a new email is unverified unless --email-verified says otherwise.
+    Edit {
+        username: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// true or false.
+        #[arg(long, value_name = "BOOL")]
+        email_verified: Option<bool>,
     },
     /// Set a new password. Ends the user's browser sessions and revokes every grant they made
     /// (refresh tokens stop at once; access tokens turn inactive at introspection).
@@ -49,8 +68,25 @@ pub enum UserCommand {
 
 pub async fn run(pool: &PgPool, cmd: &UserCommand) -> Result<(), Failure> {
     match cmd {
-        UserCommand::Add { username, email, password_stdin } => {
-            add(pool, username, email.as_deref(), *password_stdin).await
+        UserCommand::Add { username, email, name, email_verified, password_stdin } => {
+            add(pool, username, email.as_deref(), *password_stdin).await?;
+            if name.is_some() || *email_verified {
+                let change = ProfileChange {
+                    email: None,
+                    name: cleared(name.as_deref()),
+                    email_verified: email_verified.then_some(true),
+                };
+                edit(pool, username, change).await?;
+            }
+            Ok(())
+        }
+        UserCommand::Edit { username, email, name, email_verified } => {
+            let change = ProfileChange {
+                email: cleared(email.as_deref()),
+                name: cleared(name.as_deref()),
+                email_verified: *email_verified,
+            };
+            edit(pool, username, change).await
         }
         UserCommand::Passwd { username, password_stdin, keep_grants } => {
             passwd(pool, username, *password_stdin, *keep_grants).await
@@ -62,17 +98,50 @@ pub async fn run(pool: &PgPool, cmd: &UserCommand) -> Result<(), Failure> {
     }
 }
 
+/// A profile value as given: absent leaves the field, empty clears it.
+fn cleared(value: Option<&str>) -> Option<Option<&str>> {
+    value.map(|v| Some(v.trim()).filter(|v| !v.is_empty()))
+}
+
 fn no_user(username: &str) -> Failure {
     usage("USERNAME", format!("no user {username}"))
 }
 
-async fn add(pool: &PgPool, username: &str, email: Option<&str>, password_stdin: bool) -> Result<(), Failure> {
-    check_username(username)?;
+fn check_email(email: Option<&str>) -> Result<(), Failure> {
     if let Some(email) = email
         && (email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace))
     {
         return Err(usage("--email", "is not an email address"));
     }
+    Ok(())
+}
+
+/// Change a profile (after `add`, or `user edit`).
+async fn edit(pool: &PgPool, username: &str, change: ProfileChange<'_>) -> Result<(), Failure> {
+    check_email(change.email.flatten())?;
+    if change.name.flatten().is_some_and(|n| n.chars().count() > 200 || n.chars().any(char::is_control)) {
+        return Err(usage("--name", "must be at most 200 characters, without control characters"));
+    }
+    if change.email.is_none() && change.name.is_none() && change.email_verified.is_none() {
+        return Err(usage("user edit", "nothing to change (--email, --name, --email-verified)"));
+    }
+    let id =
+        store::users::update_profile(pool, username, &change).await.map_err(db)?.ok_or_else(|| no_user(username))?;
+    admin_event(pool, Event::new("admin.user.edited", Outcome::Success).subject(id.to_string())).await?;
+    let user = store::users::by_id(pool, id).await.map_err(db)?.ok_or_else(|| no_user(username))?;
+    println!(
+        "{}: name {}, email {} ({})",
+        user.username,
+        user.name.as_deref().unwrap_or("-"),
+        user.email.as_deref().unwrap_or("-"),
+        if user.email_verified { "verified" } else { "unverified" }
+    );
+    Ok(())
+}
+
+async fn add(pool: &PgPool, username: &str, email: Option<&str>, password_stdin: bool) -> Result<(), Failure> {
+    check_username(username)?;
+    check_email(email)?;
     let hashed = hash(read_password(password_stdin)?).await?;
     let id = Uuid::new_v4();
     if !store::users::insert(pool, id, username, email, &hashed).await.map_err(db)? {
@@ -126,14 +195,20 @@ async fn revoke(pool: &PgPool, username: &str, client: Option<&str>) -> Result<(
 }
 
 async fn list(pool: &PgPool) -> Result<(), Failure> {
-    println!("{:<36} {:<24} {:<9} EMAIL", "ID", "USERNAME", "STATUS");
+    println!("{:<36} {:<24} {:<9} {:<32} NAME", "ID", "USERNAME", "STATUS", "EMAIL");
     for u in store::users::list(pool).await.map_err(db)? {
+        let email = match u.email {
+            Some(email) if u.email_verified => format!("{email} (verified)"),
+            Some(email) => email,
+            None => String::new(),
+        };
         println!(
-            "{:<36} {:<24} {:<9} {}",
+            "{:<36} {:<24} {:<9} {:<32} {}",
             u.id,
             u.username,
             if u.disabled { "disabled" } else { "active" },
-            u.email.unwrap_or_default()
+            email,
+            u.name.unwrap_or_default()
         );
     }
     Ok(())

@@ -18,6 +18,7 @@ pub const RESOURCE: &str = "https://mcp.example.com/mcp";
 pub const REDIRECT: &str = "http://127.0.0.1/callback";
 
 /// What a test registered.
+#[derive(Clone)]
 pub struct Fixture {
     pub resource: String,
     pub client_id: String,
