@@ -135,6 +135,28 @@ pub fn posted_form(issuer: &Issuer, headers: &HeaderMap, body: &Bytes) -> Result
     form(headers, body).map_err(|e| PageError::bad_request(format!("The form could not be read: {e}.")))
 }
 
+/// A posted form that also carries this session's CSRF token; `expired` is what the page says
+/// when the token is missing or stale.
+pub async fn checked_form(
+    issuer: &Issuer,
+    session: &Session,
+    headers: &HeaderMap,
+    body: &Bytes,
+    expired: &'static str,
+) -> Result<Params, PageError> {
+    let params = posted_form(issuer, headers, body)?;
+    if !csrf_ok(session, params.get("csrf_token")).await {
+        return Err(PageError::forbidden(expired));
+    }
+    Ok(params)
+}
+
+/// The query of a page request; malformed is a page error.
+pub fn query_params(query: Option<&str>) -> Result<Params, PageError> {
+    Params::parse(query.unwrap_or("").as_bytes())
+        .map_err(|e| PageError::bad_request(format!("Malformed request: {e}.")))
+}
+
 /// Parse an `application/x-www-form-urlencoded` body, refusing other content types and
 /// repeated parameters.
 pub fn form(headers: &HeaderMap, body: &Bytes) -> Result<Params, FormError> {

@@ -68,10 +68,8 @@ pub async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let params = browser::posted_form(&state.settings.issuer, &headers, &body)?;
-    if !browser::csrf_ok(&session, params.get("csrf_token")).await {
-        return Err(PageError::forbidden("This form expired. Go back to the application and start again."));
-    }
+    let expired = "This form expired. Go back to the application and start again.";
+    let params = browser::checked_form(&state.settings.issuer, &session, &headers, &body, expired).await?;
     let Some(handle) = params.get("request").filter(|h| authorization::valid_handle(h)) else {
         return Err(PageError::expired_request());
     };

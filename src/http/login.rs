@@ -13,7 +13,6 @@ use super::pages::{InfoPage, LoginPage, PageError, render};
 use crate::audit::RequestMeta;
 use crate::authentication::{self, SignIn};
 use crate::authorization;
-use crate::oauth::params::Params;
 use crate::oauth::secret;
 use crate::state::AppState;
 use crate::store::login_throttle::Limits;
@@ -53,8 +52,7 @@ pub async fn show(
     session: Session,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let params = Params::parse(query.as_deref().unwrap_or("").as_bytes())
-        .map_err(|e| PageError::bad_request(format!("Malformed request: {e}.")))?;
+    let params = browser::query_params(query.as_deref())?;
     let request = params.get("request");
     let pending = match request {
         Some(handle) => {

@@ -13,7 +13,6 @@ use super::browser::{self, see_other};
 use super::pages::{InfoPage, LogoutPage, PageError, render};
 use crate::audit::RequestMeta;
 use crate::logout::{self, Logout, LogoutError};
-use crate::oauth::params::Params;
 use crate::state::AppState;
 
 /// The parameters a confirmation carries to the POST.
@@ -34,8 +33,7 @@ pub async fn show(
     session: Session,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let params = Params::parse(query.as_deref().unwrap_or("").as_bytes())
-        .map_err(|e| PageError::bad_request(format!("Malformed request: {e}.")))?;
+    let params = browser::query_params(query.as_deref())?;
     if let Some(name) = params.first_repeated() {
         return Err(PageError::bad_request(format!("The parameter {name} appears more than once.")));
     }
@@ -66,10 +64,8 @@ pub async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let params = browser::posted_form(&state.settings.issuer, &headers, &body)?;
-    if !browser::csrf_ok(&session, params.get("csrf_token")).await {
-        return Err(PageError::forbidden("This form expired. Go back to the application and sign out again."));
-    }
+    let expired = "This form expired. Go back to the application and sign out again.";
+    let params = browser::checked_form(&state.settings.issuer, &session, &headers, &body, expired).await?;
     let request = logout::check(&state.clients, &state.keys, &state.settings.issuer, &params).await?;
     let user = browser::signed_in(&state.pool, &session).await?;
     end(&state, &meta, &session, user, &request).await

@@ -16,6 +16,8 @@ use url::Url;
 use crate::Server;
 
 pub const SCOPE: &str = "tools:read";
+/// The same, as an OpenID Connect request: the code exchange also returns an ID token.
+pub const OPENID_SCOPE: &str = "openid tools:read";
 
 /// A code and the PKCE verifier that redeems it.
 pub struct Code {
@@ -42,11 +44,12 @@ pub fn http_client(cookies: bool) -> Result<reqwest::Client> {
 pub struct Browser {
     http: reqwest::Client,
     server: Arc<Server>,
+    scope: &'static str,
 }
 
 impl Browser {
-    pub fn new(server: Arc<Server>) -> Result<Self> {
-        Ok(Self { http: http_client(true)?, server })
+    pub fn new(server: Arc<Server>, scope: &'static str) -> Result<Self> {
+        Ok(Self { http: http_client(true)?, server, scope })
     }
 
     /// Run authorize → (login) → (consent: allow) → redirect to the client; return the code.
@@ -64,7 +67,7 @@ impl Browser {
             .append_pair("code_challenge_method", "S256")
             .append_pair("state", &state)
             .append_pair("resource", &s.cfg.resource)
-            .append_pair("scope", SCOPE);
+            .append_pair("scope", self.scope);
         let mut res = self.http.get(url.clone()).send().await?;
         let mut page = url;
         for _ in 0..10 {
@@ -143,8 +146,8 @@ pub async fn exchange_for_refresh(http: &reqwest::Client, s: &Server, code: &Cod
     body["refresh_token"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("no refresh_token in {body}"))
 }
 
-/// Mint codes (and, with `exchange`, turn each into a refresh token) with `tasks` concurrent
-/// requests until `count` are minted or `budget` has passed. Returns what was minted.
+/// Mint codes for `scope` (and, with `exchange`, turn each into a refresh token) with `tasks`
+/// concurrent requests until `count` are minted or `budget` has passed. Returns what was minted.
 ///
 /// One browser signs in once (the first code) and then serves every task, like a browser with
 /// many tabs: signing in is password hashing, which the workloads do not measure.
@@ -154,11 +157,12 @@ pub async fn mint(
     count: usize,
     budget: Duration,
     exchange: bool,
+    scope: &'static str,
 ) -> Result<(Vec<Code>, Vec<String>)> {
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
     let deadline = Instant::now() + budget;
-    let browser = Arc::new(Browser::new(server.clone())?);
+    let browser = Arc::new(Browser::new(server.clone(), scope)?);
     let http = http_client(false)?;
     let (mut codes, mut refresh) = (Vec::new(), Vec::new());
     let first = browser.mint_code().await.with_context(|| format!("signing in on {}", server.cfg.name))?;

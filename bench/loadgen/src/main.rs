@@ -24,7 +24,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::conn::Req;
-use crate::flow::{Code, SCOPE};
+use crate::flow::{Code, OPENID_SCOPE, SCOPE};
 use crate::workload::{Chains, Fixed, FromPool, Outcome, Pool, Source, basic, form};
 
 #[derive(Parser)]
@@ -44,7 +44,8 @@ struct Args {
     /// Concurrent connections (one request in flight on each).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Comma-separated subset of: discovery,jwks,client_credentials,introspection,refresh_token,authorization_code,revocation.
+    /// Comma-separated subset of: discovery,jwks,client_credentials,introspection,refresh_token,authorization_code,
+    /// authorization_code_id_token,revocation.
     #[arg(long, default_value = "all")]
     workloads: String,
     /// Also write the table as Markdown to this file.
@@ -125,13 +126,8 @@ impl Server {
         let host = format!("{}:{}", base.host_str().unwrap_or("127.0.0.1"), base.port_or_known_default().unwrap_or(80));
         let addr = host.to_socket_addrs()?.next().ok_or_else(|| anyhow!("cannot resolve {host}"))?;
         let http = flow::http_client(false)?;
-        let doc: serde_json::Value = http
-            .get(format!("{}{}", cfg.base, cfg.discovery_path))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let doc: serde_json::Value =
+            http.get(format!("{}{}", cfg.base, cfg.discovery_path)).send().await?.error_for_status()?.json().await?;
         let pick = |field: &str, default: &str| -> Result<String> {
             let url = doc[field].as_str().map_or_else(|| format!("{}{default}", cfg.base), str::to_owned);
             let parsed = Url::parse(&url)?;
@@ -169,16 +165,19 @@ enum Workload {
     Introspection,
     RefreshToken,
     AuthorizationCode,
+    /// The same exchange for an OpenID Connect code (`openid`): it also signs an ID token.
+    AuthorizationCodeIdToken,
     Revocation,
 }
 
-const ALL: [Workload; 7] = [
+const ALL: [Workload; 8] = [
     Workload::Discovery,
     Workload::Jwks,
     Workload::ClientCredentials,
     Workload::Introspection,
     Workload::RefreshToken,
     Workload::AuthorizationCode,
+    Workload::AuthorizationCodeIdToken,
     Workload::Revocation,
 ];
 
@@ -191,12 +190,16 @@ impl Workload {
             Self::Introspection => "introspection",
             Self::RefreshToken => "refresh_token",
             Self::AuthorizationCode => "authorization_code",
+            Self::AuthorizationCodeIdToken => "authorization_code_id_token",
             Self::Revocation => "revocation",
         }
     }
 
     fn on_token_endpoint(self) -> bool {
-        matches!(self, Self::ClientCredentials | Self::RefreshToken | Self::AuthorizationCode)
+        matches!(
+            self,
+            Self::ClientCredentials | Self::RefreshToken | Self::AuthorizationCode | Self::AuthorizationCodeIdToken
+        )
     }
 }
 
@@ -242,7 +245,10 @@ async fn wait_quiet(max: Duration) -> f64 {
         let busy = procstat::machine_busy_secs() - before;
         if busy < QUIET || Instant::now() >= until {
             if told {
-                eprintln!("[bench]   machine {} ({busy:.2} cores busy)", if busy < QUIET { "quiet" } else { "still busy; going on" });
+                eprintln!(
+                    "[bench]   machine {} ({busy:.2} cores busy)",
+                    if busy < QUIET { "quiet" } else { "still busy; going on" }
+                );
             }
             return busy;
         }
@@ -258,16 +264,15 @@ impl Bench {
         let c = self.concurrency;
         let e = &s.endpoints;
         let fixed = |reqs: Vec<Req>, must_contain: &'static str| -> Vec<Box<dyn Source>> {
-            (0..c)
-                .map(|k| Box::new(Fixed { reqs: reqs.clone(), i: k, must_contain }) as Box<dyn Source>)
-                .collect()
+            (0..c).map(|k| Box::new(Fixed { reqs: reqs.clone(), i: k, must_contain }) as Box<dyn Source>).collect()
         };
         let run = |sources, warmup| Prepared::Run { sources, warmup, max_duration: None, note: None };
         Ok(match w {
             Workload::Discovery => run(fixed(vec![Req::get(&s.cfg.discovery_path)], "\"issuer\""), true),
             Workload::Jwks => run(fixed(vec![Req::get(&path_of(&e.jwks))], "\"keys\""), true),
             Workload::ClientCredentials => {
-                let body = form(&[("grant_type", "client_credentials"), ("resource", &s.cfg.resource), ("scope", SCOPE)]);
+                let body =
+                    form(&[("grant_type", "client_credentials"), ("resource", &s.cfg.resource), ("scope", SCOPE)]);
                 let auth = basic(&s.cfg.cc_client_id, &s.cfg.cc_client_secret);
                 run(fixed(vec![Req::post_form(&path_of(&e.token), body, Some(auth))], "\"access_token\""), true)
             }
@@ -295,7 +300,8 @@ impl Bench {
             Workload::RefreshToken => {
                 let per_worker = if self.smoke { 1 } else { 4 };
                 let want = c * per_worker;
-                let (_, mut tokens) = flow::mint(s.clone(), 16.min(want), want, Duration::from_secs(120), true).await?;
+                let (_, mut tokens) =
+                    flow::mint(s.clone(), 16.min(want), want, Duration::from_secs(120), true, SCOPE).await?;
                 if tokens.len() < want {
                     bail!("minted only {} of {want} refresh-token chains", tokens.len());
                 }
@@ -317,12 +323,21 @@ impl Bench {
                     note: Some(format!("{want} chains, {per_worker} per connection")),
                 }
             }
-            Workload::AuthorizationCode => {
+            Workload::AuthorizationCode | Workload::AuthorizationCodeIdToken => {
+                let (scope, must_contain) = match w {
+                    Workload::AuthorizationCode => (SCOPE, "\"access_token\""),
+                    _ if s.name() != "tessera" => {
+                        // The reference is configured as an MCP authorization server with one
+                        // ES256 key and no OpenID claims; this workload compares Tessera with itself.
+                        return Ok(Prepared::Skip(format!("skipped: {} is measured on tessera only", w.name())));
+                    }
+                    _ => (OPENID_SCOPE, "\"id_token\""),
+                };
                 // Codes live 60 s on both servers: mint for a bounded time right before the run,
                 // and end the run before the oldest code could expire.
                 let budget = self.mint_budget(2.5, 25.0);
                 let started = Instant::now();
-                let (codes, _) = flow::mint(s.clone(), 16, 500_000, budget, false).await?;
+                let (codes, _) = flow::mint(s.clone(), 16, 500_000, budget, false, scope).await?;
                 let minted_in = started.elapsed();
                 let left = Duration::from_secs(55).saturating_sub(started.elapsed());
                 if left < Duration::from_secs(1) {
@@ -344,8 +359,7 @@ impl Bench {
                 });
                 let sources = (0..c)
                     .map(|_| {
-                        Box::new(FromPool { pool: pool.clone(), build: build.clone(), must_contain: "\"access_token\"" })
-                            as Box<dyn Source>
+                        Box::new(FromPool { pool: pool.clone(), build: build.clone(), must_contain }) as Box<dyn Source>
                     })
                     .collect();
                 Prepared::Run { sources, warmup: false, max_duration: Some(left), note: Some(note) }
@@ -356,7 +370,7 @@ impl Bench {
                 }
                 let budget = self.mint_budget(2.0, 30.0);
                 let started = Instant::now();
-                let (_, tokens) = flow::mint(s.clone(), 16, 500_000, budget, true).await?;
+                let (_, tokens) = flow::mint(s.clone(), 16, 500_000, budget, true, SCOPE).await?;
                 let note =
                     format!("{} refresh tokens minted in {:.1} s", tokens.len(), started.elapsed().as_secs_f64());
                 let (path, client_id) = (path_of(&e.revocation), s.cfg.app_client_id.clone());
@@ -367,7 +381,8 @@ impl Bench {
                 });
                 let sources = (0..c)
                     .map(|_| {
-                        Box::new(FromPool { pool: pool.clone(), build: build.clone(), must_contain: "" }) as Box<dyn Source>
+                        Box::new(FromPool { pool: pool.clone(), build: build.clone(), must_contain: "" })
+                            as Box<dyn Source>
                     })
                     .collect();
                 Prepared::Run { sources, warmup: false, max_duration: None, note: Some(note) }
@@ -448,7 +463,11 @@ impl Bench {
                 if status.is_success() && body.contains("\"active\":true") {
                     let who = format!(
                         "{} ({})",
-                        if id == s.cfg.cc_client_id { "the confidential client" } else { "resource-server credentials" },
+                        if id == s.cfg.cc_client_id {
+                            "the confidential client"
+                        } else {
+                            "resource-server credentials"
+                        },
                         if in_form { "client_secret_post" } else { "client_secret_basic" }
                     );
                     let chosen = if in_form {
@@ -468,7 +487,12 @@ impl Bench {
         bail!("no credentials got active:true from {}:\n    {}", s.endpoints.introspection, tried.join("\n    "))
     }
 
-    async fn measure(&self, w: Workload, s: &Arc<Server>, rss: &procstat::RssSampler) -> Result<Option<Measured>, String> {
+    async fn measure(
+        &self,
+        w: Workload,
+        s: &Arc<Server>,
+        rss: &procstat::RssSampler,
+    ) -> Result<Option<Measured>, String> {
         if !self.wait_quiet.is_zero() {
             wait_quiet(self.wait_quiet).await;
         }
@@ -511,11 +535,8 @@ impl Bench {
         let all = (procstat::machine_busy_secs() - all0) / secs;
         let cpu_other = if all.is_nan() { f64::NAN } else { (all - cpu_server - pg - cpu_gen).max(0.0) };
         let cpu_pg = s.cfg.uses_postgres.then_some(pg);
-        let (cpu_server, cpu_gen, cpu_pg) = if secs.is_nan() {
-            (f64::NAN, f64::NAN, cpu_pg.map(|_| f64::NAN))
-        } else {
-            (cpu_server, cpu_gen, cpu_pg)
-        };
+        let (cpu_server, cpu_gen, cpu_pg) =
+            if secs.is_nan() { (f64::NAN, f64::NAN, cpu_pg.map(|_| f64::NAN)) } else { (cpu_server, cpu_gen, cpu_pg) };
         let peak_rss_kb = rss.take_peak();
         let mut note = note;
         if out.exhausted {
@@ -676,11 +697,25 @@ fn report(rows: &[Row], hwm: &[(String, Option<u64>)], servers: &[Arc<Server>], 
     let find = |w: Workload, name: &str| {
         rows.iter().find(|r| r.workload == w && r.server == name).and_then(|r| r.result.as_ref().ok())
     };
-    let mut table: Vec<[String; 14]> = vec![[
-        "workload", "server", "req/s", "p50 ms", "p99 ms", "max ms", "errors", "ratio", "peak RSS MB", "CPU srv", "CPU pg",
-        "CPU gen", "CPU other", "target",
-    ]
-    .map(str::to_owned)];
+    let mut table: Vec<[String; 14]> = vec![
+        [
+            "workload",
+            "server",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "errors",
+            "ratio",
+            "peak RSS MB",
+            "CPU srv",
+            "CPU pg",
+            "CPU gen",
+            "CPU other",
+            "target",
+        ]
+        .map(str::to_owned),
+    ];
     let mut notes = Vec::new();
     let mut errors = Vec::new();
     for r in rows {
@@ -750,7 +785,13 @@ fn report(rows: &[Row], hwm: &[(String, Option<u64>)], servers: &[Arc<Server>], 
         let cells: Vec<String> = l
             .iter()
             .enumerate()
-            .map(|(i, c)| if (2..=12).contains(&i) { format!("{c:>w$}", w = widths[i]) } else { format!("{c:<w$}", w = widths[i]) })
+            .map(|(i, c)| {
+                if (2..=12).contains(&i) {
+                    format!("{c:>w$}", w = widths[i])
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
             .collect();
         let _ = writeln!(s, "| {} |", cells.join(" | "));
         if k == 0 {
@@ -818,7 +859,7 @@ fn targets(w: Workload, o: &Outcome, ratio: Option<f64>) -> Vec<String> {
         Workload::Discovery | Workload::Jwks => vs_ref(5.0),
         Workload::ClientCredentials | Workload::Introspection => vs_ref(2.0),
         Workload::RefreshToken => t.push(format!("≥3000/s {}", verdict(o.rps() >= 3000.0))),
-        Workload::AuthorizationCode | Workload::Revocation => {}
+        Workload::AuthorizationCode | Workload::AuthorizationCodeIdToken | Workload::Revocation => {}
     }
     if w.on_token_endpoint() {
         t.push(format!("p99<20ms {}", verdict(o.ms(0.99) < 20.0)));
