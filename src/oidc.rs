@@ -17,7 +17,7 @@ use crate::config::Issuer;
 use crate::keys::{Alg, KeyError, KeyRing};
 use crate::oauth::scope;
 use crate::revocation::Revocation;
-use crate::store::users::User;
+use crate::store::users::Profile;
 use crate::tokens::{self, Invalid, JwsHeader, VerifiedCache};
 
 /// The algorithm of a client's ID tokens when it registered none: OpenID's mandatory one.
@@ -47,7 +47,7 @@ pub struct UserClaims {
 
 /// `profile`: `name` (when set), `preferred_username`, `updated_at`; `email`: `email` and
 /// `email_verified` (when an email is set).
-pub fn user_claims(user: &User, scopes: &[String]) -> UserClaims {
+pub fn user_claims(user: &Profile, scopes: &[String]) -> UserClaims {
     let has = |s: &str| scopes.iter().any(|g| g == s);
     let mut claims = UserClaims::default();
     if has(scope::PROFILE) {
@@ -100,7 +100,7 @@ pub struct SignIn<'a> {
 /// keys that sign it stay published as long as it lives).
 pub struct Issue<'a> {
     pub client: &'a Client,
-    pub user: &'a User,
+    pub user: &'a Profile,
     pub scopes: &'a [String],
     pub access_token: &'a str,
     pub lifetime_seconds: u64,
@@ -243,7 +243,7 @@ pub async fn userinfo(p: &UserinfoParts<'_>, token: &str) -> Result<Userinfo, Us
     let Some(user) = user.filter(|u| !u.disabled) else {
         return Err(UserinfoError::InvalidToken("the user of this access token no longer exists"));
     };
-    Ok(Userinfo { sub: claims.sub.clone(), claims: user_claims(&user, &scopes) })
+    Ok(Userinfo { sub: claims.sub.clone(), claims: user_claims(&user.profile(), &scopes) })
 }
 
 #[cfg(test)]
@@ -266,15 +266,11 @@ mod tests {
         assert!(!fresh_enough(now, Some(0), now), "max_age=0 always asks for a sign-in");
     }
 
-    fn user() -> User {
-        User {
+    fn user() -> Profile {
+        Profile {
             id: uuid::Uuid::nil(),
             username: "alice".into(),
             email: Some("alice@example.com".into()),
-            password_hash: String::new(),
-            disabled: false,
-            session_generation: 0,
-            created_at: Utc::now(),
             name: None,
             email_verified: true,
             updated_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
@@ -291,7 +287,7 @@ mod tests {
         assert_eq!((profile.name, profile.email), (None, None));
         let email = user_claims(&user(), &scopes(&["openid", "email"]));
         assert_eq!((email.email.as_deref(), email.email_verified), (Some("alice@example.com"), Some(true)));
-        let no_email = User { email: None, ..user() };
+        let no_email = Profile { email: None, ..user() };
         assert_eq!(user_claims(&no_email, &scopes(&["email"])).email_verified, None);
     }
 }

@@ -44,7 +44,7 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
     };
     let access = tokens::mint(cx.keys, cx.issuer, to)?;
     let sign_in = SignIn { auth_time: claimed.auth_time, sid: claimed.sid.as_deref(), nonce: claimed.nonce.as_deref() };
-    let id_token = id_token_for(cx, client, claimed.user_id, &claimed.scopes, &access, sign_in).await?;
+    let id_token = id_token_for(cx, client, claimed.profile.as_ref(), &claimed.scopes, &access, sign_in)?;
     let refresh = if may_refresh(client) {
         let token = Secret::generate();
         let (idle, max) = (cx.refresh.idle.as_secs_f64(), cx.refresh.max.as_secs_f64());

@@ -67,22 +67,25 @@ pub struct Issued {
 }
 
 /// The ID token that goes with `access` for a user's grant with the `openid` scope (its claims
-/// follow the grant's scopes); `None` for other grants. A user deleted since fails the request.
-pub async fn id_token_for(
+/// follow the grant's scopes); `None` for other grants. `user` is the grant's user, read with
+/// the grant (`None`: deleted since, which fails an OpenID grant).
+pub fn id_token_for(
     cx: &Context<'_>,
     client: &Client,
-    user_id: Option<uuid::Uuid>,
+    user: Option<&crate::store::users::Profile>,
     grant_scopes: &[String],
     access: &Minted,
     sign_in: crate::oidc::SignIn<'_>,
 ) -> Result<Option<String>, GrantError> {
-    let (Some(user_id), true) = (user_id, crate::oidc::is_openid(grant_scopes)) else { return Ok(None) };
-    let Some(user) = crate::store::users::by_id(cx.pool, user_id).await? else {
+    if !crate::oidc::is_openid(grant_scopes) {
+        return Ok(None);
+    }
+    let Some(user) = user else {
         return Err(OAuthError::invalid_grant("the user of this grant no longer exists").into());
     };
     let issue = crate::oidc::Issue {
         client,
-        user: &user,
+        user,
         scopes: grant_scopes,
         access_token: &access.token,
         lifetime_seconds: access.expires_in,

@@ -5,6 +5,8 @@
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::users::{Profile, joined_profile};
+
 /// Channel on which a trigger announces a revoked or deleted grant (payload: the grant id).
 pub const CHANNEL: &str = "tessera_grants";
 
@@ -56,7 +58,7 @@ pub async fn create_with_code(pool: &PgPool, c: &NewCode<'_>) -> Result<(), sqlx
     Ok(())
 }
 
-/// A code claimed for one use.
+/// A code claimed for one use, with its user's profile (for an ID token).
 pub struct ClaimedCode {
     pub grant_id: Uuid,
     pub redirect_uri: String,
@@ -68,23 +70,37 @@ pub struct ClaimedCode {
     pub nonce: Option<String>,
     pub auth_time: Option<chrono::DateTime<chrono::Utc>>,
     pub sid: Option<String>,
+    pub profile: Option<Profile>,
 }
 
 /// Claim an unused, unexpired code issued to `client_id` whose grant still stands.
 pub async fn claim_code(pool: &PgPool, code_hash: &[u8], client_id: &str) -> Result<Option<ClaimedCode>, sqlx::Error> {
-    sqlx::query_as!(
-        ClaimedCode,
-        "UPDATE authorization_codes c SET used_at = now()
-         FROM grants g
-         WHERE c.code_hash = $1 AND c.used_at IS NULL AND c.client_id = $2 AND c.expires_at > now()
-           AND g.id = c.grant_id AND g.revoked_at IS NULL
-         RETURNING c.grant_id, c.redirect_uri, c.redirect_uri_sent, c.code_challenge, g.user_id, g.resource_id, g.scopes,
-                   c.nonce, g.auth_time, g.sid",
+    let row = sqlx::query!(
+        r#"UPDATE authorization_codes c SET used_at = now()
+           FROM grants g LEFT JOIN users u ON u.id = g.user_id
+           WHERE c.code_hash = $1 AND c.used_at IS NULL AND c.client_id = $2 AND c.expires_at > now()
+             AND g.id = c.grant_id AND g.revoked_at IS NULL
+           RETURNING c.grant_id, c.redirect_uri, c.redirect_uri_sent, c.code_challenge, g.user_id, g.resource_id, g.scopes,
+                     c.nonce, g.auth_time, g.sid, u.username AS "username?", u.name AS "name?", u.email AS "email?",
+                     u.email_verified AS "email_verified?", u.updated_at AS "updated_at?""#,
         code_hash,
         client_id
     )
     .fetch_optional(pool)
-    .await
+    .await?;
+    Ok(row.map(|r| ClaimedCode {
+        profile: joined_profile(r.user_id, r.username, r.name, r.email, r.email_verified, r.updated_at),
+        grant_id: r.grant_id,
+        redirect_uri: r.redirect_uri,
+        redirect_uri_sent: r.redirect_uri_sent,
+        code_challenge: r.code_challenge,
+        user_id: r.user_id,
+        resource_id: r.resource_id,
+        scopes: r.scopes,
+        nonce: r.nonce,
+        auth_time: r.auth_time,
+        sid: r.sid,
+    }))
 }
 
 /// Why a code could not be claimed.
@@ -159,6 +175,8 @@ pub struct Rotated {
     /// When and in which session the user signed in (OpenID Connect grants).
     pub auth_time: Option<chrono::DateTime<chrono::Utc>>,
     pub sid: Option<String>,
+    /// The user's profile (for an ID token).
+    pub profile: Option<Profile>,
 }
 
 /// What a refresh request asks for.
@@ -177,9 +195,8 @@ pub struct RefreshRequest<'a> {
 /// it is unused, unexpired, issued to this client, its grant stands, is for the named resource
 /// and covers the wanted scopes. `None` means nothing changed; [`refresh_state`] tells why.
 pub async fn rotate_refresh(pool: &PgPool, r: &RefreshRequest<'_>) -> Result<Option<Rotated>, sqlx::Error> {
-    sqlx::query_as!(
-        Rotated,
-        "WITH old AS (
+    let row = sqlx::query!(
+        r#"WITH old AS (
             UPDATE refresh_tokens r SET rotated_at = now(), successor_hash = $2
             FROM grants g
             WHERE r.token_hash = $1 AND r.rotated_at IS NULL AND r.client_id = $3 AND r.expires_at > now()
@@ -192,7 +209,10 @@ pub async fn rotate_refresh(pool: &PgPool, r: &RefreshRequest<'_>) -> Result<Opt
             FROM old
             RETURNING grant_id
          )
-         SELECT old.grant_id, old.user_id, old.resource_id, old.scopes, old.auth_time, old.sid FROM old JOIN new USING (grant_id)",
+         SELECT old.grant_id, old.user_id, old.resource_id, old.scopes, old.auth_time, old.sid,
+                u.username AS "username?", u.name AS "name?", u.email AS "email?",
+                u.email_verified AS "email_verified?", u.updated_at AS "updated_at?"
+         FROM old JOIN new USING (grant_id) LEFT JOIN users u ON u.id = old.user_id"#,
         r.old_hash,
         r.new_hash,
         r.client_id,
@@ -201,7 +221,16 @@ pub async fn rotate_refresh(pool: &PgPool, r: &RefreshRequest<'_>) -> Result<Opt
         r.wanted_resource
     )
     .fetch_optional(pool)
-    .await
+    .await?;
+    Ok(row.map(|r| Rotated {
+        profile: joined_profile(r.user_id, r.username, r.name, r.email, r.email_verified, r.updated_at),
+        grant_id: r.grant_id,
+        user_id: r.user_id,
+        resource_id: r.resource_id,
+        scopes: r.scopes,
+        auth_time: r.auth_time,
+        sid: r.sid,
+    }))
 }
 
 /// Within `grace_seconds` of its rotation, a rotated token presented again by its client gets
@@ -214,10 +243,13 @@ pub async fn replay_within_grace(
     grace_seconds: f64,
 ) -> Result<Option<(Rotated, Vec<u8>)>, sqlx::Error> {
     let row = sqlx::query!(
-        r#"SELECT o.grant_id, g.user_id, g.resource_id, g.scopes, g.auth_time, g.sid, s.token_hash AS successor_hash
+        r#"SELECT o.grant_id, g.user_id, g.resource_id, g.scopes, g.auth_time, g.sid, s.token_hash AS successor_hash,
+                  u.username AS "username?", u.name AS "name?", u.email AS "email?",
+                  u.email_verified AS "email_verified?", u.updated_at AS "updated_at?"
            FROM refresh_tokens o
            JOIN refresh_tokens s ON s.token_hash = o.successor_hash
            JOIN grants g ON g.id = o.grant_id
+           LEFT JOIN users u ON u.id = g.user_id
            WHERE o.token_hash = $1 AND o.client_id = $2 AND o.rotated_at > now() - make_interval(secs => $3)
              AND s.rotated_at IS NULL AND s.expires_at > now()
              AND g.revoked_at IS NULL AND g.scopes @> $4::text[] AND ($5::uuid IS NULL OR g.resource_id = $5)"#,
@@ -231,6 +263,7 @@ pub async fn replay_within_grace(
     .await?;
     Ok(row.map(|row| {
         let rotated = Rotated {
+            profile: joined_profile(row.user_id, row.username, row.name, row.email, row.email_verified, row.updated_at),
             grant_id: row.grant_id,
             user_id: row.user_id,
             resource_id: row.resource_id,

@@ -21,6 +21,42 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
 }
 
+/// What OpenID Connect may tell about a user (the claims of the profile and email scopes).
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub id: Uuid,
+    pub username: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl User {
+    pub fn profile(&self) -> Profile {
+        Profile {
+            id: self.id,
+            username: self.username.clone(),
+            name: self.name.clone(),
+            email: self.email.clone(),
+            email_verified: self.email_verified,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// A profile from the columns of an outer join (all `None` when there was no user).
+pub fn joined_profile(
+    id: Option<Uuid>,
+    username: Option<String>,
+    name: Option<String>,
+    email: Option<String>,
+    email_verified: Option<bool>,
+    updated_at: Option<DateTime<Utc>>,
+) -> Option<Profile> {
+    Some(Profile { id: id?, username: username?, name, email, email_verified: email_verified?, updated_at: updated_at? })
+}
+
 /// Find a user by name, ignoring case.
 pub async fn by_username(pool: &PgPool, username: &str) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as!(
