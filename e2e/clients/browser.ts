@@ -64,14 +64,36 @@ export class Browser {
         return this.fetch(url, { method: 'GET' });
     }
 
+    /** Open a URL in this browser (its cookies sent and kept) without following the redirect:
+     *  e.g. an RP-initiated logout URL, whose 303 the caller inspects. */
+    visit(url: string): Promise<Response> {
+        return this.get(url);
+    }
+
+    /** The cookies this browser holds, to replay them in another browser. */
+    cookieJar(): Map<string, string> {
+        return new Map(this.cookies);
+    }
+
+    useCookies(jar: Map<string, string>) {
+        this.cookies = new Map(jar);
+    }
+
     private async fetch(url: string, init: RequestInit): Promise<Response> {
         const headers = new Headers(init.headers);
         if (this.cookies.size) headers.set('cookie', [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '));
         const res = await fetch(url, { ...init, headers, redirect: 'manual' });
         for (const c of res.headers.getSetCookie()) {
-            const [pair] = c.split(';');
+            const [pair, ...attrs] = c.split(';');
             const eq = pair.indexOf('=');
-            this.cookies.set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
+            const name = pair.slice(0, eq).trim();
+            // A cookie set to expire (Max-Age=0 or an Expires in the past) is deleted, as a browser does.
+            const expired = attrs.some(a => {
+                const [k, v = ''] = a.split('=').map(x => x.trim());
+                return (/^max-age$/i.test(k) && Number(v) <= 0) || (/^expires$/i.test(k) && Date.parse(v) <= Date.now());
+            });
+            if (expired) this.cookies.delete(name);
+            else this.cookies.set(name, pair.slice(eq + 1).trim());
         }
         return res;
     }
