@@ -14,7 +14,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::clients::Client;
 use crate::config::Issuer;
-use crate::keys::{Alg, KeyError, KeyRing};
+use std::sync::Arc;
+
+use crate::keys::{Alg, KeyError, KeyRing, LoadedKey};
 use crate::oauth::scope;
 use crate::revocation::Revocation;
 use crate::store::users::Profile;
@@ -107,8 +109,21 @@ pub struct Issue<'a> {
     pub sign_in: SignIn<'a>,
 }
 
-/// Sign an ID token for `to.client` with its registered algorithm.
-pub fn id_token(keys: &KeyRing, issuer: &Issuer, to: &Issue<'_>) -> Result<String, KeyError> {
+/// An ID token ready to be signed: its claims and the key of the client's algorithm.
+pub struct Unsigned {
+    key: Arc<LoadedKey>,
+    claims: IdTokenClaims,
+}
+
+impl Unsigned {
+    /// Sign it (RS256: the costliest step of an OpenID code exchange, about 0.4 ms of CPU).
+    pub fn sign(self) -> Result<String, KeyError> {
+        self.key.sign_id_token(&self.claims)
+    }
+}
+
+/// The ID token for `to.client`, to be signed with its registered algorithm.
+pub fn id_token(keys: &KeyRing, issuer: &Issuer, to: &Issue<'_>) -> Result<Unsigned, KeyError> {
     let now = Utc::now().timestamp();
     let claims = IdTokenClaims {
         iss: issuer.as_str().to_owned(),
@@ -123,7 +138,7 @@ pub fn id_token(keys: &KeyRing, issuer: &Issuer, to: &Issue<'_>) -> Result<Strin
         sid: to.sign_in.sid.filter(|s| !s.is_empty()).map(str::to_owned),
         user: user_claims(to.user, to.scopes),
     };
-    keys.signing_key_for(id_token_alg(to.client))?.sign_id_token(&claims)
+    Ok(Unsigned { key: keys.signing_key_for(id_token_alg(to.client))?, claims })
 }
 
 /// `at_hash` (Core §3.1.3.6): the left half of the SHA-256 of the access token, base64url. (Both

@@ -7,6 +7,7 @@
 use super::{Context, GrantError, Issued, id_token_for, may_refresh, required};
 use crate::audit::{Event, Outcome};
 use crate::clients::Client;
+use crate::keys::KeyError;
 use crate::oauth::params::Params;
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{OAuthError, pkce, resource};
@@ -45,6 +46,8 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
     let access = tokens::mint(cx.keys, cx.issuer, to)?;
     let sign_in = SignIn { auth_time: claimed.auth_time, sid: claimed.sid.as_deref(), nonce: claimed.nonce.as_deref() };
     let id_token = id_token_for(cx, client, claimed.profile.as_ref(), &claimed.scopes, &access, sign_in)?;
+    // The ID token is signed on another thread while the refresh token is stored.
+    let signing = id_token.map(|unsigned| tokio::task::spawn_blocking(move || unsigned.sign()));
     let refresh = if may_refresh(client) {
         let token = Secret::generate();
         let (idle, max) = (cx.refresh.idle.as_secs_f64(), cx.refresh.max.as_secs_f64());
@@ -52,6 +55,10 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
         Some(token)
     } else {
         None
+    };
+    let id_token = match signing {
+        Some(task) => Some(task.await.map_err(|_| KeyError::Generation)??),
+        None => None,
     };
     Ok(Issued { access, refresh, scopes: claimed.scopes, id_token })
 }

@@ -67,8 +67,8 @@ pub struct Issued {
 }
 
 /// The ID token that goes with `access` for a user's grant with the `openid` scope (its claims
-/// follow the grant's scopes); `None` for other grants. `user` is the grant's user, read with
-/// the grant (`None`: deleted since, which fails an OpenID grant).
+/// follow the grant's scopes), still to be signed; `None` for other grants. `user` is the
+/// grant's user, read with the grant (`None`: deleted since, which fails an OpenID grant).
 pub fn id_token_for(
     cx: &Context<'_>,
     client: &Client,
@@ -76,7 +76,7 @@ pub fn id_token_for(
     grant_scopes: &[String],
     access: &Minted,
     sign_in: crate::oidc::SignIn<'_>,
-) -> Result<Option<String>, GrantError> {
+) -> Result<Option<crate::oidc::Unsigned>, GrantError> {
     if !crate::oidc::is_openid(grant_scopes) {
         return Ok(None);
     }

@@ -94,7 +94,9 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
     let access = tokens::mint(cx.keys, cx.issuer, to)?;
     // A refreshed ID token: same subject and sign-in, no nonce (OpenID Connect Core §12.2).
     let sign_in = SignIn { auth_time: rotated.auth_time, sid: rotated.sid.as_deref(), nonce: None };
-    let id_token = id_token_for(cx, client, rotated.profile.as_ref(), &rotated.scopes, &access, sign_in)?;
+    let id_token = id_token_for(cx, client, rotated.profile.as_ref(), &rotated.scopes, &access, sign_in)?
+        .map(crate::oidc::Unsigned::sign)
+        .transpose()?;
     Ok(Issued { access, refresh: Some(new), scopes, id_token })
 }
 

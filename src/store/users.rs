@@ -54,7 +54,14 @@ pub fn joined_profile(
     email_verified: Option<bool>,
     updated_at: Option<DateTime<Utc>>,
 ) -> Option<Profile> {
-    Some(Profile { id: id?, username: username?, name, email, email_verified: email_verified?, updated_at: updated_at? })
+    Some(Profile {
+        id: id?,
+        username: username?,
+        name,
+        email,
+        email_verified: email_verified?,
+        updated_at: updated_at?,
+    })
 }
 
 /// Find a user by name, ignoring case.
