@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::keys::{Alg, KeyError, KeyRing, LoadedKey};
 use crate::oauth::scope;
 use crate::revocation::Revocation;
-use crate::store::users::Profile;
+use crate::store::profile::Profile;
 use crate::tokens::{self, Invalid, JwsHeader, VerifiedCache};
 
 /// The algorithm of a client's ID tokens when it registered none: OpenID's mandatory one.

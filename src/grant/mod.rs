@@ -72,7 +72,7 @@ pub struct Issued {
 pub fn id_token_for(
     cx: &Context<'_>,
     client: &Client,
-    user: Option<&crate::store::users::Profile>,
+    user: Option<&crate::store::profile::Profile>,
     grant_scopes: &[String],
     access: &Minted,
     sign_in: crate::oidc::SignIn<'_>,

@@ -5,7 +5,7 @@
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::users::{Profile, joined_profile};
+use super::profile::{Profile, joined_profile};
 
 /// Channel on which a trigger announces a revoked or deleted grant (payload: the grant id).
 pub const CHANNEL: &str = "tessera_grants";

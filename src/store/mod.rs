@@ -8,6 +8,7 @@ pub mod clients;
 pub mod grants;
 pub mod keys;
 pub mod login_throttle;
+pub mod profile;
 pub mod registration_tokens;
 pub mod resources;
 pub mod revocation;

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::profile::Profile;
+
 #[derive(Clone, Debug)]
 pub struct User {
     pub id: Uuid,
@@ -21,17 +23,6 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
 }
 
-/// What OpenID Connect may tell about a user (the claims of the profile and email scopes).
-#[derive(Clone, Debug)]
-pub struct Profile {
-    pub id: Uuid,
-    pub username: String,
-    pub name: Option<String>,
-    pub email: Option<String>,
-    pub email_verified: bool,
-    pub updated_at: DateTime<Utc>,
-}
-
 impl User {
     pub fn profile(&self) -> Profile {
         Profile {
@@ -43,25 +34,6 @@ impl User {
             updated_at: self.updated_at,
         }
     }
-}
-
-/// A profile from the columns of an outer join (all `None` when there was no user).
-pub fn joined_profile(
-    id: Option<Uuid>,
-    username: Option<String>,
-    name: Option<String>,
-    email: Option<String>,
-    email_verified: Option<bool>,
-    updated_at: Option<DateTime<Utc>>,
-) -> Option<Profile> {
-    Some(Profile {
-        id: id?,
-        username: username?,
-        name,
-        email,
-        email_verified: email_verified?,
-        updated_at: updated_at?,
-    })
 }
 
 /// Find a user by name, ignoring case.

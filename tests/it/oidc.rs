@@ -532,3 +532,39 @@ async fn the_cli_edits_profiles_and_openid_clients() {
         admin_fails(&app.db, &["client", "add", "--name", "X", "--id-token-alg", "HS256"]).contains("--id-token-alg")
     );
 }
+
+#[tokio::test]
+async fn rs256_keys_rotate_like_the_es256_ones() {
+    let app = TestApp::spawn().await;
+    let rs256 = tessera::keys::Alg::Rs256;
+    let old = app.state.keys.signing_key_for(rs256).unwrap().kid.clone();
+    let out = crate::common::tessera_bin()
+        .args(["keys", "rotate", "--alg", "RS256", "--delay", "0s"])
+        .env("DATABASE_URL", app.db.url())
+        .env("TESSERA_MASTER_KEY", crate::common::test_master_key().to_base64())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(RS256)"));
+    // Published and signing at once on this instance (LISTEN/NOTIFY); the old key stays published.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while app.state.keys.signing_key_for(rs256).unwrap().kid == old {
+        assert!(tokio::time::Instant::now() < deadline, "the new RS256 key never took over");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let jwks: Value = app.get("/jwks.json").await.json().await.unwrap();
+    let rsa: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kty"] == "RSA")
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(rsa.len(), 2, "{rsa:?}");
+    assert!(rsa.contains(&old.as_str()));
+    // An ID token signed with the new key verifies from the JWKS.
+    let f = app.fixture().await;
+    let (_, body) = sign_in(&app, &Browser::new(&app), &f, &[("scope", "openid")]).await;
+    let (header, _) = verify_id_token(&app, body["id_token"].as_str().unwrap(), &f.client_id).await;
+    assert_ne!(header.kid.as_deref(), Some(old.as_str()));
+}
