@@ -83,8 +83,9 @@ pub async fn sign_in(
         return Ok(SignIn::Throttled { retry_after_secs: (until - chrono::Utc::now()).num_seconds().max(1) });
     }
     let user = users::by_username(pool, username).await?;
-    // Disabled and unknown accounts are verified against the dummy hash: same answer, same time.
-    let hash = user.as_ref().filter(|u| !u.disabled).map(|u| u.password_hash.clone());
+    // Disabled, unknown and password-less accounts are verified against the dummy hash: same
+    // answer, same time.
+    let hash = user.as_ref().filter(|u| !u.disabled).and_then(|u| u.password_hash.clone());
     let verified = crate::password::verify(password.to_owned(), hash).await;
     let known = user.as_ref().map(|u| (u.id, u.disabled));
     let Some(user) = user.filter(|_| verified) else {

@@ -1,16 +1,13 @@
 //! Client ID metadata documents (draft-ietf-oauth-client-id-metadata-document): an `https` URL
 //! used as `client_id` names a JSON document that describes the client.
 //!
-//! The URL is checked before any network traffic; the host is resolved once and every address
-//! must be public (no loopback, private, link-local, CGNAT, ...); the connection goes only to the
-//! address that passed (reqwest `resolve`, so TLS still verifies the host name and a second DNS
-//! answer cannot differ); no redirects; only a `200` JSON body of at most 5 KiB, read chunk by
-//! chunk; one total timeout. Fetches are limited per host and de-duplicated while one is in
+//! The URL is checked before any network traffic, then fetched through `security::fetch` (every
+//! address the host resolves to must be public; no redirects; only a `200` JSON body of at most
+//! 5 KiB; one total timeout). Fetches are limited per host and de-duplicated while one is in
 //! flight. A valid document is cached as a `clients` row (origin `cimd`) for as long as its
 //! `Cache-Control`/`Expires` say, within 5 minutes and 24 hours; a failure is never cached.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,8 +17,8 @@ use tokio::sync::OnceCell;
 
 use crate::audit::{AuditSink, Event, Outcome};
 use crate::oauth::registration::{self, Source};
+use crate::security::fetch::{self, FetchError, Reach};
 use crate::security::rate_limit::Limiter;
-use crate::security::ssrf::is_special_use;
 use crate::store::clients::{self, Client};
 
 pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;
@@ -248,71 +245,24 @@ impl Fetcher {
     }
 
     async fn fetch(&self, url: &url::Url) -> Result<(Value, Duration), CimdError> {
-        let port = url.port_or_known_default().ok_or(CimdError::Url("has no port"))?;
-        let addr = self.resolve_address(url, port).await?;
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(FETCH_TIMEOUT)
-            .user_agent(concat!("Tessera/", env!("CARGO_PKG_VERSION")));
-        if let Some(url::Host::Domain(domain)) = url.host() {
-            builder = builder.resolve(domain, addr);
-        }
-        let client = builder.build().map_err(|_| CimdError::Fetch)?;
-        let fetch = async {
-            let mut res = client
-                .get(url.clone())
-                .header(reqwest::header::ACCEPT, "application/json")
-                .send()
-                .await
-                .map_err(|_| CimdError::Fetch)?;
-            if res.status() != reqwest::StatusCode::OK {
-                return Err(CimdError::Status(res.status().as_u16()));
-            }
-            let content_type =
-                res.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-            let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            if essence != "application/json" && !essence.ends_with("+json") {
-                return Err(CimdError::NotJson);
-            }
-            if res.content_length().is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64) {
-                return Err(CimdError::TooLarge);
-            }
-            let ttl = cache_ttl(res.headers());
-            let mut body = Vec::new();
-            while let Some(chunk) = res.chunk().await.map_err(|_| CimdError::Fetch)? {
-                if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                    return Err(CimdError::TooLarge);
-                }
-                body.extend_from_slice(&chunk);
-            }
-            let doc: Value = serde_json::from_slice(&body).map_err(|_| CimdError::Invalid("not valid JSON".into()))?;
-            Ok((doc, ttl))
+        let reach = Reach {
+            loopback: self.settings.allow_loopback,
+            private_network: false,
+            timeout: FETCH_TIMEOUT,
+            max_bytes: MAX_DOCUMENT_BYTES,
         };
-        tokio::time::timeout(FETCH_TIMEOUT, fetch).await.map_err(|_| CimdError::Timeout)?
-    }
-
-    /// Resolve once; every address must be allowed, and the first is the one connected to.
-    async fn resolve_address(&self, url: &url::Url, port: u16) -> Result<SocketAddr, CimdError> {
-        let addrs: Vec<SocketAddr> = match url.host() {
-            Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
-            Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-            Some(url::Host::Domain(domain)) => {
-                let lookup = tokio::net::lookup_host((domain, port));
-                tokio::time::timeout(FETCH_TIMEOUT, lookup)
-                    .await
-                    .map_err(|_| CimdError::Timeout)?
-                    .map_err(|_| CimdError::Resolve)?
-                    .collect()
-            }
-            None => return Err(CimdError::Url("must name a host")),
-        };
-        let allowed = |ip: IpAddr| !is_special_use(ip) || (self.settings.allow_loopback && ip.is_loopback());
-        match addrs.first() {
-            None => Err(CimdError::Resolve),
-            Some(_) if !addrs.iter().all(|a| allowed(a.ip())) => Err(CimdError::ForbiddenAddress),
-            Some(first) => Ok(*first),
-        }
+        let answer = fetch::get_json(url, reach, reqwest::header::HeaderMap::new()).await.map_err(|e| match e {
+            FetchError::Url => CimdError::Url("has no port"),
+            FetchError::Resolve => CimdError::Resolve,
+            FetchError::ForbiddenAddress => CimdError::ForbiddenAddress,
+            FetchError::Fetch => CimdError::Fetch,
+            FetchError::Status(status, _) => CimdError::Status(status),
+            FetchError::NotJson => CimdError::NotJson,
+            FetchError::TooLarge(_) => CimdError::TooLarge,
+            FetchError::Timeout(_) => CimdError::Timeout,
+            FetchError::Invalid => CimdError::Invalid("not valid JSON".into()),
+        })?;
+        Ok((answer.json, cache_ttl(&answer.headers)))
     }
 }
 

@@ -204,6 +204,10 @@ pub struct Config {
     pub audit_retention: Duration,
     /// Per-instance rate limits.
     pub rate_limits: RateLimitSettings,
+    /// Whether the login page offers the password form (`false`: only upstream identity providers).
+    pub password_login: bool,
+    /// How long one request to an upstream identity provider may take.
+    pub upstream_timeout: Duration,
     /// Failed logins for one account from one source before attempts are refused for a while.
     pub login_max_failures: u32,
     /// Failed logins from one source (any accounts) within 15 minutes before the source is refused.
@@ -418,6 +422,10 @@ settings! {
     TESSERA_RATE_LIMIT_REVOKE: (Rate, Rate) = "600/1m,300/1m", rate_pair;
     /// `/authorize`, `/login` and `/consent` requests per source address.
     TESSERA_RATE_LIMIT_BROWSER: Rate = "300/1m", rate;
+    /// Whether the login page offers the password form (`false`: only upstream identity providers).
+    TESSERA_PASSWORD_LOGIN: bool = "true", boolean;
+    /// How long one request to an upstream identity provider may take.
+    TESSERA_UPSTREAM_TIMEOUT: Duration = "10s", |v| duration_in(v, 1, MINUTE);
     /// Failed logins for one account from one source before attempts are refused for a while.
     TESSERA_LOGIN_MAX_FAILURES: u32 = "5", |v| number_in(v, 1, 1000);
     /// Failed logins from one source (any accounts) within 15 minutes before the source is refused.
@@ -542,6 +550,8 @@ impl Config {
                 revoke: TESSERA_RATE_LIMIT_REVOKE.read(src)?,
                 browser: TESSERA_RATE_LIMIT_BROWSER.read(src)?,
             },
+            password_login: TESSERA_PASSWORD_LOGIN.read(src)?,
+            upstream_timeout: TESSERA_UPSTREAM_TIMEOUT.read(src)?,
             login_max_failures: TESSERA_LOGIN_MAX_FAILURES.read(src)?,
             login_source_max_failures: TESSERA_LOGIN_SOURCE_MAX_FAILURES.read(src)?,
             gateway: GatewayConfig {

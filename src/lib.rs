@@ -36,6 +36,8 @@ pub mod clients;
 pub mod config;
 /// The RFC 8414 metadata document, as a pure function.
 pub mod discovery;
+/// Sign-in through upstream identity providers (OpenID Connect, GitHub): round trip, allowlists, accounts.
+pub mod federation;
 /// The token endpoint's grant types, one file each.
 pub mod grant;
 /// Signing keys: generation, encryption at rest, the key ring, the JWKS.

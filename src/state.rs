@@ -16,6 +16,7 @@ use crate::audit::{AuditSink, RequestMeta};
 use crate::cimd::{CimdSettings, Fetcher};
 use crate::clients::Clients;
 use crate::config::{Config, Issuer, MasterKey};
+use crate::federation::Federation;
 use crate::grant::refresh_token::Successors;
 use crate::keys::{self, KeyError, KeyRing};
 use crate::maintenance::Retention;
@@ -74,6 +75,8 @@ pub struct Inner {
     pub verified: VerifiedCache,
     /// Derives refresh tokens' successors (and holds the reuse grace window).
     pub successors: Successors,
+    /// Upstream identity providers' documents and the sign-in round trip.
+    pub federation: Federation,
     pub audit: AuditSink,
     /// Per-instance rate limits.
     pub limits: RateLimits,
@@ -112,6 +115,7 @@ impl AppState {
             revocation: Revocation::new(pool.clone(), listening.clone()),
             verified: VerifiedCache::default(),
             successors: Successors::new(&settings.master_key, settings.refresh_reuse_grace),
+            federation: Federation::new(&settings.master_key, settings.issuer.as_str(), settings.upstream_timeout),
             limits: RateLimits::new(&settings.rate_limits, settings.registration_rate),
             audit,
             settings,

@@ -80,6 +80,9 @@ pub enum AdminCommand {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(admin::audit::AuditCommand),
+    /// Manage the identity providers people may sign in through (OpenID Connect, Google, Entra, GitHub).
+    #[command(subcommand)]
+    Upstream(admin::upstream::UpstreamCommand),
 }
 
 /// Why a command failed: bad configuration (exit 2) or anything else (exit 1).
@@ -179,6 +182,7 @@ async fn run_admin(config: &Config, data_dir: &Path, cmd: &AdminCommand) -> Resu
         AdminCommand::User(cmd) => admin::user::run(&db.pool, cmd).await,
         AdminCommand::Client(cmd) => admin::client::run(&db.pool, cmd).await,
         AdminCommand::Audit(cmd) => admin::audit::run(&db.pool, cmd).await,
+        AdminCommand::Upstream(cmd) => admin::upstream::run(config, db.master_key.as_ref(), &db.pool, cmd).await,
         // `AdminDb::open` applied them.
         AdminCommand::Migrate => {
             println!("migrations applied");

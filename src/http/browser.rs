@@ -10,11 +10,13 @@ use tower_sessions::Session;
 use super::pages::PageError;
 pub use crate::authentication::SessionUser;
 use crate::config::Issuer;
+use crate::federation::Pending;
 use crate::oauth::params::{ParamError, Params};
 
 const USER: &str = "user";
 const CSRF: &str = "csrf";
 const REQUESTS: &str = "requests";
+const UPSTREAM_LOGIN: &str = "upstream_login";
 /// Authorization requests one browser may have pending at once.
 const MAX_PENDING: usize = 10;
 
@@ -95,6 +97,16 @@ pub async fn add_request(session: &Session, handle_digest: &str) -> Result<(), t
 pub async fn owns_request(session: &Session, handle_digest: &str) -> bool {
     let pending: Vec<String> = session.get(REQUESTS).await.ok().flatten().unwrap_or_default();
     pending.iter().any(|h| h == handle_digest)
+}
+
+/// Remember the round trip to an upstream identity provider this browser is on (one at a time).
+pub async fn start_upstream_login(session: &Session, pending: &Pending) -> Result<(), tower_sessions::session::Error> {
+    session.insert(UPSTREAM_LOGIN, pending).await
+}
+
+/// The round trip this browser was on, forgotten now: a callback is used once.
+pub async fn take_upstream_login(session: &Session) -> Result<Option<Pending>, tower_sessions::session::Error> {
+    session.remove::<Pending>(UPSTREAM_LOGIN).await
 }
 
 /// `303 See Other`: the browser follows with a GET, also after a form POST.

@@ -33,6 +33,7 @@ async fn login_page(
     form: LoginForm<'_>,
 ) -> Result<Response, PageError> {
     let csrf = browser::csrf_token(session).await?;
+    let providers = crate::federation::providers::buttons(&state.pool).await?;
     Ok(render(
         status,
         &LoginPage {
@@ -42,6 +43,8 @@ async fn login_page(
             client_name: form.client_name.as_deref(),
             username: form.username,
             error: form.error,
+            providers,
+            password_login: state.settings.password_login,
         },
     ))
 }
@@ -73,6 +76,9 @@ pub async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, PageError> {
+    if !state.settings.password_login {
+        return Err(PageError::forbidden("Signing in with a password is turned off here."));
+    }
     let params = browser::posted_form(&state.settings.issuer, &headers, &body)?;
     let request = params.get("request");
     if request.is_some_and(|h| !authorization::valid_handle(h)) {

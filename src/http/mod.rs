@@ -24,6 +24,7 @@ pub mod request_id;
 pub mod revoke;
 pub mod token;
 pub mod transport;
+pub mod upstream_login;
 pub mod userinfo;
 
 use std::time::Duration;
@@ -82,6 +83,8 @@ pub fn router(state: AppState) -> Router {
     let pages = Router::new()
         .route("/authorize", get(authorize::authorize).route_layer(limit(Route::Browser)))
         .route("/login", get(login::show).post(login::submit).route_layer(limit(Route::Browser)))
+        .route("/login/upstream/{name}", post(upstream_login::start).route_layer(limit(Route::Browser)))
+        .route("/login/upstream/{name}/callback", get(upstream_login::callback).route_layer(limit(Route::Browser)))
         .route("/consent", get(consent::show).post(consent::submit).route_layer(limit(Route::Browser)))
         .route("/logout", get(logout::show).post(logout::submit).route_layer(limit(Route::Browser)))
         .layer(axum::middleware::from_fn_with_state(std::sync::Arc::<str>::from(path), pages::render_errors))

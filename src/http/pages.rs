@@ -30,6 +30,9 @@ pub struct LoginPage<'a> {
     pub client_name: Option<&'a str>,
     pub username: &'a str,
     pub error: Option<&'a str>,
+    /// Upstream identity providers: (name, button label).
+    pub providers: Vec<(String, String)>,
+    pub password_login: bool,
 }
 
 #[derive(Template)]
@@ -147,6 +150,36 @@ impl From<crate::authorization::AuthorizeError> for PageError {
             AuthorizeError::Database(e) => Self::internal(e),
         }
     }
+}
+
+impl From<crate::federation::FederationError> for PageError {
+    /// Each way an upstream sign-in ends short of a person gets a page that says which.
+    fn from(e: crate::federation::FederationError) -> Self {
+        use crate::federation::{Failure, FederationError as E};
+        let message = format!("{}.", capitalized(&e.to_string()));
+        match e {
+            E::UnknownProvider(_) => Self::new(StatusCode::NOT_FOUND, "Unknown sign-in provider", message),
+            E::NoPendingLogin | E::StateMismatch => Self::new(
+                StatusCode::BAD_REQUEST,
+                "Sign-in expired",
+                format!("{message} Go back to the application and start again."),
+            ),
+            E::Denied(_) => Self::new(StatusCode::FORBIDDEN, "Sign-in cancelled", message),
+            E::Refused(_) => Self::new(StatusCode::FORBIDDEN, "Sign-in not allowed", message),
+            E::Failed(Failure::Unreachable(_)) => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Identity provider unavailable",
+                format!("{message} Please try again later."),
+            ),
+            E::Failed(_) => Self::new(StatusCode::BAD_GATEWAY, "Sign-in failed", message),
+            E::Sealed | E::Database(_) => Self::internal(e),
+        }
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    chars.next().map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect())
 }
 
 /// The response carries the error; [`render_errors`] turns it into the page.

@@ -26,13 +26,17 @@ pub fn parse_challenge(challenge: Option<&str>, method: Option<&str>) -> Result<
     Ok(challenge.to_owned())
 }
 
+/// The S256 challenge of a verifier (RFC 7636 §4.2): BASE64URL(SHA256(verifier)).
+pub fn challenge_of(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
 /// Check a `code_verifier` against the stored S256 challenge, in constant time.
 pub fn verify(verifier: &str, challenge: &str) -> bool {
     if !is_unreserved_43_128(verifier) {
         return false;
     }
-    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    computed.as_bytes().ct_eq(challenge.as_bytes()).into()
+    challenge_of(verifier).as_bytes().ct_eq(challenge.as_bytes()).into()
 }
 
 #[cfg(test)]

@@ -11,6 +11,22 @@ pub fn is_special_use(ip: IpAddr) -> bool {
     }
 }
 
+/// Loopback and private networks (RFC 1918, CGNAT, IPv6 unique local): where an operator's own
+/// identity provider may live. Never link-local (cloud metadata), multicast or reserved space.
+pub fn is_private_network(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, _, _] = v4.octets();
+            a == 10
+                || a == 127
+                || (a == 172 && (16..32).contains(&b))
+                || (a == 192 && b == 168)
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}
+
 fn v4_special(ip: Ipv4Addr) -> bool {
     let [a, b, c, _] = ip.octets();
     a == 0                                  // 0.0.0.0/8 "this network"
@@ -91,6 +107,12 @@ mod tests {
             ["8.8.8.8", "1.1.1.1", "100.128.0.1", "172.32.0.1", "93.184.216.34", "2606:4700::1111", "2a00:1450::1"]
         {
             assert!(!is_special_use(ip.parse().unwrap()), "{ip} is public");
+        }
+        for ip in ["10.0.0.1", "127.0.0.1", "172.16.5.4", "192.168.0.10", "100.64.1.1", "::1", "fd00::5"] {
+            assert!(is_private_network(ip.parse().unwrap()), "{ip} is a private network");
+        }
+        for ip in ["169.254.169.254", "fe80::1", "0.0.0.0", "224.0.0.1", "::ffff:10.0.0.1", "8.8.8.8"] {
+            assert!(!is_private_network(ip.parse().unwrap()), "{ip} is not");
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod authz_requests;
 pub mod clients;
+pub mod federated_identities;
 pub mod grants;
 pub mod keys;
 pub mod login_throttle;
@@ -13,6 +14,7 @@ pub mod registration_tokens;
 pub mod resources;
 pub mod revocation;
 pub mod sessions;
+pub mod upstreams;
 pub mod users;
 
 use sqlx::PgPool;

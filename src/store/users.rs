@@ -1,7 +1,7 @@
 //! The `users` table: local accounts.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::profile::Profile;
@@ -11,7 +11,8 @@ pub struct User {
     pub id: Uuid,
     pub username: String,
     pub email: Option<String>,
-    pub password_hash: String,
+    /// `None`: the account signs in only through an upstream identity provider.
+    pub password_hash: Option<String>,
     pub disabled: bool,
     /// Bumped by a password change or a disable; sessions signed in under another are void.
     pub session_generation: i32,
@@ -21,6 +22,8 @@ pub struct User {
     /// Whether the operator vouched for the email (OpenID Connect `email_verified`).
     pub email_verified: bool,
     pub updated_at: DateTime<Utc>,
+    /// Invited by email, waiting for its first federated login to claim it.
+    pub invited: bool,
 }
 
 impl User {
@@ -40,7 +43,7 @@ impl User {
 pub async fn by_username(pool: &PgPool, username: &str) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
-        "SELECT id, username, email, password_hash, disabled, session_generation, created_at, name, email_verified, updated_at FROM users WHERE lower(username) = lower($1)",
+        "SELECT id, username, email, password_hash, disabled, session_generation, created_at, name, email_verified, updated_at, invited FROM users WHERE lower(username) = lower($1)",
         username
     )
     .fetch_optional(pool)
@@ -50,17 +53,69 @@ pub async fn by_username(pool: &PgPool, username: &str) -> Result<Option<User>, 
 pub async fn by_id(pool: &PgPool, id: Uuid) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
-        "SELECT id, username, email, password_hash, disabled, session_generation, created_at, name, email_verified, updated_at FROM users WHERE id = $1",
+        "SELECT id, username, email, password_hash, disabled, session_generation, created_at, name, email_verified, updated_at, invited FROM users WHERE id = $1",
         id
     )
     .fetch_optional(pool)
     .await
 }
 
+/// The accounts with this email, ignoring case (several only if an operator made them so).
+pub async fn by_email(conn: &mut PgConnection, email: &str) -> Result<Vec<User>, sqlx::Error> {
+    sqlx::query_as!(
+        User,
+        "SELECT id, username, email, password_hash, disabled, session_generation, created_at, name, email_verified, updated_at, invited FROM users WHERE lower(email) = lower($1) LIMIT 2",
+        email
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// A new account for a person who signed in through an upstream provider: no password, the
+/// upstream's profile. `false` if the name is taken.
+pub async fn insert_federated(
+    conn: &mut PgConnection,
+    id: Uuid,
+    username: &str,
+    p: &NewProfile<'_>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        "INSERT INTO users (id, username, email, name, email_verified) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        id,
+        username,
+        p.email,
+        p.name,
+        p.email_verified
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A profile from an upstream provider.
+#[derive(Clone, Copy, Debug)]
+pub struct NewProfile<'a> {
+    pub email: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub email_verified: bool,
+}
+
+/// Claim an invitation: the account is no longer one, and its email is now verified (the
+/// upstream vouched for it). `false` if it was not (or no longer) an invitation.
+pub async fn claim_invitation(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        "UPDATE users SET invited = false, email_verified = true, updated_at = now() WHERE id = $1 AND invited",
+        id
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub async fn list(pool: &PgPool) -> Result<Vec<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
-        "SELECT id, username, email, password_hash, disabled, session_generation, created_at, name, email_verified, updated_at FROM users ORDER BY lower(username)"
+        "SELECT id, username, email, password_hash, disabled, session_generation, created_at, name, email_verified, updated_at, invited FROM users ORDER BY lower(username)"
     )
     .fetch_all(pool)
     .await
@@ -72,10 +127,12 @@ pub async fn insert(
     id: Uuid,
     username: &str,
     email: Option<&str>,
-    password_hash: &str,
+    password_hash: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
+    // Without a password, an account with an email is an invitation.
     let done = sqlx::query!(
-        "INSERT INTO users (id, username, email, password_hash) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        "INSERT INTO users (id, username, email, password_hash, invited) VALUES ($1, $2, $3, $4, $4::text IS NULL AND $3::text IS NOT NULL)
+         ON CONFLICT DO NOTHING",
         id,
         username,
         email,
@@ -134,7 +191,7 @@ pub async fn set_password(
 ) -> Result<Option<(Uuid, Evicted)>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let id = sqlx::query_scalar!(
-        "UPDATE users SET password_hash = $2, session_generation = session_generation + 1, updated_at = now()
+        "UPDATE users SET password_hash = $2, invited = false, session_generation = session_generation + 1, updated_at = now()
          WHERE lower(username) = lower($1) RETURNING id",
         username,
         password_hash

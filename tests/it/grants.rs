@@ -59,7 +59,7 @@ impl Parts {
         };
         store::resources::add(pool, &resource).await.unwrap();
         let user = Uuid::new_v4();
-        assert!(store::users::insert(pool, user, "alice", None, "$argon2id$unused").await.unwrap());
+        assert!(store::users::insert(pool, user, "alice", None, Some("$argon2id$unused")).await.unwrap());
         let mut public = Client::new(secret::new_client_id(), "App".into(), "admin");
         public.redirect_uris = vec![REDIRECT.into()];
         public.grant_types = vec!["authorization_code".into(), "refresh_token".into()];

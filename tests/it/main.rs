@@ -10,6 +10,7 @@ mod binary;
 mod browser;
 mod cimd;
 mod compat;
+mod federation;
 mod foundation;
 mod gateway;
 mod grants;

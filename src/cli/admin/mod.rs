@@ -14,6 +14,7 @@ use crate::store;
 pub mod audit;
 pub mod client;
 pub mod resource;
+pub mod upstream;
 pub mod user;
 
 /// Record an admin action in the audit log (synchronously: the command waits for it).
@@ -43,9 +44,7 @@ fn check_username(username: &str) -> Result<(), Failure> {
 /// The new password: the first line of standard input, or typed twice at a prompt; checked against the policy.
 fn read_password(from_stdin: bool) -> Result<String, Failure> {
     let password = if from_stdin {
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).map_err(|e| Failure::Other(e.into()))?;
-        line.trim_end_matches(['\n', '\r']).to_owned()
+        read_secret_line()?
     } else {
         if !std::io::stdin().is_terminal() {
             return Err(usage(
@@ -62,6 +61,13 @@ fn read_password(from_stdin: bool) -> Result<String, Failure> {
     };
     crate::password::check_policy(&password).map_err(|e| usage("password", e.to_string()))?;
     Ok(password)
+}
+
+/// A secret from the first line of standard input (never from an argument: those show in `ps`).
+fn read_secret_line() -> Result<String, Failure> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| Failure::Other(e.into()))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 /// Hash on a blocking thread: argon2 is slow on purpose.

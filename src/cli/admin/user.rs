@@ -26,6 +26,10 @@ pub enum UserCommand {
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// No password: invite the person by --email to sign in through an upstream identity
+        /// provider (`tessera upstream`); their first login with that verified email claims the account.
+        #[arg(long, requires = "email", conflicts_with = "password_stdin")]
+        invite: bool,
     },
     /// Change an account's profile (what the profile and email scopes release). An empty value
     /// clears a field; a new email is unverified unless --email-verified says otherwise.
@@ -68,8 +72,8 @@ pub enum UserCommand {
 
 pub async fn run(pool: &PgPool, cmd: &UserCommand) -> Result<(), Failure> {
     match cmd {
-        UserCommand::Add { username, email, name, email_verified, password_stdin } => {
-            add(pool, username, email.as_deref(), *password_stdin).await?;
+        UserCommand::Add { username, email, name, email_verified, password_stdin, invite } => {
+            add(pool, username, email.as_deref(), (!*invite).then_some(*password_stdin)).await?;
             if name.is_some() || *email_verified {
                 let change = ProfileChange {
                     email: None,
@@ -139,16 +143,21 @@ async fn edit(pool: &PgPool, username: &str, change: ProfileChange<'_>) -> Resul
     Ok(())
 }
 
-async fn add(pool: &PgPool, username: &str, email: Option<&str>, password_stdin: bool) -> Result<(), Failure> {
+/// Add an account; `password_stdin`: `None` for an invitation (no password).
+async fn add(pool: &PgPool, username: &str, email: Option<&str>, password_stdin: Option<bool>) -> Result<(), Failure> {
     check_username(username)?;
     check_email(email)?;
-    let hashed = hash(read_password(password_stdin)?).await?;
+    let hashed = match password_stdin {
+        Some(from_stdin) => Some(hash(read_password(from_stdin)?).await?),
+        None => None,
+    };
     let id = Uuid::new_v4();
-    if !store::users::insert(pool, id, username, email, &hashed).await.map_err(db)? {
+    if !store::users::insert(pool, id, username, email, hashed.as_deref()).await.map_err(db)? {
         return Err(usage("USERNAME", format!("{username} already exists")));
     }
-    admin_event(pool, Event::new("admin.user.added", Outcome::Success).subject(id.to_string())).await?;
-    println!("user {id}");
+    let event = if hashed.is_some() { "admin.user.added" } else { "admin.user.invited" };
+    admin_event(pool, Event::new(event, Outcome::Success).subject(id.to_string())).await?;
+    println!("{} {id}", if hashed.is_some() { "user" } else { "invited user" });
     Ok(())
 }
 
@@ -206,7 +215,13 @@ async fn list(pool: &PgPool) -> Result<(), Failure> {
             "{:<36} {:<24} {:<9} {:<32} {}",
             u.id,
             u.username,
-            if u.disabled { "disabled" } else { "active" },
+            if u.disabled {
+                "disabled"
+            } else if u.invited {
+                "invited"
+            } else {
+                "active"
+            },
             email,
             u.name.unwrap_or_default()
         );

@@ -238,6 +238,9 @@ pub struct Options {
     /// same (imagined) load balancer as the first.
     pub issuer: Option<String>,
     pub master_key: Option<MasterKey>,
+    /// Another loopback address to serve on instead of 127.0.0.1 (`127.0.0.2`): a second site,
+    /// since browsers keep cookies apart by host but not by port.
+    pub host: Option<&'static str>,
     /// Settings by environment-variable name, e.g. ("TESSERA_REFRESH_TOKEN_IDLE_TTL", "2m").
     pub settings: Vec<(&'static str, String)>,
 }
@@ -275,7 +278,8 @@ impl TestApp {
                 captured_logs();
             }
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = options.host.unwrap_or("127.0.0.1");
+        let listener = tokio::net::TcpListener::bind(format!("{host}:0")).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let origin = format!("http://{addr}");
         let base = format!("{origin}{}", options.issuer_path);

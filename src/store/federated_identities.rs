@@ -1,0 +1,51 @@
+//! The `federated_identities` table: an upstream account, keyed on (provider, upstream subject),
+//! linked to one local account.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// The local account an upstream identity is linked to, noting this login.
+pub async fn touch(
+    conn: &mut PgConnection,
+    upstream: &str,
+    subject: &str,
+    email: Option<&str>,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "UPDATE federated_identities SET last_login_at = now(), email = $3
+         WHERE upstream = $1 AND subject = $2 RETURNING user_id",
+        upstream,
+        subject,
+        email
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Link an upstream identity to a local account; `false` if it is already linked (to anyone).
+pub async fn link(
+    conn: &mut PgConnection,
+    upstream: &str,
+    subject: &str,
+    user_id: Uuid,
+    email: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        "INSERT INTO federated_identities (upstream, subject, user_id, email) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        upstream,
+        subject,
+        user_id,
+        email
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// How many upstream identities an account has (any provider).
+pub async fn count_for_user(conn: &mut PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
+    let n = sqlx::query_scalar!("SELECT count(*) FROM federated_identities WHERE user_id = $1", user_id)
+        .fetch_one(conn)
+        .await?;
+    Ok(n.unwrap_or(0))
+}
