@@ -13,7 +13,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// chromedriver, killed when dropped.
-struct Driver(Child);
+pub(crate) struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -22,7 +22,7 @@ impl Drop for Driver {
     }
 }
 
-async fn start_driver() -> (Driver, u16) {
+pub(crate) async fn start_driver() -> (Driver, u16) {
     assert!(
         std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
         "browser tests need Debian's chromium and chromium-driver: apt-get install chromium chromium-driver (./test.sh and .ci/run install them)"
@@ -43,7 +43,7 @@ async fn start_driver() -> (Driver, u16) {
     (driver, port)
 }
 
-async fn browser(driver_port: u16, profile: &std::path::Path) -> fantoccini::Client {
+pub(crate) async fn browser(driver_port: u16, profile: &std::path::Path) -> fantoccini::Client {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -65,7 +65,7 @@ async fn browser(driver_port: u16, profile: &std::path::Path) -> fantoccini::Cli
 }
 
 /// A loopback HTTP server standing in for the client's redirect URI.
-async fn callback_server() -> (u16, tokio::sync::mpsc::Receiver<String>) {
+pub(crate) async fn callback_server() -> (u16, tokio::sync::mpsc::Receiver<String>) {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let app = axum::Router::new().route(
         "/callback",
@@ -83,7 +83,7 @@ async fn callback_server() -> (u16, tokio::sync::mpsc::Receiver<String>) {
     (port, rx)
 }
 
-async fn wait_for(c: &fantoccini::Client, selector: &str) -> fantoccini::elements::Element {
+pub(crate) async fn wait_for(c: &fantoccini::Client, selector: &str) -> fantoccini::elements::Element {
     match c.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css(selector)).await {
         Ok(element) => element,
         Err(e) => {

@@ -677,3 +677,68 @@ async fn the_cli_adds_lists_and_removes_providers_with_the_secret_sealed() {
     admin(&down.db, &["upstream", "remove", "corp"], "");
     assert!(store::upstreams::get(&down.db.pool, "corp").await.unwrap().is_none());
 }
+
+/// The whole round trip in a real browser (headless Debian Chromium): an MCP client's
+/// authorization request, Tessera's login page, the provider's button, sign-in and consent at
+/// the provider (another site: 127.0.0.2), back to Tessera's consent, and the client's redirect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_signs_in_through_the_provider_and_lands_at_the_client() {
+    use crate::browser::{browser, callback_server, start_driver, wait_for};
+    use fantoccini::Locator;
+
+    let pair = Pair::start(true).await;
+    pair.add_upstream(|u| NewUpstream { allowed_domains: vec!["corp.example".into()], ..u }).await;
+    let client = mcp_client(&pair.down).await;
+    let (cb_port, mut callbacks) = callback_server().await;
+    let (_driver, driver_port) = start_driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(driver_port, profile.path()).await;
+
+    let redirect = format!("http://127.0.0.1:{cb_port}/callback");
+    let p = pkce();
+    c.goto(&authorize_url(&pair.down, &client, &redirect, &p, &[])).await.unwrap();
+    // Tessera's login page: the provider's button beside the password form.
+    let button = wait_for(&c, "form.provider button").await;
+    assert_eq!(button.text().await.unwrap(), "Sign in with Test IdP");
+    assert!(c.find(Locator::Css("input#password")).await.is_ok(), "the password form stays");
+    button.click().await.unwrap();
+
+    // At the provider (its own login and consent pages, its own cookies).
+    wait_for(&c, "input#username").await.send_keys("ann").await.unwrap();
+    let at = c.current_url().await.unwrap();
+    assert!(at.as_str().starts_with(&pair.idp.issuer), "{at}");
+    wait_for(&c, "input#password").await.send_keys(PASSWORD).await.unwrap();
+    wait_for(&c, "button.primary").await.click().await.unwrap();
+    let allow = wait_for(&c, "button[name=decision][value=allow]").await;
+    let text = c.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("Tessera down"), "the provider asks about Tessera: {text}");
+    allow.click().await.unwrap();
+
+    // Back at Tessera: its own consent, for the MCP client, signed in as ann.
+    let allow = wait_for(&c, "button[name=decision][value=allow]").await;
+    let at = c.current_url().await.unwrap();
+    assert!(at.as_str().starts_with(&pair.down.issuer), "{at}");
+    let text = c.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("Test Client"), "{text}");
+    allow.click().await.unwrap();
+
+    let landed = tokio::time::timeout(Duration::from_secs(15), callbacks.recv()).await.expect("no callback").unwrap();
+    c.close().await.unwrap();
+    let landed = format!("http://127.0.0.1{landed}");
+    assert_eq!(query(&landed)["iss"], pair.down.issuer);
+    // Tessera's token for Tessera's account, created just in time.
+    let code = query(&landed).remove("code").unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect.as_str()),
+        ("code_verifier", p.verifier.as_str()),
+        ("client_id", client.as_str()),
+    ];
+    let (status, _, body) = pair.down.token(&form, None).await;
+    assert_eq!(status, 200, "{body}");
+    let claims = crate::common::flow::verify_jwt(&pair.down, body["access_token"].as_str().unwrap()).await;
+    let ann =
+        store::users::by_email(&mut pair.down.db.pool.acquire().await.unwrap(), "ann@corp.example").await.unwrap();
+    assert_eq!(claims["sub"], ann[0].id.to_string());
+}
