@@ -48,10 +48,14 @@ export class Browser {
         const page = await this.get(pageUrl);
         const html = await page.text();
         if (page.status !== 200) throw new BrowserError(`${new URL(pageUrl).pathname}: ${page.status} ${pageText(html)}`);
-        const form = /<form method="post" action="([^"]+)"/.exec(html);
-        if (!form) throw new BrowserError(`no form on ${pageUrl}`);
+        // The login page may carry one form per identity provider before the password form: the
+        // form posting to /login or /consent is the one.
+        const form = [...html.matchAll(/<form method="post" action="([^"]+)"([\s\S]*?)<\/form>/g)].find(m =>
+            /\/(login|consent)$/.test(unescape(m[1]))
+        );
+        if (!form) throw new BrowserError(`no login or consent form on ${pageUrl}`);
         const data = new URLSearchParams();
-        for (const m of html.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"/g)) data.set(m[1], unescape(m[2]));
+        for (const m of form[2].matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"/g)) data.set(m[1], unescape(m[2]));
         for (const [k, v] of Object.entries(fields)) data.set(k, v);
         return this.fetch(new URL(unescape(form[1]), pageUrl).href, {
             method: 'POST',

@@ -25,7 +25,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import AnyUrl
 
-from browser import Browser, BrowserError
+from browser import Browser, BrowserError, Upstream
 from mcp import ClientSession
 from mcp.client.auth import OAuthClientProvider, TokenStorage
 from mcp.client.streamable_http import streamable_http_client
@@ -400,6 +400,30 @@ async def py_cimd() -> None:
     c = PyClient("py-jwks", "e2e python cimd", new_browser(), storage=storage)
     await full_journey(c, registered=False)
     check(c.claims()["client_id"] == doc_url, "access token's client_id is the document URL")
+
+
+@journey("py-federated@py-jwks")
+async def py_federated() -> None:
+    """A person who signs in through an identity provider (another Tessera, added with
+    `tessera upstream add`): the Python SDK client's browser presses the provider's button on
+    Tessera's login page, signs in and consents at the provider, comes back to Tessera's consent;
+    the account is created just in time, and the tokens are Tessera's own."""
+    fed = CFG["federation"]
+    upstream = Upstream(fed["upstream"], fed["issuer"], fed["username"], fed["password"])
+    browser = Browser(ISSUER, "-", "-", upstream=upstream)
+    c = PyClient("py-jwks", "e2e python federated", browser)
+    await full_journey(c, registered=True)
+    check(browser.pages[:4] == ["login (button e2e-idp)", "provider login", "provider consent", "consent"],
+          f"pages seen: {browser.pages}")
+    claims = c.claims()
+    check(claims["iss"] == ISSUER, f"Tessera's token, iss {claims['iss']}")
+    users = tessera_cli("user", "list")
+    mine = [line for line in users.splitlines() if fed["email"] in line or f" {fed['username']} " in f" {line} "]
+    check(len(mine) == 1 and claims["sub"] in mine[0], f"one account just in time, sub {claims['sub']}: {users}")
+    say(f"    signed in at the provider, account created here: {mine[0].split()[:2]}; token sub {short(claims['sub'])}")
+    audit = tessera_cli("audit", "tail", "--event", "login.success", "--limit", "20")
+    check(f"upstream {fed['upstream']}" in audit, f"login.success names the provider: {audit}")
+    say("    audit login.success names the provider")
 
 
 @journey("neg-audience")
