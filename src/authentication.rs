@@ -25,7 +25,16 @@ pub struct SessionUser {
     /// (Empty in sessions older than the field.)
     #[serde(default)]
     pub sid: String,
+    /// Where the person signed in from, for their list of sessions (`/account`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The browser's `User-Agent` at sign-in, cut to [`USER_AGENT_MAX`] characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
+
+/// How much of a `User-Agent` a session keeps.
+pub const USER_AGENT_MAX: usize = 200;
 
 impl SessionUser {
     /// The session of `user`, signed in now.
@@ -36,7 +45,18 @@ impl SessionUser {
             auth_time: chrono::Utc::now().timestamp(),
             generation: user.session_generation,
             sid: crate::oauth::secret::new_jti(),
+            address: None,
+            user_agent: None,
         }
+    }
+
+    /// The same, remembering the device: the source address and the browser's `User-Agent`.
+    pub fn from_device(mut self, meta: &RequestMeta, user_agent: Option<&str>) -> Self {
+        self.address = Some(meta.source.to_string());
+        self.user_agent = user_agent
+            .map(|ua| ua.chars().filter(|c| !c.is_control()).take(USER_AGENT_MAX).collect::<String>())
+            .filter(|ua| !ua.is_empty());
+        self
     }
 
     /// When the user signed in.
@@ -73,6 +93,31 @@ pub async fn sign_in(
     username: &str,
     password: &str,
 ) -> Result<SignIn, sqlx::Error> {
+    check_password(pool, audit, meta, limits, username, password, "login.success").await
+}
+
+/// A signed-in person proves their password again (before changing it): the same throttle and
+/// the same failure records as a sign-in; a success is recorded as `account.reauthenticated`.
+pub async fn reauthenticate(
+    pool: &PgPool,
+    audit: &AuditSink,
+    meta: &RequestMeta,
+    limits: Limits,
+    username: &str,
+    password: &str,
+) -> Result<SignIn, sqlx::Error> {
+    check_password(pool, audit, meta, limits, username, password, "account.reauthenticated").await
+}
+
+async fn check_password(
+    pool: &PgPool,
+    audit: &AuditSink,
+    meta: &RequestMeta,
+    limits: Limits,
+    username: &str,
+    password: &str,
+    success: &'static str,
+) -> Result<SignIn, sqlx::Error> {
     // Throttling is keyed on the name as typed and the source together: the same for unknown
     // and known accounts, and a failure flood elsewhere cannot lock the person out from here.
     let account = username.to_lowercase();
@@ -95,7 +140,7 @@ pub async fn sign_in(
         return Ok(SignIn::Refused);
     };
     login_throttle::release(pool, &account, &source).await?;
-    audit.record(Event::new("login.success", Outcome::Success).during(meta).subject(user.id.to_string())).await;
+    audit.record(Event::new(success, Outcome::Success).during(meta).subject(user.id.to_string())).await;
     Ok(SignIn::Success(user))
 }
 

@@ -22,6 +22,8 @@ pub mod http;
 
 // The domain: the rules, taking the parts they need and answering domain errors.
 
+/// The person's own account page: connected applications, sessions, password change.
+pub mod account;
 /// Audit records and the batched writer.
 pub mod audit;
 /// Password sign-in (throttled) and browser-session validity.

@@ -106,7 +106,15 @@ mod tests {
     use super::*;
 
     fn user(id: uuid::Uuid) -> SessionUser {
-        SessionUser { id, username: "a".into(), auth_time: 0, generation: 0, sid: "s".into() }
+        SessionUser {
+            id,
+            username: "a".into(),
+            auth_time: 0,
+            generation: 0,
+            sid: "s".into(),
+            address: None,
+            user_agent: None,
+        }
     }
 
     #[test]

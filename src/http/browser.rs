@@ -109,6 +109,11 @@ pub async fn take_upstream_login(session: &Session) -> Result<Option<Pending>, t
     session.remove::<Pending>(UPSTREAM_LOGIN).await
 }
 
+/// The browser's `User-Agent`, if it is text.
+pub fn user_agent(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())
+}
+
 /// `303 See Other`: the browser follows with a GET, also after a form POST.
 pub fn see_other(location: &str) -> Response {
     match HeaderValue::from_str(location) {

@@ -9,7 +9,7 @@ use axum::response::Response;
 use tower_sessions::Session;
 
 use super::browser::{self, SessionUser, see_other};
-use super::pages::{InfoPage, LoginPage, PageError, render};
+use super::pages::{LoginPage, PageError, render};
 use crate::audit::RequestMeta;
 use crate::authentication::{self, SignIn};
 use crate::authorization;
@@ -111,13 +111,10 @@ pub async fn submit(
             return Ok(res);
         }
     };
-    let signed_in = SessionUser::signed_in_now(&user);
+    let signed_in = SessionUser::signed_in_now(&user).from_device(&meta, browser::user_agent(&headers));
     browser::log_in(&session, signed_in.clone()).await?;
-    let Some(handle) = request else {
-        let message = format!("You are signed in as {}.", user.username);
-        let page = InfoPage { base: state.settings.issuer.path(), title: "Signed in", message: &message };
-        return Ok(render(StatusCode::OK, &page));
-    };
+    // Signed in for no application: the person's own page.
+    let Some(handle) = request else { return Ok(see_other(&state.settings.issuer.join("/account"))) };
     if !browser::owns_request(&session, &hex::encode(secret::digest(handle))).await {
         return Err(PageError::expired_request());
     }

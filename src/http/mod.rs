@@ -4,6 +4,7 @@
 //! The only layer that knows status codes and pages: it may import the domain and `state`,
 //! and nothing below it imports it.
 
+pub mod account;
 pub mod authorize;
 pub mod browser;
 pub mod client_addr;
@@ -87,6 +88,10 @@ pub fn router(state: AppState) -> Router {
         .route("/login/upstream/{name}/callback", get(upstream_login::callback).route_layer(limit(Route::Browser)))
         .route("/consent", get(consent::show).post(consent::submit).route_layer(limit(Route::Browser)))
         .route("/logout", get(logout::show).post(logout::submit).route_layer(limit(Route::Browser)))
+        .route("/account", get(account::show).route_layer(limit(Route::Browser)))
+        .route("/account/disconnect", post(account::disconnect).route_layer(limit(Route::Browser)))
+        .route("/account/sessions/end", post(account::end_session).route_layer(limit(Route::Browser)))
+        .route("/account/password", post(account::change_password).route_layer(limit(Route::Browser)))
         .layer(axum::middleware::from_fn_with_state(std::sync::Arc::<str>::from(path), pages::render_errors))
         .layer(session_layer(&state));
     let api = Router::new()

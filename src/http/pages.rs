@@ -63,6 +63,35 @@ pub struct ConsentPage<'a> {
     pub scopes: Vec<(String, String)>,
 }
 
+/// A connected application as the account page shows it.
+pub struct AppRow {
+    pub app: crate::account::ConnectedApp,
+    pub first_approved: String,
+    pub last_used: String,
+}
+
+/// A session as the account page shows it.
+pub struct SessionRow {
+    pub session: crate::account::DeviceSession,
+    pub signed_in_at: String,
+    pub expires_at: String,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+pub struct AccountPage<'a> {
+    pub base: &'a str,
+    pub csrf_token: &'a str,
+    pub username: &'a str,
+    pub name: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub has_password: bool,
+    pub notice: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub apps: Vec<AppRow>,
+    pub sessions: Vec<SessionRow>,
+}
+
 /// Render a page with a status; pages are never cached.
 pub fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {

@@ -4,12 +4,12 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use tower_sessions::Session;
 
 use super::browser::{self, SessionUser, see_other};
-use super::pages::{InfoPage, PageError, render};
+use super::pages::PageError;
 use crate::audit::RequestMeta;
 use crate::authorization;
 use crate::federation::Callback;
@@ -42,6 +42,7 @@ pub async fn callback(
     meta: RequestMeta,
     session: Session,
     Path(name): Path<String>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
     let params = browser::query_params(query.as_deref())?;
@@ -54,13 +55,10 @@ pub async fn callback(
         iss: params.get("iss"),
     };
     let done = state.federation.finish(&state.pool, &state.audit, &meta, &name, pending, callback).await?;
-    let signed_in = SessionUser::signed_in_now(&done.user);
+    let signed_in = SessionUser::signed_in_now(&done.user).from_device(&meta, browser::user_agent(&headers));
     browser::log_in(&session, signed_in.clone()).await?;
-    let Some(handle) = done.request else {
-        let message = format!("You are signed in as {}.", done.user.username);
-        let page = InfoPage { base: state.settings.issuer.path(), title: "Signed in", message: &message };
-        return Ok(render(StatusCode::OK, &page));
-    };
+    // Signed in for no application: the person's own page.
+    let Some(handle) = done.request else { return Ok(see_other(&state.settings.issuer.join("/account"))) };
     if !browser::owns_request(&session, &hex::encode(secret::digest(&handle))).await {
         return Err(PageError::expired_request());
     }

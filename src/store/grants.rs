@@ -2,6 +2,7 @@
 //! Codes and refresh tokens are keyed by their SHA-256; single use is enforced by one atomic
 //! `UPDATE ... WHERE used_at IS NULL` (or `rotated_at IS NULL`) per use.
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -409,4 +410,74 @@ pub async fn revoke_by_refresh_token(
     )
     .fetch_optional(pool)
     .await
+}
+
+/// One standing grant of a user, with what the account page shows of its client and resource.
+pub struct UserGrant {
+    pub id: Uuid,
+    pub client_id: String,
+    pub client_name: String,
+    /// `admin`, `dcr` or `cimd`.
+    pub client_origin: String,
+    pub resource_id: Uuid,
+    pub resource_uri: String,
+    pub resource_name: String,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    /// The last refresh (the newest refresh token), if any.
+    pub last_refreshed_at: Option<DateTime<Utc>>,
+}
+
+/// A user's grants that can still yield a token: not revoked, and with a live refresh token or
+/// young enough that its access tokens may not have expired (a day, the longest lifetime).
+pub async fn user_grants(pool: &PgPool, user_id: Uuid) -> Result<Vec<UserGrant>, sqlx::Error> {
+    sqlx::query_as!(
+        UserGrant,
+        r#"SELECT g.id, g.client_id, c.client_name, c.origin AS client_origin, g.resource_id,
+                  r.uri AS resource_uri, r.name AS resource_name, g.scopes, g.created_at,
+                  (SELECT max(t.created_at) FROM refresh_tokens t WHERE t.grant_id = g.id) AS last_refreshed_at
+           FROM grants g
+           JOIN clients c ON c.client_id = g.client_id
+           JOIN resources r ON r.id = g.resource_id
+           WHERE g.user_id = $1 AND g.revoked_at IS NULL
+             AND (g.created_at > now() - interval '1 day'
+                  OR EXISTS (SELECT 1 FROM refresh_tokens t
+                             WHERE t.grant_id = g.id AND t.rotated_at IS NULL AND t.expires_at > now()))
+           ORDER BY g.created_at
+           LIMIT 1000"#,
+        user_id
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A user disconnects an application from a resource: its approval is forgotten and every grant
+/// of that user, client and resource revoked. The ids of the grants revoked.
+pub async fn disconnect(
+    pool: &PgPool,
+    user_id: Uuid,
+    client_id: &str,
+    resource_id: Uuid,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "DELETE FROM consents WHERE user_id = $1 AND client_id = $2 AND resource_id = $3",
+        user_id,
+        client_id,
+        resource_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    let revoked = sqlx::query_scalar!(
+        "UPDATE grants SET revoked_at = now(), revoked_reason = 'user_disconnected'
+         WHERE user_id = $1 AND client_id = $2 AND resource_id = $3 AND revoked_at IS NULL
+         RETURNING id",
+        user_id,
+        client_id,
+        resource_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(revoked)
 }

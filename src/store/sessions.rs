@@ -40,6 +40,47 @@ pub async fn delete_user_sessions(conn: &mut PgConnection, user_id: uuid::Uuid) 
     Ok(sqlx::query!("DELETE FROM sessions WHERE user_id = $1", user_id).execute(conn).await?.rows_affected())
 }
 
+/// A signed-in session of a user, as the account page lists it: the `user` entry of its data
+/// (see `authentication::SessionUser`) and when it ends if left unused.
+pub struct UserSession {
+    pub user: serde_json::Value,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The live sessions of a user, the most recent sign-in first (at most 100).
+pub async fn user_sessions(pool: &PgPool, user_id: uuid::Uuid) -> Result<Vec<UserSession>, sqlx::Error> {
+    sqlx::query_as!(
+        UserSession,
+        r#"SELECT data -> 'user' AS "user!", expires_at FROM sessions
+           WHERE user_id = $1 AND expires_at > now() AND data ? 'user'
+           ORDER BY (data -> 'user' ->> 'auth_time') DESC LIMIT 100"#,
+        user_id
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// End one session of a user, named by its `sid` (never the cookie). Whether there was one.
+pub async fn delete_user_session(pool: &PgPool, user_id: uuid::Uuid, sid: &str) -> Result<bool, sqlx::Error> {
+    let deleted =
+        sqlx::query!("DELETE FROM sessions WHERE user_id = $1 AND data -> 'user' ->> 'sid' = $2", user_id, sid)
+            .execute(pool)
+            .await?;
+    Ok(deleted.rows_affected() > 0)
+}
+
+/// End every session of a user but the one whose `sid` is `keep`. How many ended.
+pub async fn delete_other_user_sessions(pool: &PgPool, user_id: uuid::Uuid, keep: &str) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query!(
+        "DELETE FROM sessions WHERE user_id = $1 AND coalesce(data -> 'user' ->> 'sid', '') <> $2",
+        user_id,
+        keep
+    )
+    .execute(pool)
+    .await?;
+    Ok(deleted.rows_affected())
+}
+
 fn expiry(record: &Record) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp(record.expiry_date.unix_timestamp(), 0).unwrap_or_else(Utc::now)
 }

@@ -22,7 +22,7 @@ impl Drop for Driver {
     }
 }
 
-pub(crate) async fn start_driver() -> (Driver, u16) {
+async fn start_driver() -> (Driver, u16) {
     assert!(
         std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
         "browser tests need Debian's chromium and chromium-driver: apt-get install chromium chromium-driver (./test.sh and .ci/run install them)"
@@ -43,7 +43,7 @@ pub(crate) async fn start_driver() -> (Driver, u16) {
     (driver, port)
 }
 
-pub(crate) async fn browser(driver_port: u16, profile: &std::path::Path) -> fantoccini::Client {
+async fn browser(driver_port: u16, profile: &std::path::Path) -> fantoccini::Client {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -62,6 +62,15 @@ pub(crate) async fn browser(driver_port: u16, profile: &std::path::Path) -> fant
         .connect(&format!("http://127.0.0.1:{driver_port}"))
         .await
         .expect("cannot open a Chromium session")
+}
+
+/// A fresh headless Chromium with its own profile, driven by its own chromedriver; all three
+/// are gone when the first two are dropped.
+pub(crate) async fn chromium() -> (Driver, tempfile::TempDir, fantoccini::Client) {
+    let (driver, driver_port) = start_driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(driver_port, profile.path()).await;
+    (driver, profile, client)
 }
 
 /// A loopback HTTP server standing in for the client's redirect URI.
@@ -99,9 +108,7 @@ async fn chromium_signs_in_and_approves() {
     let app = TestApp::spawn().await;
     let f = app.fixture().await;
     let (cb_port, mut callbacks) = callback_server().await;
-    let (_driver, driver_port) = start_driver().await;
-    let profile = tempfile::tempdir().unwrap();
-    let c = browser(driver_port, profile.path()).await;
+    let (_driver, _profile, c) = chromium().await;
 
     let redirect = format!("http://127.0.0.1:{cb_port}/callback");
     let p = pkce();

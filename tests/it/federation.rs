@@ -683,16 +683,14 @@ async fn the_cli_adds_lists_and_removes_providers_with_the_secret_sealed() {
 /// the provider (another site: 127.0.0.2), back to Tessera's consent, and the client's redirect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_signs_in_through_the_provider_and_lands_at_the_client() {
-    use crate::browser::{browser, callback_server, start_driver, wait_for};
+    use crate::browser::{callback_server, chromium, wait_for};
     use fantoccini::Locator;
 
     let pair = Pair::start(true).await;
     pair.add_upstream(|u| NewUpstream { allowed_domains: vec!["corp.example".into()], ..u }).await;
     let client = mcp_client(&pair.down).await;
     let (cb_port, mut callbacks) = callback_server().await;
-    let (_driver, driver_port) = start_driver().await;
-    let profile = tempfile::tempdir().unwrap();
-    let c = browser(driver_port, profile.path()).await;
+    let (_driver, _profile, c) = chromium().await;
 
     let redirect = format!("http://127.0.0.1:{cb_port}/callback");
     let p = pkce();

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod account;
 mod authorization;
 mod binary;
 mod browser;

@@ -95,7 +95,7 @@ async fn parallel_guesses_for_one_account_are_reserved_before_they_are_checked()
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(res.status(), 303, "signed in: on to the account page");
 }
 
 #[tokio::test]
@@ -166,7 +166,7 @@ async fn a_password_change_evicts_sessions_and_revokes_grants() {
     let f = app.fixture().await;
     // A signed-in browser (the "attacker") and a refresh token it obtained.
     let attacker = Browser::new(&app);
-    assert_eq!(sign_in(&app, &attacker, PASSWORD).await, 200);
+    assert_eq!(sign_in(&app, &attacker, PASSWORD).await, 303);
     let tokens = code_and_tokens(&app, &f, &[]).await;
     let old_refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
     let code = query(&authorize_redirect(&app, &attacker, &f.client_id, &[]).await).remove("code");
@@ -207,7 +207,7 @@ async fn a_password_change_evicts_sessions_and_revokes_grants() {
     // The old password is refused, the new one works.
     let person = Browser::new(&app);
     assert_eq!(sign_in(&app, &person, PASSWORD).await, 401);
-    assert_eq!(sign_in(&app, &person, "a brand new password").await, 200);
+    assert_eq!(sign_in(&app, &person, "a brand new password").await, 303);
     let (detail,): (String,) =
         sqlx::query_as("SELECT detail FROM audit_events WHERE event = 'admin.user.password_changed'")
             .fetch_one(&app.db.pool)
@@ -222,7 +222,7 @@ async fn keep_grants_keeps_refresh_tokens_but_not_sessions() {
     let f = app.fixture().await;
     let tokens = code_and_tokens(&app, &f, &[]).await;
     let browser = Browser::new(&app);
-    assert_eq!(sign_in(&app, &browser, PASSWORD).await, 200);
+    assert_eq!(sign_in(&app, &browser, PASSWORD).await, 303);
     let out = admin(&app.db, &["user", "passwd", "alice", "--password-stdin", "--keep-grants"], "another password\n");
     assert!(out.contains("grants kept"), "{out}");
     let (status, body) = refresh(&app, &f.client_id, tokens["refresh_token"].as_str().unwrap()).await;
@@ -242,7 +242,7 @@ async fn disable_then_enable_does_not_bring_sessions_back() {
     let f = app.fixture().await;
     code_and_tokens(&app, &f, &[]).await; // approves the client, so a signed-in browser gets a code
     let browser = Browser::new(&app);
-    assert_eq!(sign_in(&app, &browser, PASSWORD).await, 200);
+    assert_eq!(sign_in(&app, &browser, PASSWORD).await, 303);
     assert!(query(&authorize_redirect(&app, &browser, &f.client_id, &[]).await).contains_key("code"));
     let out = admin(&app.db, &["user", "disable", "alice"], "");
     assert!(out.contains("2 sessions ended"), "{out}"); // this browser and the one code_and_tokens used
@@ -253,7 +253,7 @@ async fn disable_then_enable_does_not_bring_sessions_back() {
     let next = authorize_redirect(&app, &browser, &f.client_id, &[("prompt", "none")]).await;
     assert_eq!(query(&next).get("error").map(String::as_str), Some("login_required"));
     // The account itself works again.
-    assert_eq!(sign_in(&app, &browser, PASSWORD).await, 200);
+    assert_eq!(sign_in(&app, &browser, PASSWORD).await, 303);
 }
 
 #[tokio::test]

@@ -1,0 +1,195 @@
+//! `/account`: the signed-in person's own page (`account`): connected applications with a
+//! Disconnect button each, where they are signed in (end one, or all others), and a password
+//! change. Every form carries the session's CSRF token and must come from our own pages; a
+//! browser that is not signed in is sent to the login page, which comes back here.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use tower_sessions::Session;
+
+use super::browser::{self, SessionUser, see_other};
+use super::pages::{AccountPage, AppRow, PageError, SessionRow, render};
+use crate::account::{self, NewPassword, PasswordChange};
+use crate::audit::RequestMeta;
+use crate::oauth::params::Params;
+use crate::state::AppState;
+use crate::store::login_throttle::Limits;
+use crate::store::users;
+
+const EXPIRED: &str = "This form expired. Open your account page again.";
+
+/// What the page says after a change (`?done=`), from a fixed list: nothing from the URL is shown.
+fn notice(done: Option<&str>) -> Option<&'static str> {
+    Some(match done? {
+        "disconnected" => "The application was disconnected. It must ask you again to get access.",
+        "session" => "That session was ended.",
+        "sessions" => "Every other session was ended.",
+        "password" => "Your password was changed. Your other sessions were ended.",
+        _ => return None,
+    })
+}
+
+fn when(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+async fn page(
+    state: &AppState,
+    session: &Session,
+    user: &SessionUser,
+    status: StatusCode,
+    notice: Option<&str>,
+    error: Option<&str>,
+) -> Result<Response, PageError> {
+    let account =
+        users::by_id(&state.pool, user.id).await?.ok_or_else(|| PageError::forbidden("You are not signed in."))?;
+    let apps = account::connected_apps(&state.pool, user.id).await?;
+    let sessions = account::sessions(&state.pool, user).await?;
+    let csrf = browser::csrf_token(session).await?;
+    let page = AccountPage {
+        base: state.settings.issuer.path(),
+        csrf_token: &csrf,
+        username: &account.username,
+        name: account.name.as_deref(),
+        email: account.email.as_deref(),
+        has_password: account.password_hash.is_some(),
+        notice,
+        error,
+        apps: apps
+            .into_iter()
+            .map(|a| AppRow { first_approved: when(a.first_approved), last_used: when(a.last_used), app: a })
+            .collect(),
+        sessions: sessions
+            .into_iter()
+            .map(|s| SessionRow { signed_in_at: when(s.signed_in_at), expires_at: when(s.expires_at), session: s })
+            .collect(),
+    };
+    Ok(render(status, &page))
+}
+
+/// The signed-in person, or the answer that sends the browser to the login page.
+async fn signed_in(state: &AppState, session: &Session) -> Result<Result<SessionUser, Response>, PageError> {
+    Ok(match browser::signed_in(&state.pool, session).await? {
+        Some(user) => Ok(user),
+        None => Err(see_other(&state.settings.issuer.join("/login"))),
+    })
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    session: Session,
+    RawQuery(query): RawQuery,
+) -> Result<Response, PageError> {
+    let user = match signed_in(&state, &session).await? {
+        Ok(user) => user,
+        Err(to_login) => return Ok(to_login),
+    };
+    let params = browser::query_params(query.as_deref())?;
+    page(&state, &session, &user, StatusCode::OK, notice(params.get("done")), None).await
+}
+
+/// A checked form from a signed-in person (a form from a browser that is not signed in any
+/// more gets a page that says so).
+async fn form(
+    state: &AppState,
+    session: &Session,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(SessionUser, Params), PageError> {
+    let params = browser::checked_form(&state.settings.issuer, session, headers, body, EXPIRED).await?;
+    let user = browser::signed_in(&state.pool, session)
+        .await?
+        .ok_or_else(|| PageError::forbidden("You are not signed in any more. Sign in again."))?;
+    Ok((user, params))
+}
+
+fn done(state: &AppState, what: &str) -> Response {
+    see_other(&format!("{}?done={what}", state.settings.issuer.join("/account")))
+}
+
+pub async fn disconnect(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let (user, params) = form(&state, &session, &headers, &body).await?;
+    let client_id = params.get("client_id").filter(|c| !c.is_empty() && c.len() <= 2048);
+    let resource = params.get("resource_id").and_then(|r| r.parse::<uuid::Uuid>().ok());
+    let (Some(client_id), Some(resource)) = (client_id, resource) else {
+        return Err(PageError::bad_request("Choose an application to disconnect."));
+    };
+    account::disconnect(&state.pool, &state.revocation, &state.audit, &meta, user.id, client_id, resource).await?;
+    Ok(done(&state, "disconnected"))
+}
+
+pub async fn end_session(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let (user, params) = form(&state, &session, &headers, &body).await?;
+    if params.get("others") == Some("all") {
+        account::end_other_sessions(&state.pool, &state.audit, &meta, &user).await?;
+        return Ok(done(&state, "sessions"));
+    }
+    let sid = params.get("sid").filter(|s| !s.is_empty() && s.len() <= 64 && *s != user.sid);
+    let Some(sid) = sid else {
+        return Err(PageError::bad_request("Choose another session to end (sign out to end this one)."));
+    };
+    if !account::end_session(&state.pool, &state.audit, &meta, user.id, sid).await? {
+        return Err(PageError::bad_request("That session has already ended."));
+    }
+    Ok(done(&state, "session"))
+}
+
+pub async fn change_password(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let (user, params) = form(&state, &session, &headers, &body).await?;
+    let account =
+        users::by_id(&state.pool, user.id).await?.ok_or_else(|| PageError::forbidden("You are not signed in."))?;
+    let new = NewPassword {
+        current: params.get("current_password").unwrap_or(""),
+        new: params.get("new_password").unwrap_or(""),
+        confirm: params.get("confirm_password").unwrap_or(""),
+        disconnect_apps: params.get("disconnect_apps") == Some("yes"),
+    };
+    let limits =
+        Limits { per_account: state.settings.login_max_failures, per_source: state.settings.login_source_max_failures };
+    let (status, error) = match account::change_password(&state.pool, &state.audit, &meta, limits, &account, &new)
+        .await?
+    {
+        PasswordChange::Changed { .. } => {
+            // Every session ended with the change, this one too: sign this browser in again.
+            let account =
+                users::by_id(&state.pool, user.id).await?.ok_or_else(|| PageError::forbidden("Sign in again."))?;
+            let again = SessionUser::signed_in_now(&account).from_device(&meta, browser::user_agent(&headers));
+            browser::log_in(&session, again).await?;
+            return Ok(done(&state, "password"));
+        }
+        PasswordChange::WrongPassword => (StatusCode::UNAUTHORIZED, "Your current password is not correct.".to_owned()),
+        PasswordChange::Mismatch => (StatusCode::BAD_REQUEST, "The two new passwords differ.".to_owned()),
+        PasswordChange::Rejected(e) => (StatusCode::BAD_REQUEST, format!("The new password was refused: {e}.")),
+        PasswordChange::NoPassword => (
+            StatusCode::BAD_REQUEST,
+            "Your account signs in through an identity provider: it has no password.".to_owned(),
+        ),
+        PasswordChange::Throttled { retry_after_secs } => {
+            let message = format!("Too many wrong passwords. Try again in {retry_after_secs} seconds.");
+            let mut res = page(&state, &session, &user, StatusCode::TOO_MANY_REQUESTS, None, Some(&message)).await?;
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            return Ok(res);
+        }
+    };
+    page(&state, &session, &user, status, None, Some(&error)).await
+}
