@@ -443,13 +443,31 @@ pub async fn pending_login(p: &Parts<'_>, handle: &str) -> Result<PendingLogin, 
 pub struct ConsentView {
     pub client: Arc<Client>,
     pub resource: Arc<Resource>,
-    /// Each scope with its description.
-    pub scopes: Vec<(String, String)>,
+    /// Each requested scope, as the page shows it.
+    pub scopes: Vec<ConsentScope>,
     pub redirect_host: String,
     /// For a metadata-document client, the host of its document.
     pub metadata_document_host: Option<String>,
     /// A self-registered client whose every redirect URI is on this computer.
     pub localhost_only: bool,
+}
+
+/// A requested scope on the consent page: a checkbox, checked, that the person may uncheck
+/// unless it is required.
+#[derive(Clone, Debug)]
+pub struct ConsentScope {
+    pub name: String,
+    pub description: String,
+    pub details: Option<String>,
+    /// The tools the scope unlocks.
+    pub tools: Vec<String>,
+    pub required: bool,
+}
+
+/// Whether the person may leave `scope` of `resource` unchecked: not `openid` (the sign-in an
+/// OpenID application asked for), not a scope the resource marks required.
+fn required_scope(resource: &Resource, scope: &str) -> bool {
+    scope == scope::OPENID || resource.scope_details.get(scope).is_some_and(|d| d.required)
 }
 
 /// The consent page's view of the request `handle`, pending for `user`.
@@ -468,7 +486,14 @@ pub async fn consent_view(p: &Parts<'_>, handle: &str, user: Uuid) -> Result<Con
                 Some(common) => common.to_owned(),
                 None => resource.scopes.get(s).cloned().unwrap_or_default(),
             };
-            (s.clone(), description)
+            let more = resource.scope_details.get(s).cloned().unwrap_or_default();
+            ConsentScope {
+                required: required_scope(&resource, s),
+                name: s.clone(),
+                description,
+                details: more.details,
+                tools: more.tools,
+            }
         })
         .collect();
     Ok(ConsentView {
@@ -481,13 +506,30 @@ pub async fn consent_view(p: &Parts<'_>, handle: &str, user: Uuid) -> Result<Con
     })
 }
 
-/// The person's answer on the consent page; where the browser goes (back to the client).
-pub async fn decide(p: &Parts<'_>, handle: &str, user: Uuid, allow: bool) -> Result<String, AuthorizeError> {
+/// The person's answer on the consent page.
+#[derive(Clone, Debug)]
+pub enum Decision {
+    Deny,
+    /// Allow; with `Some`, only the scopes left checked (required ones are granted regardless),
+    /// with `None` every scope asked for.
+    Allow(Option<Vec<String>>),
+}
+
+/// The person's answer on the consent page; where the browser goes (back to the client). The
+/// grant gets the scopes the person left checked, and the token response says so (RFC 6749 §3.3).
+pub async fn decide(p: &Parts<'_>, handle: &str, user: Uuid, decision: Decision) -> Result<String, AuthorizeError> {
     // The decision uses the request up: a second submission finds nothing.
-    let request = authz_requests::claim(p.pool, &secret::digest(handle), user).await?.ok_or(AuthorizeError::Expired)?;
-    if !allow {
-        let error = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
-        return Ok(deny(p, &request, Some(user), error).await);
+    let mut request =
+        authz_requests::claim(p.pool, &secret::digest(handle), user).await?.ok_or(AuthorizeError::Expired)?;
+    let chosen = match decision {
+        Decision::Deny => {
+            let error = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
+            return Ok(deny(p, &request, Some(user), error).await);
+        }
+        Decision::Allow(chosen) => chosen,
+    };
+    if let (Some(chosen), Some(resource)) = (chosen, p.resources.by_id(request.resource_id)) {
+        request.scopes.retain(|s| required_scope(resource, s) || chosen.contains(s));
     }
     grants::remember_consent(p.pool, user, &request.client_id, request.resource_id, &request.scopes).await?;
     let mut event = Event::new("consent.granted", Outcome::Success)

@@ -150,6 +150,7 @@ pub async fn ensure_userinfo(pool: &sqlx::PgPool, uri: &str) -> Result<(), sqlx:
         is_default: false,
         credential_id: None,
         credential_secret_hash: None,
+        scope_details: Default::default(),
     };
     match crate::store::resources::add(pool, &r).await {
         Ok(()) | Err(crate::store::resources::AddError::Duplicate) => Ok(()),
@@ -172,6 +173,7 @@ mod tests {
             is_default,
             credential_id: None,
             credential_secret_hash: None,
+            scope_details: Default::default(),
         }
     }
 

@@ -87,6 +87,11 @@ class Browser:
             raise BrowserError(f"no form posting to ...{action} on {page_url}")
         data = {name: html.unescape(value) for name, value in
                 re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form[1])}
+        # Checked, enabled checkboxes are sent as a browser sends them (the consent page's scopes).
+        for name, value, disabled in re.findall(
+                r'<input type="checkbox"[^>]*? name="([^"]+)" value="([^"]*)" checked( disabled)?', form[1]):
+            if not disabled:
+                data[html.unescape(name)] = html.unescape(value)
         data.update(fields)
         site = urlparse(site or self.issuer)
         origin = f"{site.scheme}://{site.netloc}"

@@ -56,6 +56,10 @@ export class Browser {
         if (!form) throw new BrowserError(`no login or consent form on ${pageUrl}`);
         const data = new URLSearchParams();
         for (const m of form[2].matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"/g)) data.set(m[1], unescape(m[2]));
+        // Checked, enabled checkboxes are sent as a browser sends them (the consent page's scopes).
+        for (const m of form[2].matchAll(/<input type="checkbox"[^>]*? name="([^"]+)" value="([^"]*)" checked( disabled)?/g)) {
+            if (!m[3]) data.set(unescape(m[1]), unescape(m[2]));
+        }
         for (const [k, v] of Object.entries(fields)) data.set(k, v);
         return this.fetch(new URL(unescape(form[1]), pageUrl).href, {
             method: 'POST',

@@ -11,7 +11,7 @@ use tower_sessions::Session;
 use super::browser::{self, SessionUser, see_other};
 use super::pages::{ConsentPage, PageError, render};
 use crate::audit::RequestMeta;
-use crate::authorization;
+use crate::authorization::{self, Decision};
 use crate::oauth::params::Params;
 use crate::oauth::secret;
 use crate::state::AppState;
@@ -73,9 +73,14 @@ pub async fn submit(
     let Some(handle) = params.get("request").filter(|h| authorization::valid_handle(h)) else {
         return Err(PageError::expired_request());
     };
-    let allow = match params.get("decision") {
-        Some("allow") => true,
-        Some("deny") => false,
+    let decision = match params.get("decision") {
+        // The page's checkboxes (`scope:NAME`, marked by `choices`); a form without them allows
+        // every scope asked for.
+        Some("allow") if params.get("choices") == Some("1") => {
+            Decision::Allow(Some(params.names_after("scope:").map(str::to_owned).collect()))
+        }
+        Some("allow") => Decision::Allow(None),
+        Some("deny") => Decision::Deny,
         _ => return Err(PageError::bad_request("Choose Allow or Deny.")),
     };
     let user: SessionUser = browser::signed_in(&state.pool, &session)
@@ -83,6 +88,6 @@ pub async fn submit(
         .ok_or_else(|| PageError::forbidden("You are not signed in."))?;
     check_owned(&session, handle).await?;
     let resources = state.resources.load();
-    let location = authorization::decide(&state.authorization(&meta, &resources), handle, user.id, allow).await?;
+    let location = authorization::decide(&state.authorization(&meta, &resources), handle, user.id, decision).await?;
     Ok(see_other(&location))
 }

@@ -60,7 +60,7 @@ pub struct ConsentPage<'a> {
     pub redirect_host: String,
     pub resource_name: &'a str,
     pub resource_uri: &'a str,
-    pub scopes: Vec<(String, String)>,
+    pub scopes: Vec<crate::authorization::ConsentScope>,
 }
 
 /// A connected application as the account page shows it.

@@ -101,6 +101,12 @@ impl Params {
         self.repeated.iter().any(|n| n == name)
     }
 
+    /// The names that start with `prefix` (with a value), without it: the checkboxes of a form
+    /// named `prefix` + what each stands for.
+    pub fn names_after<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.values.iter().filter(|(_, v)| !v.is_empty()).filter_map(move |(k, _)| k.strip_prefix(prefix))
+    }
+
     /// The first repeated parameter, if any.
     pub fn first_repeated(&self) -> Option<&str> {
         self.repeated.first().map(String::as_str)

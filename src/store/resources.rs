@@ -23,6 +23,19 @@ pub struct Resource {
     /// The id the resource server authenticates to introspection with, and its secret's SHA-256.
     pub credential_id: Option<String>,
     pub credential_secret_hash: Option<Vec<u8>>,
+    /// What the consent page says beyond a scope's description (`tessera resource scope`).
+    pub scope_details: BTreeMap<String, ScopeDetails>,
+}
+
+/// More about one scope of a resource, for the consent page.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopeDetails {
+    /// A longer explanation, shown under the description.
+    pub details: Option<String>,
+    /// The tools the scope unlocks.
+    pub tools: Vec<String>,
+    /// The person cannot leave it unchecked on the consent page.
+    pub required: bool,
 }
 
 struct Row {
@@ -49,6 +62,7 @@ impl From<Row> for Resource {
             is_default: r.is_default,
             credential_id: r.credential_id,
             credential_secret_hash: r.credential_secret_hash,
+            scope_details: BTreeMap::new(),
         }
     }
 }
@@ -61,7 +75,54 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Resource>, sqlx::Error> {
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(Resource::from).collect())
+    let mut resources: Vec<Resource> = rows.into_iter().map(Resource::from).collect();
+    let details = sqlx::query!("SELECT resource_id, scope, details, tools, required FROM resource_scopes")
+        .fetch_all(pool)
+        .await?;
+    for d in details {
+        if let Some(r) = resources.iter_mut().find(|r| r.id == d.resource_id) {
+            r.scope_details.insert(d.scope, ScopeDetails { details: d.details, tools: d.tools, required: d.required });
+        }
+    }
+    Ok(resources)
+}
+
+/// Describe a scope of the resource at `uri`: its one-line description (adding the scope when
+/// `description` is given and it is new), and what the consent page says beyond it. `false` if
+/// there is no such resource, or the scope is new and no description was given.
+pub async fn set_scope(
+    pool: &PgPool,
+    uri: &str,
+    scope: &str,
+    description: Option<&str>,
+    details: &ScopeDetails,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let updated = sqlx::query_scalar!(
+        "UPDATE resources SET scopes = CASE WHEN $3::text IS NULL THEN scopes ELSE scopes || jsonb_build_object($2::text, $3::text) END
+         WHERE uri = $1 AND ($3::text IS NOT NULL OR scopes ? $2) RETURNING id",
+        uri,
+        scope,
+        description
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(resource_id) = updated else { return Ok(false) };
+    sqlx::query!(
+        "INSERT INTO resource_scopes (resource_id, scope, details, tools, required) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (resource_id, scope) DO UPDATE
+         SET details = EXCLUDED.details, tools = EXCLUDED.tools, required = EXCLUDED.required",
+        resource_id,
+        scope,
+        details.details,
+        &details.tools,
+        details.required
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!("SELECT pg_notify($1, '')", CHANNEL).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 #[derive(Debug, thiserror::Error)]

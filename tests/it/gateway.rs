@@ -162,6 +162,7 @@ async fn add_gateway_resource(app: &TestApp, uri: &str) {
         is_default: false,
         credential_id: None,
         credential_secret_hash: None,
+        scope_details: Default::default(),
     };
     tessera::store::resources::add(&app.db.pool, &r).await.unwrap();
     app.state.reload_resources().await;

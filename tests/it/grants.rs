@@ -56,6 +56,7 @@ impl Parts {
             is_default: true,
             credential_id: None,
             credential_secret_hash: None,
+            scope_details: Default::default(),
         };
         store::resources::add(pool, &resource).await.unwrap();
         let user = Uuid::new_v4();

@@ -11,6 +11,7 @@ mod binary;
 mod browser;
 mod cimd;
 mod compat;
+mod consent;
 mod federation;
 mod foundation;
 mod gateway;

@@ -13,7 +13,8 @@ use crate::cli::Failure;
 use crate::config::{format_duration, parse_duration};
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{resource, scope};
-use crate::store::{self, resources::Resource};
+use crate::store::resources::{Resource, ScopeDetails};
+use crate::store::{self};
 
 #[derive(Debug, Subcommand)]
 pub enum ResourceCommand {
@@ -47,6 +48,25 @@ pub enum ResourceCommand {
         #[arg(long)]
         rotate: bool,
     },
+    /// Describe a scope on the consent page: its description (a new scope needs one), a longer
+    /// text, the tools it unlocks, and whether the person may leave it unchecked. Each call sets
+    /// the details, tools and required flag anew.
+    Scope {
+        uri: String,
+        scope: String,
+        /// The one-line description (adds the scope when it is new).
+        #[arg(long)]
+        description: Option<String>,
+        /// A longer explanation, shown under the description (up to 2000 characters).
+        #[arg(long)]
+        details: Option<String>,
+        /// A tool this scope unlocks (repeatable), listed under the scope.
+        #[arg(long = "tool", value_name = "NAME")]
+        tools: Vec<String>,
+        /// The person cannot uncheck this scope on the consent page.
+        #[arg(long)]
+        required: bool,
+    },
     /// Remove a resource; every grant and token for it stops working.
     Remove { uri: String },
 }
@@ -58,8 +78,50 @@ pub async fn run(pool: &PgPool, cmd: &ResourceCommand) -> Result<(), Failure> {
         }
         ResourceCommand::List => list(pool).await,
         ResourceCommand::Credentials { uri, rotate } => credentials(pool, uri, *rotate).await,
+        ResourceCommand::Scope { uri, scope, description, details, tools, required } => {
+            let details = ScopeDetails { details: details.clone(), tools: tools.clone(), required: *required };
+            describe_scope(pool, uri, scope, description.as_deref(), details).await
+        }
         ResourceCommand::Remove { uri } => remove(pool, uri).await,
     }
+}
+
+async fn describe_scope(
+    pool: &PgPool,
+    uri: &str,
+    scope_name: &str,
+    description: Option<&str>,
+    mut details: ScopeDetails,
+) -> Result<(), Failure> {
+    let canonical = canonical_uri(uri)?;
+    if !scope::is_valid_name(scope_name) || scope_name == scope::OFFLINE_ACCESS {
+        return Err(usage("SCOPE", format!("{scope_name:?} is not a valid scope name")));
+    }
+    let description = description.map(str::trim);
+    if description.is_some_and(|d| d.is_empty() || d.chars().count() > 300) {
+        return Err(usage("--description", "must be 1 to 300 characters"));
+    }
+    details.details = details.details.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
+    if details.details.as_ref().is_some_and(|d| d.chars().count() > 2000) {
+        return Err(usage("--details", "must be at most 2000 characters"));
+    }
+    let tool_ok = |t: &String| (1..=128).contains(&t.len()) && !t.chars().any(|c| c.is_control() || c.is_whitespace());
+    if details.tools.len() > 100 || !details.tools.iter().all(tool_ok) {
+        return Err(usage("--tool", "at most 100 tool names of 1 to 128 characters without spaces"));
+    }
+    details.tools.sort();
+    details.tools.dedup();
+    if !store::resources::set_scope(pool, &canonical, scope_name, description, &details).await.map_err(db)? {
+        return Err(usage(
+            "SCOPE",
+            format!("{canonical} is not registered, or has no scope {scope_name} (give --description to add it)"),
+        ));
+    }
+    let event = Event::new("admin.resource.scope_described", Outcome::Success).resource(&canonical).scopes(scope_name);
+    admin_event(pool, event).await?;
+    let required = if details.required { ", required" } else { "" };
+    println!("{canonical} {scope_name}: {} tools{required}", details.tools.len());
+    Ok(())
 }
 
 /// Ids of resource-server credentials: `rs_` and 128 random bits.
@@ -109,6 +171,7 @@ async fn add(
         is_default: default,
         credential_id: Some(new_credential_id()),
         credential_secret_hash: Some(secret.digest().to_vec()),
+        scope_details: Default::default(),
     };
     match store::resources::add(pool, &r).await {
         Ok(()) => {}

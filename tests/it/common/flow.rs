@@ -78,6 +78,7 @@ impl TestApp {
             is_default,
             credential_id: None,
             credential_secret_hash: None,
+            scope_details: Default::default(),
         };
         store::resources::add(&self.db.pool, &r).await.unwrap();
         self.state.reload_resources().await;
