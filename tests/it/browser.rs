@@ -152,3 +152,101 @@ async fn chromium_signs_in_and_approves() {
         .await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Press one key in the page (WebDriver key actions: the keyboard, not a script).
+async fn press(c: &fantoccini::Client, key: fantoccini::key::Key) {
+    use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+    let value = key.chars().next().unwrap();
+    let keys = KeyActions::new("keyboard".into()).then(KeyAction::Down { value }).then(KeyAction::Up { value });
+    c.perform_actions(keys).await.unwrap();
+}
+
+/// Inputs a person can see that no label names (nor an aria-label).
+async fn unlabelled_inputs(c: &fantoccini::Client) -> Vec<String> {
+    let script = "return [...document.querySelectorAll('input:not([type=hidden]):not([hidden])')]
+        .filter(i => !(i.labels && i.labels.length) && !i.getAttribute('aria-label'))
+        .map(i => i.name || i.id);";
+    serde_json::from_value(c.execute(script, vec![]).await.unwrap()).unwrap()
+}
+
+/// Screenshots of the current page at a phone's and a desktop's width, written where the test
+/// output says; the page must not scroll sideways at either.
+async fn screenshots(c: &fantoccini::Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    for width in [360, 1280] {
+        c.set_window_size(width, 900).await.unwrap();
+        let overflow = c
+            .execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", vec![])
+            .await
+            .unwrap();
+        assert!(overflow.as_i64().unwrap_or(1) <= 0, "{name} scrolls sideways at {width}px by {overflow}px");
+        let path = dir.join(format!("{name}-{width}.png"));
+        std::fs::write(&path, c.screenshot().await.unwrap()).unwrap();
+        println!("screenshot: {}", path.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_disconnects_an_application_from_the_account_page_with_the_keyboard() {
+    let app = TestApp::spawn().await;
+    let f = app.fixture().await;
+    let (cb_port, mut callbacks) = callback_server().await;
+    let (_driver, _profile, c) = chromium().await;
+    let redirect = format!("http://127.0.0.1:{cb_port}/callback");
+    let p = pkce();
+    let extra = [("scope", "tools:read tools:write offline_access")];
+    c.goto(&authorize_url(&app, &f.client_id, &redirect, &p, &extra)).await.unwrap();
+    wait_for(&c, "input#username").await.send_keys("alice").await.unwrap();
+    wait_for(&c, "input#password").await.send_keys(PASSWORD).await.unwrap();
+    wait_for(&c, "button.primary").await.click().await.unwrap();
+    // Consent: a labelled checkbox per scope; leave tools:write unchecked.
+    let allow = wait_for(&c, "button[name=decision][value=allow]").await;
+    assert!(unlabelled_inputs(&c).await.is_empty(), "consent: {:?}", unlabelled_inputs(&c).await);
+    screenshots(&c, "consent").await;
+    let write = c.find(Locator::Css("input[name='scope:tools:write']")).await.unwrap();
+    let id = write.attr("id").await.unwrap().unwrap();
+    c.find(Locator::Css(&format!("label[for='{id}']"))).await.unwrap().click().await.unwrap();
+    assert!(!write.is_selected().await.unwrap(), "clicking the label unchecks the box");
+    allow.click().await.unwrap();
+    let landed = tokio::time::timeout(Duration::from_secs(15), callbacks.recv()).await.expect("no callback").unwrap();
+    let code = query(&format!("http://127.0.0.1{landed}")).remove("code").unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect.as_str()),
+        ("code_verifier", p.verifier.as_str()),
+        ("client_id", f.client_id.as_str()),
+    ];
+    let (status, _, body) = app.token(&form, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], "offline_access tools:read", "the unchecked scope was not granted");
+    let refresh_token = body["refresh_token"].as_str().unwrap().to_owned();
+
+    // The account page lists the application; Tab to its Disconnect button, press Enter.
+    c.goto(&app.url("/account")).await.unwrap();
+    let text = wait_for(&c, "main").await.text().await.unwrap();
+    assert!(text.contains("Test Client") && text.contains("tools:read") && !text.contains("tools:write"), "{text}");
+    assert!(unlabelled_inputs(&c).await.is_empty(), "account: {:?}", unlabelled_inputs(&c).await);
+    screenshots(&c, "account").await;
+    let focused_label =
+        "return document.activeElement ? (document.activeElement.getAttribute('aria-label') || '') : '';";
+    let mut reached = false;
+    for _ in 0..30 {
+        press(&c, fantoccini::key::Key::Tab).await;
+        let label = c.execute(focused_label, vec![]).await.unwrap();
+        if label.as_str().is_some_and(|l| l.starts_with("Disconnect Test Client")) {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "the Disconnect button is reachable with Tab");
+    press(&c, fantoccini::key::Key::Enter).await;
+    let notice = wait_for(&c, "p.notice").await.text().await.unwrap();
+    assert!(notice.contains("disconnected"), "{notice}");
+    c.close().await.unwrap();
+    let (status, _, body) = app
+        .token(&[("grant_type", "refresh_token"), ("refresh_token", &refresh_token), ("client_id", &f.client_id)], None)
+        .await;
+    assert_eq!((status.as_u16(), body["error"].as_str()), (400, Some("invalid_grant")), "the client's refresh fails");
+}
