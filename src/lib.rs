@@ -64,6 +64,8 @@ pub mod policy;
 pub mod resources;
 /// What makes a token inactive, and revoking.
 pub mod revocation;
+/// The second factor after a password: TOTP and recovery codes.
+pub mod second_factor;
 /// Rate limiting and the SSRF address check.
 pub mod security;
 /// Logging setup.

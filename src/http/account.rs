@@ -27,6 +27,7 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "session" => "That session was ended.",
         "sessions" => "Every other session was ended.",
         "password" => "Your password was changed. Your other sessions were ended.",
+        "totp-off" => "Two-step sign-in is off: your password alone signs you in.",
         _ => return None,
     })
 }
@@ -48,7 +49,9 @@ async fn page(
     let apps = account::connected_apps(&state.pool, user.id).await?;
     let sessions = account::sessions(&state.pool, user).await?;
     let csrf = browser::csrf_token(session).await?;
+    let second_factor = crate::second_factor::status(&state.pool, user.id).await?;
     let page = AccountPage {
+        second_factor,
         base: state.settings.issuer.path(),
         csrf_token: &csrf,
         username: &account.username,

@@ -17,6 +17,10 @@ const USER: &str = "user";
 const CSRF: &str = "csrf";
 const REQUESTS: &str = "requests";
 const UPSTREAM_LOGIN: &str = "upstream_login";
+const SECOND_FACTOR: &str = "second_factor";
+const TOTP_SETUP: &str = "totp_setup";
+/// How long a password sign-in waits for its second factor.
+const SECOND_FACTOR_WAIT: i64 = 300;
 /// Authorization requests one browser may have pending at once.
 const MAX_PENDING: usize = 10;
 
@@ -112,6 +116,47 @@ pub async fn take_upstream_login(session: &Session) -> Result<Option<Pending>, t
 /// The browser's `User-Agent`, if it is text.
 pub fn user_agent(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())
+}
+
+/// A sign-in past its password, waiting for the second factor: not signed in yet.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct HalfSignedIn {
+    pub user_id: uuid::Uuid,
+    /// The authorization request to go on with.
+    pub request: Option<String>,
+    /// When the password was given (Unix seconds).
+    pub at: i64,
+}
+
+/// Remember a sign-in waiting for its second factor. The session id changes, as at a sign-in.
+pub async fn start_second_factor(session: &Session, half: &HalfSignedIn) -> Result<(), tower_sessions::session::Error> {
+    session.cycle_id().await?;
+    // Whoever this browser was signed in as, it is not until this sign-in completes.
+    session.remove::<SessionUser>(USER).await?;
+    session.insert(SECOND_FACTOR, half).await
+}
+
+/// The sign-in waiting for its second factor, if it has not waited too long.
+pub async fn second_factor_pending(session: &Session) -> Result<Option<HalfSignedIn>, tower_sessions::session::Error> {
+    let half: Option<HalfSignedIn> = session.get(SECOND_FACTOR).await?;
+    Ok(half.filter(|h| chrono::Utc::now().timestamp() - h.at <= SECOND_FACTOR_WAIT))
+}
+
+pub async fn end_second_factor(session: &Session) -> Result<(), tower_sessions::session::Error> {
+    session.remove::<HalfSignedIn>(SECOND_FACTOR).await.map(|_| ())
+}
+
+/// The authenticator secret being set up on the account page (sealed).
+pub async fn start_totp_setup(session: &Session, sealed: &str) -> Result<(), tower_sessions::session::Error> {
+    session.insert(TOTP_SETUP, sealed).await
+}
+
+pub async fn totp_setup(session: &Session) -> Result<Option<String>, tower_sessions::session::Error> {
+    session.get(TOTP_SETUP).await
+}
+
+pub async fn end_totp_setup(session: &Session) -> Result<(), tower_sessions::session::Error> {
+    session.remove::<String>(TOTP_SETUP).await.map(|_| ())
 }
 
 /// `303 See Other`: the browser follows with a GET, also after a form POST.

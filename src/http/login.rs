@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use tower_sessions::Session;
 
-use super::browser::{self, SessionUser, see_other};
+use super::browser::{self, HalfSignedIn, SessionUser, see_other};
 use super::pages::{LoginPage, PageError, render};
 use crate::audit::RequestMeta;
 use crate::authentication::{self, SignIn};
@@ -111,14 +111,33 @@ pub async fn submit(
             return Ok(res);
         }
     };
-    let signed_in = SessionUser::signed_in_now(&user).from_device(&meta, browser::user_agent(&headers));
-    browser::log_in(&session, signed_in.clone()).await?;
+    if crate::second_factor::required(&state.pool, user.id).await? {
+        let half =
+            HalfSignedIn { user_id: user.id, request: request.map(str::to_owned), at: chrono::Utc::now().timestamp() };
+        browser::start_second_factor(&session, &half).await?;
+        return Ok(see_other(&state.settings.issuer.join("/login/second-factor")));
+    }
+    finish(&state, &meta, &session, &headers, &user, request).await
+}
+
+/// Sign the browser in as `user` (the password, and the second factor when there is one, given)
+/// and go on: to the pending authorization request, or to the account page.
+pub async fn finish(
+    state: &AppState,
+    meta: &RequestMeta,
+    session: &Session,
+    headers: &HeaderMap,
+    user: &crate::store::users::User,
+    request: Option<&str>,
+) -> Result<Response, PageError> {
+    let signed_in = SessionUser::signed_in_now(user).from_device(meta, browser::user_agent(headers));
+    browser::log_in(session, signed_in.clone()).await?;
     // Signed in for no application: the person's own page.
     let Some(handle) = request else { return Ok(see_other(&state.settings.issuer.join("/account"))) };
-    if !browser::owns_request(&session, &hex::encode(secret::digest(handle))).await {
+    if !browser::owns_request(session, &hex::encode(secret::digest(handle))).await {
         return Err(PageError::expired_request());
     }
     let resources = state.resources.load();
-    let location = authorization::signed_in_for(&state.authorization(&meta, &resources), handle, &signed_in).await?;
+    let location = authorization::signed_in_for(&state.authorization(meta, &resources), handle, &signed_in).await?;
     Ok(see_other(&location))
 }

@@ -23,6 +23,7 @@ pub mod rate_limit;
 pub mod register;
 pub mod request_id;
 pub mod revoke;
+pub mod second_factor;
 pub mod token;
 pub mod transport;
 pub mod upstream_login;
@@ -92,6 +93,13 @@ pub fn router(state: AppState) -> Router {
         .route("/account/disconnect", post(account::disconnect).route_layer(limit(Route::Browser)))
         .route("/account/sessions/end", post(account::end_session).route_layer(limit(Route::Browser)))
         .route("/account/password", post(account::change_password).route_layer(limit(Route::Browser)))
+        .route("/account/totp/setup", post(second_factor::setup).route_layer(limit(Route::Browser)))
+        .route("/account/totp/confirm", post(second_factor::confirm).route_layer(limit(Route::Browser)))
+        .route("/account/totp/disable", post(second_factor::disable).route_layer(limit(Route::Browser)))
+        .route(
+            "/login/second-factor",
+            get(second_factor::show).post(second_factor::submit).route_layer(limit(Route::Browser)),
+        )
         .layer(axum::middleware::from_fn_with_state(std::sync::Arc::<str>::from(path), pages::render_errors))
         .layer(session_layer(&state));
     let api = Router::new()

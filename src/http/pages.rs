@@ -90,6 +90,34 @@ pub struct AccountPage<'a> {
     pub error: Option<&'a str>,
     pub apps: Vec<AppRow>,
     pub sessions: Vec<SessionRow>,
+    /// With an authenticator app set up: the recovery codes left.
+    pub second_factor: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "second_factor.html")]
+pub struct SecondFactorPage<'a> {
+    pub base: &'a str,
+    pub csrf_token: &'a str,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "totp_setup.html")]
+pub struct TotpSetupPage<'a> {
+    pub base: &'a str,
+    pub csrf_token: &'a str,
+    /// The secret in base32, in groups of four.
+    pub key: &'a str,
+    pub uri: &'a str,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "recovery_codes.html")]
+pub struct RecoveryCodesPage<'a> {
+    pub base: &'a str,
+    pub codes: Vec<String>,
 }
 
 /// Render a page with a status; pages are never cached.

@@ -11,5 +11,6 @@ pub mod registration;
 pub mod resource;
 pub mod scope;
 pub mod secret;
+pub mod totp;
 
 pub use error::{ErrorCode, OAuthError};

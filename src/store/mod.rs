@@ -13,6 +13,7 @@ pub mod profile;
 pub mod registration_tokens;
 pub mod resources;
 pub mod revocation;
+pub mod second_factors;
 pub mod sessions;
 pub mod upstreams;
 pub mod users;

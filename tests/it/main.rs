@@ -20,5 +20,6 @@ mod hardening;
 mod introspection;
 mod oidc;
 mod registration;
+mod second_factor;
 mod security;
 mod zoo;

@@ -66,6 +66,9 @@ pub enum UserCommand {
         #[arg(long, allow_hyphen_values = true)]
         client: Option<String>,
     },
+    /// Remove a user's second factors (authenticator app and recovery codes), for someone who
+    /// lost both: their password alone signs them in until they set one up again.
+    ResetSecondFactors { username: String },
     /// List the accounts.
     List,
 }
@@ -98,8 +101,21 @@ pub async fn run(pool: &PgPool, cmd: &UserCommand) -> Result<(), Failure> {
         UserCommand::Disable { username } => set_disabled(pool, username, true).await,
         UserCommand::Enable { username } => set_disabled(pool, username, false).await,
         UserCommand::Revoke { username, client } => revoke(pool, username, client.as_deref()).await,
+        UserCommand::ResetSecondFactors { username } => reset_second_factors(pool, username).await,
         UserCommand::List => list(pool).await,
     }
+}
+
+async fn reset_second_factors(pool: &PgPool, username: &str) -> Result<(), Failure> {
+    let user = store::users::by_username(pool, username).await.map_err(db)?.ok_or_else(|| no_user(username))?;
+    if !store::second_factors::remove(pool, user.id).await.map_err(db)? {
+        println!("{username} has no second factor");
+        return Ok(());
+    }
+    let event = Event::new("admin.user.second_factors_reset", Outcome::Success).subject(user.id.to_string());
+    admin_event(pool, event.detail(username.to_owned())).await?;
+    println!("removed the second factors of {username}");
+    Ok(())
 }
 
 /// A profile value as given: absent leaves the field, empty clears it.
