@@ -31,6 +31,10 @@ pub struct SessionUser {
     /// The browser's `User-Agent` at sign-in, cut to [`USER_AGENT_MAX`] characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// Signed in only to set up a second factor (`TESSERA_MFA=required`): good for the account
+    /// page, not for any application.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub setup_only: bool,
 }
 
 /// How much of a `User-Agent` a session keeps.
@@ -47,6 +51,7 @@ impl SessionUser {
             sid: crate::oauth::secret::new_jti(),
             address: None,
             user_agent: None,
+            setup_only: false,
         }
     }
 

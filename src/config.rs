@@ -206,6 +206,8 @@ pub struct Config {
     pub rate_limits: RateLimitSettings,
     /// Whether the login page offers the password form (`false`: only upstream identity providers).
     pub password_login: bool,
+    /// Whether a password sign-in asks for a second factor.
+    pub mfa: MfaPolicy,
     /// How long one request to an upstream identity provider may take.
     pub upstream_timeout: Duration,
     /// Failed logins for one account from one source before attempts are refused for a while.
@@ -287,6 +289,17 @@ pub enum RegistrationPolicy {
     Token,
     /// Nobody: `/register` answers 403 and is not advertised.
     Closed,
+}
+
+/// `TESSERA_MFA`: whether a password sign-in asks for a second factor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MfaPolicy {
+    /// Never (second factors set up before are ignored, and none can be set up).
+    Off,
+    /// From those who set one up on their account page.
+    Optional,
+    /// From everyone: a person without one can only reach their account page to set one up.
+    Required,
 }
 
 /// One setting, declared once in `settings!`: its environment variable, the text it takes when no
@@ -424,6 +437,8 @@ settings! {
     TESSERA_RATE_LIMIT_BROWSER: Rate = "300/1m", rate;
     /// Whether the login page offers the password form (`false`: only upstream identity providers).
     TESSERA_PASSWORD_LOGIN: bool = "true", boolean;
+    /// Two-step sign-in after a password: `off`, `optional` (who set it up) or `required` (everyone).
+    TESSERA_MFA: MfaPolicy = "optional", mfa_policy;
     /// How long one request to an upstream identity provider may take.
     TESSERA_UPSTREAM_TIMEOUT: Duration = "10s", |v| duration_in(v, 1, MINUTE);
     /// Failed logins for one account from one source before attempts are refused for a while.
@@ -551,6 +566,7 @@ impl Config {
                 browser: TESSERA_RATE_LIMIT_BROWSER.read(src)?,
             },
             password_login: TESSERA_PASSWORD_LOGIN.read(src)?,
+            mfa: TESSERA_MFA.read(src)?,
             upstream_timeout: TESSERA_UPSTREAM_TIMEOUT.read(src)?,
             login_max_failures: TESSERA_LOGIN_MAX_FAILURES.read(src)?,
             login_source_max_failures: TESSERA_LOGIN_SOURCE_MAX_FAILURES.read(src)?,
@@ -646,6 +662,16 @@ fn registration_policy(value: &str) -> Result<RegistrationPolicy, String> {
         "token" => Ok(RegistrationPolicy::Token),
         "closed" => Ok(RegistrationPolicy::Closed),
         _ => Err(format!("must be open, token or closed, not {value:?}")),
+    }
+}
+
+fn mfa_policy(value: &str) -> Result<MfaPolicy, String> {
+    let value = value.trim().to_ascii_lowercase();
+    match value.as_str() {
+        "off" => Ok(MfaPolicy::Off),
+        "optional" => Ok(MfaPolicy::Optional),
+        "required" => Ok(MfaPolicy::Required),
+        _ => Err(format!("must be off, optional or required, not {value:?}")),
     }
 }
 

@@ -114,6 +114,7 @@ mod tests {
             sid: "s".into(),
             address: None,
             user_agent: None,
+            setup_only: false,
         }
     }
 

@@ -87,8 +87,8 @@ pub async fn enable(
     Ok(Some(codes))
 }
 
-/// Whether the person must give a second factor after their password.
-pub async fn required(pool: &PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {
+/// Whether the person has set up a second factor.
+pub async fn set_up(pool: &PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {
     second_factors::has_totp(pool, user_id).await
 }
 

@@ -13,6 +13,7 @@ use super::browser::{self, SessionUser, see_other};
 use super::pages::{AccountPage, AppRow, PageError, SessionRow, render};
 use crate::account::{self, NewPassword, PasswordChange};
 use crate::audit::RequestMeta;
+use crate::config::MfaPolicy;
 use crate::oauth::params::Params;
 use crate::state::AppState;
 use crate::store::login_throttle::Limits;
@@ -28,6 +29,9 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "sessions" => "Every other session was ended.",
         "password" => "Your password was changed. Your other sessions were ended.",
         "totp-off" => "Two-step sign-in is off: your password alone signs you in.",
+        "mfa-required" => {
+            "This server asks everyone for a second factor: set up an authenticator app below, then go back to the application."
+        }
         _ => return None,
     })
 }
@@ -52,6 +56,7 @@ async fn page(
     let second_factor = crate::second_factor::status(&state.pool, user.id).await?;
     let page = AccountPage {
         second_factor,
+        two_step_available: state.settings.mfa != MfaPolicy::Off,
         base: state.settings.issuer.path(),
         csrf_token: &csrf,
         username: &account.username,
@@ -74,7 +79,7 @@ async fn page(
 
 /// The signed-in person, or the answer that sends the browser to the login page.
 async fn signed_in(state: &AppState, session: &Session) -> Result<Result<SessionUser, Response>, PageError> {
-    Ok(match browser::signed_in(&state.pool, session).await? {
+    Ok(match browser::signed_in_for_account(&state.pool, session).await? {
         Some(user) => Ok(user),
         None => Err(see_other(&state.settings.issuer.join("/login"))),
     })
@@ -102,7 +107,7 @@ async fn form(
     body: &Bytes,
 ) -> Result<(SessionUser, Params), PageError> {
     let params = browser::checked_form(&state.settings.issuer, session, headers, body, EXPIRED).await?;
-    let user = browser::signed_in(&state.pool, session)
+    let user = browser::signed_in_for_account(&state.pool, session)
         .await?
         .ok_or_else(|| PageError::forbidden("You are not signed in any more. Sign in again."))?;
     Ok((user, params))

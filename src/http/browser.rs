@@ -31,6 +31,11 @@ async fn user(session: &Session) -> Option<SessionUser> {
 /// The signed-in user of this browser, if the session still counts (see
 /// [`SessionUser::still_valid`]).
 pub async fn signed_in(pool: &sqlx::PgPool, session: &Session) -> Result<Option<SessionUser>, sqlx::Error> {
+    Ok(signed_in_for_account(pool, session).await?.filter(|u| !u.setup_only))
+}
+
+/// The same, also for a session signed in only to set up a second factor: the account page.
+pub async fn signed_in_for_account(pool: &sqlx::PgPool, session: &Session) -> Result<Option<SessionUser>, sqlx::Error> {
     let Some(user) = user(session).await else { return Ok(None) };
     Ok(user.still_valid(pool).await?.then_some(user))
 }

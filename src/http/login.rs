@@ -13,6 +13,7 @@ use super::pages::{LoginPage, PageError, render};
 use crate::audit::RequestMeta;
 use crate::authentication::{self, SignIn};
 use crate::authorization;
+use crate::config::MfaPolicy;
 use crate::oauth::secret;
 use crate::state::AppState;
 use crate::store::login_throttle::Limits;
@@ -111,11 +112,19 @@ pub async fn submit(
             return Ok(res);
         }
     };
-    if crate::second_factor::required(&state.pool, user.id).await? {
+    let mfa = state.settings.mfa;
+    if mfa != MfaPolicy::Off && crate::second_factor::set_up(&state.pool, user.id).await? {
         let half =
             HalfSignedIn { user_id: user.id, request: request.map(str::to_owned), at: chrono::Utc::now().timestamp() };
         browser::start_second_factor(&session, &half).await?;
         return Ok(see_other(&state.settings.issuer.join("/login/second-factor")));
+    }
+    if mfa == MfaPolicy::Required {
+        // Everyone needs a second factor here: this session may only set one up.
+        let setup_only = SessionUser { setup_only: true, ..SessionUser::signed_in_now(&user) }
+            .from_device(&meta, browser::user_agent(&headers));
+        browser::log_in(&session, setup_only).await?;
+        return Ok(see_other(&format!("{}?done=mfa-required", state.settings.issuer.join("/account"))));
     }
     finish(&state, &meta, &session, &headers, &user, request).await
 }

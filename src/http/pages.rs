@@ -92,6 +92,8 @@ pub struct AccountPage<'a> {
     pub sessions: Vec<SessionRow>,
     /// With an authenticator app set up: the recovery codes left.
     pub second_factor: Option<i64>,
+    /// Two-step sign-in is not turned off here (`TESSERA_MFA`).
+    pub two_step_available: bool,
 }
 
 #[derive(Template)]

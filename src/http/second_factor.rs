@@ -14,6 +14,7 @@ use super::browser::{self, see_other};
 use super::pages::{PageError, RecoveryCodesPage, SecondFactorPage, TotpSetupPage, render};
 use crate::audit::RequestMeta;
 use crate::authentication::{self, SignIn};
+use crate::config::MfaPolicy;
 use crate::oauth::totp;
 use crate::second_factor::{self, Check, SecondFactorError};
 use crate::state::AppState;
@@ -104,10 +105,13 @@ async fn account_form(
 ) -> Result<(users::User, crate::oauth::params::Params), PageError> {
     let expired = "This form expired. Open your account page again.";
     let params = browser::checked_form(&state.settings.issuer, session, headers, body, expired).await?;
-    let signed_in = browser::signed_in(&state.pool, session)
+    let signed_in = browser::signed_in_for_account(&state.pool, session)
         .await?
         .ok_or_else(|| PageError::forbidden("You are not signed in any more. Sign in again."))?;
     let user = users::by_id(&state.pool, signed_in.id).await?.ok_or_else(|| PageError::forbidden("Sign in again."))?;
+    if state.settings.mfa == MfaPolicy::Off {
+        return Err(PageError::forbidden("Two-step sign-in is turned off on this server."));
+    }
     if user.password_hash.is_none() {
         return Err(PageError::bad_request(
             "Your account signs in through an identity provider, which asks for its own second factor.",
@@ -171,6 +175,13 @@ pub async fn confirm(
         return setup_page(&state, &session, &user, &pending, StatusCode::BAD_REQUEST, Some(error)).await;
     };
     browser::end_totp_setup(&session).await?;
+    // A session signed in only to set this up (TESSERA_MFA=required) now counts in full: the
+    // person has just shown both factors.
+    if browser::signed_in_for_account(&state.pool, &session).await?.is_some_and(|u| u.setup_only) {
+        let full =
+            crate::authentication::SessionUser::signed_in_now(&user).from_device(&meta, browser::user_agent(&headers));
+        browser::log_in(&session, full).await?;
+    }
     Ok(render(StatusCode::OK, &RecoveryCodesPage { base: state.settings.issuer.path(), codes }))
 }
 

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use tessera::oauth::totp;
 
 use crate::common::flow::{Browser, PASSWORD, authorize_url, hidden, location, pkce};
-use crate::common::{TestApp, admin};
+use crate::common::{Options, TestApp, admin};
 
 fn base32_decode(text: &str) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -157,4 +157,46 @@ async fn turning_it_off_needs_the_password_and_an_administrator_can_reset_it() {
             .await
             .unwrap();
     assert!(events.contains(&"admin.user.second_factors_reset".to_owned()), "{events:?}");
+}
+
+#[tokio::test]
+async fn with_mfa_required_a_person_without_a_second_factor_may_only_set_one_up() {
+    let app =
+        TestApp::spawn_with(Options { settings: vec![("TESSERA_MFA", "required".into())], ..Default::default() }).await;
+    let f = app.fixture().await;
+    let browser = Browser::new(&app);
+    let url = authorize_url(&app, &f.client_id, &f.redirect_uri, &pkce(), &[("scope", "tools:read")]);
+    let login = location(&browser.get(&url).await);
+    let res = browser.login(&login, "alice", PASSWORD).await;
+    assert_eq!(location(&res), format!("{}?done=mfa-required", app.url("/account")));
+    let page = browser.get(&location(&res)).await.text().await.unwrap();
+    assert!(page.contains("asks everyone for a second factor") && page.contains("Set up an authenticator app"));
+    // No application gets anything from this session: /authorize sends it to the login page.
+    assert!(location(&browser.get(&url).await).starts_with(&app.url("/login")), "not signed in for applications");
+    // Setting up the app makes the session whole; the application's request then goes on.
+    let csrf = hidden(&page, "csrf_token");
+    let setup = post(&browser, "/account/totp/setup", &csrf, &[]).await.text().await.unwrap();
+    let key = setup.split("aria-label=\"Setup key\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let secret = base32_decode(&key);
+    let res = post(&browser, "/account/totp/confirm", &csrf, &[("code", &code(&secret, now_step()))]).await;
+    assert_eq!(res.status(), 200);
+    let next = location(&browser.get(&url).await);
+    assert!(next.starts_with(&app.url("/consent")), "signed in in full: {next}");
+}
+
+#[tokio::test]
+async fn with_mfa_off_no_second_factor_is_asked_or_offered() {
+    let db = crate::common::TestDb::new().await;
+    let on = TestApp::spawn_on(db.clone(), Options::default()).await;
+    on.fixture().await;
+    set_up(&on, &Browser::new(&on)).await;
+    let off =
+        TestApp::spawn_on(db, Options { settings: vec![("TESSERA_MFA", "off".into())], ..Default::default() }).await;
+    let browser = Browser::new(&off);
+    let res = sign_in(&off, &browser).await;
+    assert_eq!(location(&res), off.url("/account"), "the password alone");
+    let html = browser.get(&off.url("/account")).await.text().await.unwrap();
+    assert!(!html.contains("Two-step sign-in"), "not offered");
+    let res = post(&browser, "/account/totp/setup", &hidden(&html, "csrf_token"), &[]).await;
+    assert_eq!(res.status(), 403);
 }
