@@ -250,3 +250,44 @@ async fn chromium_disconnects_an_application_from_the_account_page_with_the_keyb
         .await;
     assert_eq!((status.as_u16(), body["error"].as_str()), (400, Some("invalid_grant")), "the client's refresh fails");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_sets_up_an_authenticator_app_and_signs_in_with_its_codes() {
+    use tessera::oauth::totp;
+    let app = TestApp::spawn().await;
+    app.fixture().await;
+    let (_driver, _profile, c) = chromium().await;
+    c.goto(&app.url("/login")).await.unwrap();
+    wait_for(&c, "input#username").await.send_keys("alice").await.unwrap();
+    wait_for(&c, "input#password").await.send_keys(PASSWORD).await.unwrap();
+    wait_for(&c, "button.primary").await.click().await.unwrap();
+    wait_for(&c, "form[action$='/account/totp/setup'] button").await.click().await.unwrap();
+    // The setup page: the key to type into the app, and where to type the app's code.
+    let key = wait_for(&c, "p.secret").await.text().await.unwrap();
+    assert!(unlabelled_inputs(&c).await.is_empty());
+    screenshots(&c, "totp-setup").await;
+    let secret = crate::second_factor::base32_decode(&key);
+    let step = totp::step_at(chrono::Utc::now().timestamp());
+    wait_for(&c, "input#code").await.send_keys(&format!("{:06}", totp::code_at(&secret, step))).await.unwrap();
+    wait_for(&c, "button.primary").await.click().await.unwrap();
+    let codes = wait_for(&c, "ul.codes").await.text().await.unwrap();
+    assert_eq!(codes.lines().filter(|l| l.len() == 11).count(), 10, "{codes}");
+    screenshots(&c, "recovery-codes").await;
+    c.close().await.unwrap();
+
+    // Another browser: the password, then the app's next code.
+    let (_driver2, _profile2, c) = chromium().await;
+    c.goto(&app.url("/login")).await.unwrap();
+    wait_for(&c, "input#username").await.send_keys("alice").await.unwrap();
+    wait_for(&c, "input#password").await.send_keys(PASSWORD).await.unwrap();
+    wait_for(&c, "button.primary").await.click().await.unwrap();
+    let input = wait_for(&c, "input#code").await;
+    assert!(unlabelled_inputs(&c).await.is_empty());
+    screenshots(&c, "second-factor").await;
+    input.send_keys(&format!("{:06}", totp::code_at(&secret, step + 1))).await.unwrap();
+    press(&c, fantoccini::key::Key::Enter).await;
+    let text = wait_for(&c, "section[aria-labelledby=two-step]").await.text().await.unwrap();
+    assert!(text.contains("10 recovery codes left"), "signed in with the app, no recovery code used: {text}");
+    assert!(c.current_url().await.unwrap().as_str().ends_with("/account"));
+    c.close().await.unwrap();
+}

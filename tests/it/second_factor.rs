@@ -9,7 +9,7 @@ use tessera::oauth::totp;
 use crate::common::flow::{Browser, PASSWORD, authorize_url, hidden, location, pkce};
 use crate::common::{Options, TestApp, admin};
 
-fn base32_decode(text: &str) -> Vec<u8> {
+pub(crate) fn base32_decode(text: &str) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let (mut out, mut buffer, mut bits) = (Vec::new(), 0u32, 0u32);
     for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
