@@ -54,6 +54,8 @@ pub mod metrics;
 pub mod notify;
 /// OpenID Connect: ID tokens, the profile and email claims, OpenID client metadata, hints.
 pub mod oidc;
+/// Passkeys (WebAuthn): a second factor, or a sign-in of their own.
+pub mod passkeys;
 /// argon2id password hashing off the async runtime.
 pub mod password;
 /// A private PostgreSQL cluster from the local binaries (`dev`, tests).

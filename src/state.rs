@@ -77,6 +77,8 @@ pub struct Inner {
     pub successors: Successors,
     /// Upstream identity providers' documents and the sign-in round trip.
     pub federation: Federation,
+    /// The WebAuthn relying party (passkeys), when the issuer can be one.
+    pub passkeys: crate::passkeys::Passkeys,
     pub audit: AuditSink,
     /// Per-instance rate limits.
     pub limits: RateLimits,
@@ -116,6 +118,7 @@ impl AppState {
             verified: VerifiedCache::default(),
             successors: Successors::new(&settings.master_key, settings.refresh_reuse_grace),
             federation: Federation::new(&settings.master_key, settings.issuer.as_str(), settings.upstream_timeout),
+            passkeys: crate::passkeys::Passkeys::new(settings.issuer.as_str()),
             limits: RateLimits::new(&settings.rate_limits, settings.registration_rate),
             audit,
             settings,

@@ -10,7 +10,7 @@ use axum::response::Response;
 use tower_sessions::Session;
 
 use super::browser::{self, SessionUser, see_other};
-use super::pages::{AccountPage, AppRow, PageError, SessionRow, render};
+use super::pages::{AccountPage, AppRow, PageError, PasskeyRow, SessionRow, allow_passkey_script, render};
 use crate::account::{self, NewPassword, PasswordChange};
 use crate::audit::RequestMeta;
 use crate::config::MfaPolicy;
@@ -29,6 +29,8 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "sessions" => "Every other session was ended.",
         "password" => "Your password was changed. Your other sessions were ended.",
         "totp-off" => "Two-step sign-in is off: your password alone signs you in.",
+        "passkey-added" => "The passkey was added.",
+        "passkey-removed" => "The passkey was removed.",
         "mfa-required" => {
             "This server asks everyone for a second factor: set up an authenticator app below, then go back to the application."
         }
@@ -54,7 +56,21 @@ async fn page(
     let sessions = account::sessions(&state.pool, user).await?;
     let csrf = browser::csrf_token(session).await?;
     let second_factor = crate::second_factor::status(&state.pool, user.id).await?;
+    let passkeys_available = state.passkeys.available();
+    let passkeys = crate::passkeys::list(&state.pool, user.id)
+        .await?
+        .into_iter()
+        .map(|k| PasskeyRow {
+            id: k.id.to_string(),
+            name: k.name,
+            created_at: when(k.created_at),
+            last_used_at: k.last_used_at.map_or_else(|| "never".to_owned(), when),
+        })
+        .collect();
+    let has_password = account.password_hash.is_some();
     let page = AccountPage {
+        passkeys_available,
+        passkeys,
         second_factor,
         two_step_available: state.settings.mfa != MfaPolicy::Off,
         base: state.settings.issuer.path(),
@@ -62,7 +78,7 @@ async fn page(
         username: &account.username,
         name: account.name.as_deref(),
         email: account.email.as_deref(),
-        has_password: account.password_hash.is_some(),
+        has_password,
         notice,
         error,
         apps: apps
@@ -74,7 +90,8 @@ async fn page(
             .map(|s| SessionRow { signed_in_at: when(s.signed_in_at), expires_at: when(s.expires_at), session: s })
             .collect(),
     };
-    Ok(render(status, &page))
+    let res = render(status, &page);
+    Ok(if passkeys_available && has_password { allow_passkey_script(res, &state.settings.issuer) } else { res })
 }
 
 /// The signed-in person, or the answer that sends the browser to the login page.

@@ -19,6 +19,7 @@ const REQUESTS: &str = "requests";
 const UPSTREAM_LOGIN: &str = "upstream_login";
 const SECOND_FACTOR: &str = "second_factor";
 const TOTP_SETUP: &str = "totp_setup";
+const WEBAUTHN: &str = "webauthn";
 /// How long a password sign-in waits for its second factor.
 const SECOND_FACTOR_WAIT: i64 = 300;
 /// Authorization requests one browser may have pending at once.
@@ -162,6 +163,31 @@ pub async fn totp_setup(session: &Session) -> Result<Option<String>, tower_sessi
 
 pub async fn end_totp_setup(session: &Session) -> Result<(), tower_sessions::session::Error> {
     session.remove::<String>(TOTP_SETUP).await.map(|_| ())
+}
+
+/// A WebAuthn ceremony under way in this browser: what for, and the server's state for it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Ceremony {
+    purpose: String,
+    state: serde_json::Value,
+}
+
+/// Keep a ceremony's state (one at a time) until the browser's answer comes.
+pub async fn start_ceremony(
+    session: &Session,
+    purpose: &str,
+    state: serde_json::Value,
+) -> Result<(), tower_sessions::session::Error> {
+    session.insert(WEBAUTHN, Ceremony { purpose: purpose.to_owned(), state }).await
+}
+
+/// The ceremony's state, used up: an answer is checked once, and only for its purpose.
+pub async fn take_ceremony(
+    session: &Session,
+    purpose: &str,
+) -> Result<Option<serde_json::Value>, tower_sessions::session::Error> {
+    let ceremony: Option<Ceremony> = session.remove(WEBAUTHN).await?;
+    Ok(ceremony.filter(|c| c.purpose == purpose).map(|c| c.state))
 }
 
 /// `303 See Other`: the browser follows with a GET, also after a form POST.

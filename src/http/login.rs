@@ -9,7 +9,7 @@ use axum::response::Response;
 use tower_sessions::Session;
 
 use super::browser::{self, HalfSignedIn, SessionUser, see_other};
-use super::pages::{LoginPage, PageError, render};
+use super::pages::{LoginPage, PageError, allow_passkey_script, render};
 use crate::audit::RequestMeta;
 use crate::authentication::{self, SignIn};
 use crate::authorization;
@@ -35,7 +35,8 @@ async fn login_page(
 ) -> Result<Response, PageError> {
     let csrf = browser::csrf_token(session).await?;
     let providers = crate::federation::providers::buttons(&state.pool).await?;
-    Ok(render(
+    let passkeys = state.passkeys.available();
+    let page = render(
         status,
         &LoginPage {
             base: state.settings.issuer.path(),
@@ -46,8 +47,10 @@ async fn login_page(
             error: form.error,
             providers,
             password_login: state.settings.password_login,
+            passkeys,
         },
-    ))
+    );
+    Ok(if passkeys { allow_passkey_script(page, &state.settings.issuer) } else { page })
 }
 
 pub async fn show(
@@ -113,7 +116,7 @@ pub async fn submit(
         }
     };
     let mfa = state.settings.mfa;
-    if mfa != MfaPolicy::Off && crate::second_factor::set_up(&state.pool, user.id).await? {
+    if mfa != MfaPolicy::Off && crate::second_factor::any(&state.pool, user.id).await? {
         let half =
             HalfSignedIn { user_id: user.id, request: request.map(str::to_owned), at: chrono::Utc::now().timestamp() };
         browser::start_second_factor(&session, &half).await?;

@@ -19,6 +19,7 @@ pub mod logout;
 pub mod metadata;
 pub mod metrics;
 pub mod pages;
+pub mod passkeys;
 pub mod rate_limit;
 pub mod register;
 pub mod request_id;
@@ -50,6 +51,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// A request that takes longer than this is cut off with 408.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const STYLESHEET: &str = include_str!("../../static/tessera.css");
+/// The one script: passkey ceremonies on the login, second-factor and account pages.
+const WEBAUTHN_SCRIPT: &str = include_str!("../../static/webauthn.js");
 
 /// The session cookie: `__Host-` prefixed (bound to this host, `Secure`, path `/`) when the
 /// issuer is https at the root; plain on a loopback http issuer, where `Secure` cannot be set.
@@ -100,6 +103,16 @@ pub fn router(state: AppState) -> Router {
             "/login/second-factor",
             get(second_factor::show).post(second_factor::submit).route_layer(limit(Route::Browser)),
         )
+        .route("/account/passkeys/options", post(passkeys::registration_options).route_layer(limit(Route::Browser)))
+        .route("/account/passkeys/add", post(passkeys::add).route_layer(limit(Route::Browser)))
+        .route("/account/passkeys/remove", post(passkeys::remove).route_layer(limit(Route::Browser)))
+        .route("/login/passkey/options", post(passkeys::sign_in_options).route_layer(limit(Route::Browser)))
+        .route("/login/passkey", post(passkeys::sign_in).route_layer(limit(Route::Browser)))
+        .route(
+            "/login/second-factor/passkey/options",
+            post(passkeys::second_factor_options).route_layer(limit(Route::Browser)),
+        )
+        .route("/login/second-factor/passkey", post(passkeys::second_factor).route_layer(limit(Route::Browser)))
         .layer(axum::middleware::from_fn_with_state(std::sync::Arc::<str>::from(path), pages::render_errors))
         .layer(session_layer(&state));
     let api = Router::new()
@@ -120,7 +133,8 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(userinfo)
         .merge(registration)
-        .route("/static/tessera.css", get(stylesheet));
+        .route("/static/tessera.css", get(stylesheet))
+        .route("/static/webauthn.js", get(webauthn_script));
 
     let mut app = Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
     app = if path.is_empty() {
@@ -202,6 +216,12 @@ fn json_errors(res: Response) -> Response {
         parts.headers.insert(name, value.clone());
     }
     Response::from_parts(parts, new.into_body())
+}
+
+async fn webauthn_script() -> Response {
+    let headers =
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")];
+    (headers, WEBAUTHN_SCRIPT).into_response()
 }
 
 async fn stylesheet() -> Response {

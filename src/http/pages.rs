@@ -33,6 +33,8 @@ pub struct LoginPage<'a> {
     /// Upstream identity providers: (name, button label).
     pub providers: Vec<(String, String)>,
     pub password_login: bool,
+    /// "Sign in with a passkey" (the issuer can be a WebAuthn relying party).
+    pub passkeys: bool,
 }
 
 #[derive(Template)]
@@ -94,6 +96,17 @@ pub struct AccountPage<'a> {
     pub second_factor: Option<i64>,
     /// Two-step sign-in is not turned off here (`TESSERA_MFA`).
     pub two_step_available: bool,
+    /// Passkeys can be added (the issuer can be a WebAuthn relying party); the person's passkeys.
+    pub passkeys_available: bool,
+    pub passkeys: Vec<PasskeyRow>,
+}
+
+/// A passkey as the account page shows it.
+pub struct PasskeyRow {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    pub last_used_at: String,
 }
 
 #[derive(Template)]
@@ -102,6 +115,9 @@ pub struct SecondFactorPage<'a> {
     pub base: &'a str,
     pub csrf_token: &'a str,
     pub error: Option<&'a str>,
+    /// The person has an authenticator app (a code), a passkey, or both.
+    pub totp: bool,
+    pub passkey: bool,
 }
 
 #[derive(Template)]
@@ -120,6 +136,16 @@ pub struct TotpSetupPage<'a> {
 pub struct RecoveryCodesPage<'a> {
     pub base: &'a str,
     pub codes: Vec<String>,
+}
+
+/// Let a page run the passkey script, and nothing else: the CSP names that one file (no inline
+/// script, no nonce) and lets it talk to this origin only.
+pub fn allow_passkey_script(mut res: Response, issuer: &crate::config::Issuer) -> Response {
+    let csp = format!("{}; script-src {}; connect-src 'self'", super::headers::CSP, issuer.join("/static/webauthn.js"));
+    if let Ok(value) = HeaderValue::from_str(&csp) {
+        res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    res
 }
 
 /// Render a page with a status; pages are never cached.

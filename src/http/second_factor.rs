@@ -11,7 +11,7 @@ use axum::response::Response;
 use tower_sessions::Session;
 
 use super::browser::{self, see_other};
-use super::pages::{PageError, RecoveryCodesPage, SecondFactorPage, TotpSetupPage, render};
+use super::pages::{PageError, RecoveryCodesPage, SecondFactorPage, TotpSetupPage, allow_passkey_script, render};
 use crate::audit::RequestMeta;
 use crate::authentication::{self, SignIn};
 use crate::config::MfaPolicy;
@@ -39,10 +39,14 @@ async fn code_page(
     status: StatusCode,
     error: Option<&str>,
 ) -> Result<Response, PageError> {
+    let half = browser::second_factor_pending(session).await?.ok_or_else(|| PageError::bad_request(EXPIRED))?;
     let csrf = browser::csrf_token(session).await?;
-    Ok(render(status, &SecondFactorPage { base: state.settings.issuer.path(), csrf_token: &csrf, error }))
+    let totp = crate::second_factor::set_up(&state.pool, half.user_id).await?;
+    let passkey = state.passkeys.available() && crate::passkeys::any(&state.pool, half.user_id).await?;
+    let page = SecondFactorPage { base: state.settings.issuer.path(), csrf_token: &csrf, error, totp, passkey };
+    let res = render(status, &page);
+    Ok(if passkey { allow_passkey_script(res, &state.settings.issuer) } else { res })
 }
-
 pub async fn show(State(state): State<AppState>, session: Session) -> Result<Response, PageError> {
     if browser::second_factor_pending(&session).await?.is_none() {
         return Err(PageError::bad_request(EXPIRED));

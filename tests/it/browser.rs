@@ -291,3 +291,90 @@ async fn chromium_sets_up_an_authenticator_app_and_signs_in_with_its_codes() {
     assert!(c.current_url().await.unwrap().as_str().ends_with("/account"));
     c.close().await.unwrap();
 }
+
+/// WebDriver's virtual authenticator (WebAuthn Level 2 §11): a CTAP2 platform authenticator that
+/// keeps discoverable credentials and verifies the user, added to the browser session.
+#[derive(Debug)]
+struct AddVirtualAuthenticator;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for AddVirtualAuthenticator {
+    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/webauthn/authenticator", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        let body = serde_json::json!({
+            "protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
+            "hasUserVerification": true, "isUserVerified": true,
+        });
+        (axum::http::Method::POST, Some(body.to_string()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_adds_a_passkey_then_signs_in_with_it_alone_and_as_a_second_factor() {
+    let options = crate::common::Options { localhost: true, ..Default::default() };
+    let app = TestApp::spawn_with(options).await;
+    let f = app.fixture().await;
+    let (_driver, _profile, c) = chromium().await;
+    c.issue_cmd(AddVirtualAuthenticator).await.expect("chromedriver adds a virtual authenticator");
+    // Signed in with the password, add a passkey on the account page.
+    c.goto(&app.url("/login")).await.unwrap();
+    wait_for(&c, "input#username").await.send_keys("alice").await.unwrap();
+    wait_for(&c, "input#password").await.send_keys(PASSWORD).await.unwrap();
+    wait_for(&c, "form[action$='/login'] button.primary").await.click().await.unwrap();
+    let name = wait_for(&c, "input#passkey_name").await;
+    assert!(unlabelled_inputs(&c).await.is_empty());
+    name.clear().await.unwrap();
+    name.send_keys("Laptop").await.unwrap();
+    wait_for(&c, "form[data-passkey=create] button").await.click().await.unwrap();
+    let notice = wait_for(&c, "p.notice").await.text().await.unwrap();
+    assert!(notice.contains("passkey was added"), "{notice}");
+    let text = wait_for(&c, "section[aria-labelledby=passkeys]").await.text().await.unwrap();
+    assert!(text.contains("Laptop"), "{text}");
+    screenshots(&c, "account-passkeys").await;
+    let user_id = f.user_id;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM passkeys WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+
+    // Sign out (the confirmation page), then an application's request: the passkey alone.
+    c.goto(&app.url("/logout")).await.unwrap();
+    wait_for(&c, "button.primary").await.click().await.unwrap();
+    let (cb_port, mut callbacks) = callback_server().await;
+    let redirect = format!("http://127.0.0.1:{cb_port}/callback");
+    c.goto(&authorize_url(&app, &f.client_id, &redirect, &pkce(), &[("scope", "tools:read")])).await.unwrap();
+    wait_for(&c, "form[data-passkey=get] button").await.click().await.unwrap();
+    let allow = wait_for(&c, "button[name=decision][value=allow]").await;
+    let text = c.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("alice"), "signed in as alice with the passkey alone: {text}");
+    allow.click().await.unwrap();
+    let landed = tokio::time::timeout(Duration::from_secs(15), callbacks.recv()).await.expect("no callback").unwrap();
+    assert!(landed.contains("code="), "{landed}");
+
+    // With a passkey, the password is no longer enough: the passkey is the second factor.
+    c.goto(&app.url("/logout")).await.unwrap();
+    wait_for(&c, "button.primary").await.click().await.unwrap();
+    c.goto(&app.url("/login")).await.unwrap();
+    wait_for(&c, "input#username").await.send_keys("alice").await.unwrap();
+    wait_for(&c, "input#password").await.send_keys(PASSWORD).await.unwrap();
+    wait_for(&c, "form[action$='/login'] button.primary").await.click().await.unwrap();
+    wait_for(&c, "form[data-passkey=get] button").await;
+    assert!(c.current_url().await.unwrap().as_str().ends_with("/login/second-factor"));
+    screenshots(&c, "second-factor-passkey").await;
+    wait_for(&c, "form[data-passkey=get] button").await.click().await.unwrap();
+    wait_for(&c, "section[aria-labelledby=passkeys]").await;
+    assert!(c.current_url().await.unwrap().as_str().ends_with("/account"));
+    c.close().await.unwrap();
+    let events: Vec<String> = sqlx::query_scalar("SELECT event FROM audit_events WHERE event LIKE '%passkey%'")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        events.contains(&"account.passkey_added".to_owned()) && events.contains(&"login.passkey".to_owned()),
+        "{events:?}"
+    );
+}

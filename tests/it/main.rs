@@ -19,6 +19,7 @@ mod grants;
 mod hardening;
 mod introspection;
 mod oidc;
+mod passkeys;
 mod registration;
 mod second_factor;
 mod security;

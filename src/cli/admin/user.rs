@@ -66,8 +66,8 @@ pub enum UserCommand {
         #[arg(long, allow_hyphen_values = true)]
         client: Option<String>,
     },
-    /// Remove a user's second factors (authenticator app and recovery codes), for someone who
-    /// lost both: their password alone signs them in until they set one up again.
+    /// Remove a user's second factors (authenticator app, recovery codes and passkeys), for
+    /// someone who lost them: their password alone signs them in until they set one up again.
     ResetSecondFactors { username: String },
     /// List the accounts.
     List,
@@ -108,13 +108,15 @@ pub async fn run(pool: &PgPool, cmd: &UserCommand) -> Result<(), Failure> {
 
 async fn reset_second_factors(pool: &PgPool, username: &str) -> Result<(), Failure> {
     let user = store::users::by_username(pool, username).await.map_err(db)?.ok_or_else(|| no_user(username))?;
-    if !store::second_factors::remove(pool, user.id).await.map_err(db)? {
+    let totp = store::second_factors::remove(pool, user.id).await.map_err(db)?;
+    let passkeys = store::passkeys::delete_all(pool, user.id).await.map_err(db)?;
+    if !totp && passkeys == 0 {
         println!("{username} has no second factor");
         return Ok(());
     }
     let event = Event::new("admin.user.second_factors_reset", Outcome::Success).subject(user.id.to_string());
-    admin_event(pool, event.detail(username.to_owned())).await?;
-    println!("removed the second factors of {username}");
+    admin_event(pool, event.detail(format!("{username}: authenticator app {totp}, {passkeys} passkeys"))).await?;
+    println!("removed the second factors of {username} (authenticator app: {totp}, passkeys: {passkeys})");
     Ok(())
 }
 

@@ -243,6 +243,9 @@ pub struct Options {
     pub host: Option<&'static str>,
     /// Settings by environment-variable name, e.g. ("TESSERA_REFRESH_TOKEN_IDLE_TTL", "2m").
     pub settings: Vec<(&'static str, String)>,
+    /// Name the server `localhost` instead of 127.0.0.1 (issuer and URLs): a WebAuthn relying
+    /// party needs a domain name.
+    pub localhost: bool,
 }
 
 /// Tessera served on a loopback port.
@@ -281,7 +284,8 @@ impl TestApp {
         let host = options.host.unwrap_or("127.0.0.1");
         let listener = tokio::net::TcpListener::bind(format!("{host}:0")).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let origin = format!("http://{addr}");
+        let origin =
+            if options.localhost { format!("http://localhost:{}", addr.port()) } else { format!("http://{addr}") };
         let base = format!("{origin}{}", options.issuer_path);
         let issuer = Issuer::parse(options.issuer.as_deref().unwrap_or(&base)).unwrap();
         let mut sources = Sources::default();
