@@ -16,7 +16,6 @@ use crate::audit::RequestMeta;
 use crate::config::MfaPolicy;
 use crate::oauth::params::Params;
 use crate::state::AppState;
-use crate::store::login_throttle::Limits;
 use crate::store::users;
 
 const EXPIRED: &str = "This form expired. Open your account page again.";
@@ -189,8 +188,7 @@ pub async fn change_password(
         confirm: params.get("confirm_password").unwrap_or(""),
         disconnect_apps: params.get("disconnect_apps") == Some("yes"),
     };
-    let limits =
-        Limits { per_account: state.settings.login_max_failures, per_source: state.settings.login_source_max_failures };
+    let limits = super::login::limits(&state);
     let (status, error) = match account::change_password(&state.pool, &state.audit, &meta, limits, &account, &new)
         .await?
     {

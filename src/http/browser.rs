@@ -165,6 +165,37 @@ pub async fn end_totp_setup(session: &Session) -> Result<(), tower_sessions::ses
     session.remove::<String>(TOTP_SETUP).await.map(|_| ())
 }
 
+/// The signed-in person (a setup-only session too) whose account has a password: second
+/// factors and passkeys are for accounts that sign in here, not through an identity provider.
+pub async fn account_holder(pool: &sqlx::PgPool, session: &Session) -> Result<crate::store::users::User, PageError> {
+    let signed_in = signed_in_for_account(pool, session)
+        .await?
+        .ok_or_else(|| PageError::forbidden("You are not signed in any more. Sign in again."))?;
+    let user =
+        crate::store::users::by_id(pool, signed_in.id).await?.ok_or_else(|| PageError::forbidden("Sign in again."))?;
+    if user.password_hash.is_none() {
+        return Err(PageError::bad_request(
+            "Your account signs in through an identity provider, which asks for its own second factor.",
+        ));
+    }
+    Ok(user)
+}
+
+/// After a second factor was set up: a session signed in only to set one up
+/// (`TESSERA_MFA=required`) now counts in full, since the person has just shown both factors.
+pub async fn second_factor_added(
+    pool: &sqlx::PgPool,
+    session: &Session,
+    user: &crate::store::users::User,
+    meta: &crate::audit::RequestMeta,
+    headers: &HeaderMap,
+) -> Result<(), PageError> {
+    if signed_in_for_account(pool, session).await?.is_some_and(|u| u.setup_only) {
+        log_in(session, SessionUser::signed_in_now(user).from_device(meta, user_agent(headers))).await?;
+    }
+    Ok(())
+}
+
 /// A WebAuthn ceremony under way in this browser: what for, and the server's state for it.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Ceremony {

@@ -20,6 +20,11 @@ use crate::store::login_throttle::Limits;
 
 const BAD_CREDENTIALS: &str = "Incorrect username or password.";
 
+/// The login throttle's limits, for every check of something a person knows.
+pub fn limits(state: &AppState) -> Limits {
+    Limits { per_account: state.settings.login_max_failures, per_source: state.settings.login_source_max_failures }
+}
+
 struct LoginForm<'a> {
     request: Option<&'a str>,
     client_name: Option<String>,
@@ -103,9 +108,9 @@ pub async fn submit(
         let form = again("Enter your username and password.");
         return login_page(&state, &session, StatusCode::BAD_REQUEST, form).await;
     }
-    let limits =
-        Limits { per_account: state.settings.login_max_failures, per_source: state.settings.login_source_max_failures };
-    let user = match authentication::sign_in(&state.pool, &state.audit, &meta, limits, username, password).await? {
+    let user = match authentication::sign_in(&state.pool, &state.audit, &meta, limits(&state), username, password)
+        .await?
+    {
         SignIn::Success(user) => user,
         SignIn::Refused => return login_page(&state, &session, StatusCode::UNAUTHORIZED, again(BAD_CREDENTIALS)).await,
         SignIn::Throttled { retry_after_secs: secs } => {

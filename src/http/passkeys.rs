@@ -58,18 +58,6 @@ fn credential(params: &crate::oauth::params::Params) -> Result<&str, PageError> 
         .ok_or_else(|| PageError::bad_request("The passkey's answer is missing. Try again."))
 }
 
-/// The signed-in person with a password (passkeys are for accounts that sign in here).
-async fn account_user(state: &AppState, session: &Session) -> Result<users::User, PageError> {
-    let signed_in = browser::signed_in_for_account(&state.pool, session)
-        .await?
-        .ok_or_else(|| PageError::forbidden("You are not signed in any more. Sign in again."))?;
-    let user = users::by_id(&state.pool, signed_in.id).await?.ok_or_else(|| PageError::forbidden("Sign in again."))?;
-    if user.password_hash.is_none() {
-        return Err(PageError::bad_request("Your account signs in through an identity provider."));
-    }
-    Ok(user)
-}
-
 pub async fn registration_options(
     State(state): State<AppState>,
     session: Session,
@@ -77,7 +65,7 @@ pub async fn registration_options(
     body: Bytes,
 ) -> Result<Response, PageError> {
     browser::checked_form(&state.settings.issuer, &session, &headers, &body, EXPIRED).await?;
-    let user = account_user(&state, &session).await?;
+    let user = browser::account_holder(&state.pool, &session).await?;
     let ceremony = state.passkeys.registration(&state.pool, &user).await?;
     options(&session, REGISTER, ceremony).await
 }
@@ -90,11 +78,12 @@ pub async fn add(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let params = browser::checked_form(&state.settings.issuer, &session, &headers, &body, EXPIRED).await?;
-    let user = account_user(&state, &session).await?;
+    let user = browser::account_holder(&state.pool, &session).await?;
     let name = params.get("name").map(str::trim).filter(|n| !n.is_empty()).unwrap_or("Passkey");
     let name: String = name.chars().filter(|c| !c.is_control()).take(100).collect();
     let ceremony = browser::take_ceremony(&session, REGISTER).await?.ok_or_else(|| PageError::bad_request(EXPIRED))?;
     state.passkeys.register(&state.pool, &state.audit, &meta, user.id, ceremony, credential(&params)?, &name).await?;
+    browser::second_factor_added(&state.pool, &session, &user, &meta, &headers).await?;
     Ok(see_other(&format!("{}?done=passkey-added", state.settings.issuer.join("/account"))))
 }
 
@@ -106,7 +95,7 @@ pub async fn remove(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let params = browser::checked_form(&state.settings.issuer, &session, &headers, &body, EXPIRED).await?;
-    let user = account_user(&state, &session).await?;
+    let user = browser::account_holder(&state.pool, &session).await?;
     let id =
         params.get("id").and_then(|i| i.parse().ok()).ok_or_else(|| PageError::bad_request("Choose a passkey."))?;
     if !crate::passkeys::remove(&state.pool, &state.audit, &meta, user.id, id).await? {

@@ -18,7 +18,6 @@ use crate::config::MfaPolicy;
 use crate::oauth::totp;
 use crate::second_factor::{self, Check, SecondFactorError};
 use crate::state::AppState;
-use crate::store::login_throttle::Limits;
 use crate::store::users;
 
 impl From<SecondFactorError> for PageError {
@@ -28,10 +27,6 @@ impl From<SecondFactorError> for PageError {
 }
 
 const EXPIRED: &str = "This sign-in expired. Go back to the application and start again.";
-
-fn limits(state: &AppState) -> Limits {
-    Limits { per_account: state.settings.login_max_failures, per_source: state.settings.login_source_max_failures }
-}
 
 async fn code_page(
     state: &AppState,
@@ -73,7 +68,7 @@ pub async fn submit(
         &state.settings.master_key,
         &state.audit,
         &meta,
-        limits(&state),
+        super::login::limits(&state),
         half.user_id,
         code,
     )
@@ -109,19 +104,10 @@ async fn account_form(
 ) -> Result<(users::User, crate::oauth::params::Params), PageError> {
     let expired = "This form expired. Open your account page again.";
     let params = browser::checked_form(&state.settings.issuer, session, headers, body, expired).await?;
-    let signed_in = browser::signed_in_for_account(&state.pool, session)
-        .await?
-        .ok_or_else(|| PageError::forbidden("You are not signed in any more. Sign in again."))?;
-    let user = users::by_id(&state.pool, signed_in.id).await?.ok_or_else(|| PageError::forbidden("Sign in again."))?;
     if state.settings.mfa == MfaPolicy::Off {
         return Err(PageError::forbidden("Two-step sign-in is turned off on this server."));
     }
-    if user.password_hash.is_none() {
-        return Err(PageError::bad_request(
-            "Your account signs in through an identity provider, which asks for its own second factor.",
-        ));
-    }
-    Ok((user, params))
+    Ok((browser::account_holder(&state.pool, session).await?, params))
 }
 
 async fn setup_page(
@@ -179,13 +165,7 @@ pub async fn confirm(
         return setup_page(&state, &session, &user, &pending, StatusCode::BAD_REQUEST, Some(error)).await;
     };
     browser::end_totp_setup(&session).await?;
-    // A session signed in only to set this up (TESSERA_MFA=required) now counts in full: the
-    // person has just shown both factors.
-    if browser::signed_in_for_account(&state.pool, &session).await?.is_some_and(|u| u.setup_only) {
-        let full =
-            crate::authentication::SessionUser::signed_in_now(&user).from_device(&meta, browser::user_agent(&headers));
-        browser::log_in(&session, full).await?;
-    }
+    browser::second_factor_added(&state.pool, &session, &user, &meta, &headers).await?;
     Ok(render(StatusCode::OK, &RecoveryCodesPage { base: state.settings.issuer.path(), codes }))
 }
 
@@ -198,8 +178,14 @@ pub async fn disable(
 ) -> Result<Response, PageError> {
     let (user, params) = account_form(&state, &session, &headers, &body).await?;
     let password = params.get("current_password").unwrap_or("");
-    let checked =
-        authentication::reauthenticate(&state.pool, &state.audit, &meta, limits(&state), &user.username, password);
+    let checked = authentication::reauthenticate(
+        &state.pool,
+        &state.audit,
+        &meta,
+        super::login::limits(&state),
+        &user.username,
+        password,
+    );
     match checked.await? {
         SignIn::Success(_) => {}
         SignIn::Refused => {
