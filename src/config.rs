@@ -208,6 +208,9 @@ pub struct Config {
     pub password_login: bool,
     /// Whether a password sign-in asks for a second factor.
     pub mfa: MfaPolicy,
+    /// One in this many successful token, introspection, revocation and userinfo requests is
+    /// logged at info (0: none; they are logged at debug).
+    pub access_log_sample: u32,
     /// How long one request to an upstream identity provider may take.
     pub upstream_timeout: Duration,
     /// Failed logins for one account from one source before attempts are refused for a while.
@@ -439,6 +442,8 @@ settings! {
     TESSERA_PASSWORD_LOGIN: bool = "true", boolean;
     /// Two-step sign-in after a password: `off`, `optional` (who set it up) or `required` (everyone).
     TESSERA_MFA: MfaPolicy = "optional", mfa_policy;
+    /// One in this many successful token, introspection, revocation and userinfo requests is logged at info (0: none).
+    TESSERA_ACCESS_LOG_SAMPLE: u32 = "0", |v| number_in(v, 0, 1_000_000);
     /// How long one request to an upstream identity provider may take.
     TESSERA_UPSTREAM_TIMEOUT: Duration = "10s", |v| duration_in(v, 1, MINUTE);
     /// Failed logins for one account from one source before attempts are refused for a while.
@@ -567,6 +572,7 @@ impl Config {
             },
             password_login: TESSERA_PASSWORD_LOGIN.read(src)?,
             mfa: TESSERA_MFA.read(src)?,
+            access_log_sample: TESSERA_ACCESS_LOG_SAMPLE.read(src)?,
             upstream_timeout: TESSERA_UPSTREAM_TIMEOUT.read(src)?,
             login_max_failures: TESSERA_LOGIN_MAX_FAILURES.read(src)?,
             login_source_max_failures: TESSERA_LOGIN_SOURCE_MAX_FAILURES.read(src)?,

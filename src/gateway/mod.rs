@@ -143,8 +143,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     }
     // Each tool call and each refusal has its audit line (with the request id): a successful
     // request needs no access line of its own.
-    let logging =
-        request_id::Logging { trusted_proxies: gateway.settings.trusted_proxies.clone().into(), quiet_success: true };
+    let logging = request_id::Logging::new(&gateway.settings.trusted_proxies, true, 0);
     app.fallback(|| async { ApiError::not_found().into_response() })
         .with_state(gateway)
         .layer(axum::middleware::map_response(|mut res: Response| async move {

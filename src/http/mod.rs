@@ -166,8 +166,7 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
         .layer(axum::middleware::from_fn_with_state(issuer.is_https(), finish));
-    let logging =
-        request_id::Logging { trusted_proxies: state.settings.trusted_proxies.clone().into(), quiet_success: false };
+    let logging = request_id::Logging::new(&state.settings.trusted_proxies, false, state.settings.access_log_sample);
     app.layer(axum::middleware::from_fn_with_state(logging, request_id::layer)).with_state(state)
 }
 

@@ -44,6 +44,29 @@ pub struct Logging {
     pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
     /// Successful requests of every route are routine (the gateway, whose audit line says it all).
     pub quiet_success: bool,
+    /// One in this many token, introspection, revocation and userinfo requests is logged at
+    /// info even when it succeeds (`TESSERA_ACCESS_LOG_SAMPLE`; 0: none).
+    pub sample: u32,
+    /// Counts those requests, for the sampling.
+    pub api_requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Logging {
+    pub fn new(trusted_proxies: &[ipnet::IpNet], quiet_success: bool, sample: u32) -> Self {
+        Self { trusted_proxies: trusted_proxies.into(), quiet_success, sample, api_requests: Default::default() }
+    }
+
+    /// Whether a request to `route` that succeeds is logged at debug only.
+    fn routine(&self, route: &str) -> bool {
+        if self.quiet_success || is_routine(route) {
+            return true;
+        }
+        if !is_api(route) {
+            return false;
+        }
+        let n = self.api_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.sample == 0 || n % u64::from(self.sample) != 0
+    }
 }
 
 /// Middleware: the request id, the client address (behind trusted proxies), the request span
@@ -62,7 +85,7 @@ pub async fn layer(State(logging): State<Logging>, mut req: Request, next: Next)
     let route_name = route.as_ref().map_or("(unmatched)", MatchedPath::as_str);
     let method = req.method().clone();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let routine = logging.quiet_success || is_routine(route_name);
+    let routine = logging.routine(route_name);
     let started = Instant::now();
     // Routine fetches log nothing at info, so they skip the span (the costliest part).
     let (mut res, span) = if routine && !tracing::enabled!(tracing::Level::DEBUG) {
@@ -100,13 +123,33 @@ pub async fn layer(State(logging): State<Logging>, mut req: Request, next: Next)
 fn is_routine(route: &str) -> bool {
     route.ends_with("/jwks.json")
         || route.contains("/.well-known/")
-        || route.ends_with("/static/tessera.css")
+        || route.contains("/static/")
         || route == "/healthz"
         || route == "/readyz"
 }
 
+/// The machine-to-machine endpoints: at scale, one info line per successful call would be most
+/// of the log (a million token requests, a million lines). Their successes are counted in the
+/// metrics and, where they grant or revoke, audited; their errors and denials are always logged.
+fn is_api(route: &str) -> bool {
+    route.ends_with("/token")
+        || route.ends_with("/introspect")
+        || route.ends_with("/revoke")
+        || route.ends_with("/userinfo")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn api_successes_are_routine_unless_sampled() {
+        let quiet = super::Logging::new(&[], false, 0);
+        assert!(quiet.routine("/token") && quiet.routine("/tenant/introspect") && quiet.routine("/jwks.json"));
+        assert!(!quiet.routine("/authorize") && !quiet.routine("/register"), "pages and registration stay at info");
+        let sampled = super::Logging::new(&[], false, 4);
+        let logged = (0..100).filter(|_| !sampled.routine("/token")).count();
+        assert_eq!(logged, 25, "one in four");
+    }
+
     #[test]
     fn safe_ids() {
         assert!(super::is_safe("abc-123_x.y:z"));

@@ -574,3 +574,43 @@ async fn metrics_are_served_on_their_own_listener() {
     assert_eq!(app.client.get(format!("{}/metrics", app.origin)).send().await.unwrap().status(), 404);
     stop.cancel();
 }
+
+/// The log lines (JSON) of one request, by its request id.
+fn lines_of(request_id: &str) -> Vec<Value> {
+    crate::common::captured_logs()
+        .text()
+        .lines()
+        .filter(|l| l.contains(request_id))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn access_level(request_id: &str) -> Option<String> {
+    lines_of(request_id)
+        .iter()
+        .find(|l| l["fields"]["message"] == "request" || l["fields"]["message"] == "request failed")
+        .map(|l| l["level"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn token_successes_are_logged_at_debug_errors_at_info_and_a_sample_at_info() {
+    let app = TestApp::spawn().await;
+    app.add_resource(RESOURCE, true).await;
+    let (id, secret) = app.add_client(ClientSpec::service()).await;
+    let secret = secret.unwrap();
+    let (status, headers, _) = app.token(&[("grant_type", "client_credentials")], Some((&id, &secret))).await;
+    assert_eq!(status, 200);
+    let ok = headers["x-request-id"].to_str().unwrap().to_owned();
+    let (status, headers, _) = app.token(&[("grant_type", "client_credentials")], Some((&id, "wrong"))).await;
+    assert_eq!(status, 401);
+    let refused = headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(access_level(&ok).as_deref(), Some("DEBUG"), "a routine success: debug only");
+    assert_eq!(access_level(&refused).as_deref(), Some("INFO"), "a refusal is always logged");
+
+    let sampled = TestApp::spawn_with(settings(&[("TESSERA_ACCESS_LOG_SAMPLE", "1")])).await;
+    sampled.add_resource(RESOURCE, true).await;
+    let (id, secret) = sampled.add_client(ClientSpec::service()).await;
+    let (_, headers, _) = sampled.token(&[("grant_type", "client_credentials")], Some((&id, &secret.unwrap()))).await;
+    let logged = headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(access_level(&logged).as_deref(), Some("INFO"), "TESSERA_ACCESS_LOG_SAMPLE=1 logs every one");
+}
