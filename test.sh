@@ -3,7 +3,8 @@
 # throwaway cluster from the local PostgreSQL binaries) and a real headless Chromium, then the
 # end-to-end suite in which the official MCP SDKs (Python and TypeScript) talk to Tessera.
 # Installs Debian's chromium and chromium-driver first when they are missing and we are root;
-# e2e/run installs its own Python (e2e/.venv) and npm (e2e/node_modules) packages.
+# e2e/run installs its own Python (e2e/.venv) and npm (e2e/node_modules) packages, deploy/check
+# its own (deploy/.venv).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,6 +21,9 @@ if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
 fi
 
 cargo test --locked "$@"
+
+echo "test.sh: the Kubernetes manifests against the API schemas (deploy/check)"
+deploy/check
 
 echo "test.sh: end-to-end journeys with the MCP SDKs (e2e/run)"
 e2e/run
