@@ -153,6 +153,19 @@ async fn chromium_signs_in_and_approves() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// Wait (bounded) until the browser is on a page whose URL starts with `prefix`.
+pub(crate) async fn wait_for_url(c: &fantoccini::Client, prefix: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let url = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+        if url.starts_with(prefix) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still on {url}, waiting for {prefix}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Press one key in the page (WebDriver key actions: the keyboard, not a script).
 async fn press(c: &fantoccini::Client, key: fantoccini::key::Key) {
     use fantoccini::actions::{InputSource, KeyAction, KeyActions};
@@ -311,6 +324,14 @@ impl fantoccini::wd::WebDriverCompatibleCommand for AddVirtualAuthenticator {
     }
 }
 
+/// Sign out through the confirmation page, and wait until it says so.
+async fn sign_out(c: &fantoccini::Client, app: &TestApp) {
+    c.goto(&app.url("/logout")).await.unwrap();
+    wait_for(c, "form[action$='/logout'] button.primary").await.click().await.unwrap();
+    let said = c.wait().at_most(Duration::from_secs(15)).for_element(Locator::XPath("//h1[text()='Signed out']")).await;
+    assert!(said.is_ok(), "the sign-out page");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_adds_a_passkey_then_signs_in_with_it_alone_and_as_a_second_factor() {
     let options = crate::common::Options { localhost: true, ..Default::default() };
@@ -342,8 +363,7 @@ async fn chromium_adds_a_passkey_then_signs_in_with_it_alone_and_as_a_second_fac
     assert_eq!(stored, 1);
 
     // Sign out (the confirmation page), then an application's request: the passkey alone.
-    c.goto(&app.url("/logout")).await.unwrap();
-    wait_for(&c, "button.primary").await.click().await.unwrap();
+    sign_out(&c, &app).await;
     let (cb_port, mut callbacks) = callback_server().await;
     let redirect = format!("http://127.0.0.1:{cb_port}/callback");
     c.goto(&authorize_url(&app, &f.client_id, &redirect, &pkce(), &[("scope", "tools:read")])).await.unwrap();
@@ -356,16 +376,17 @@ async fn chromium_adds_a_passkey_then_signs_in_with_it_alone_and_as_a_second_fac
     assert!(landed.contains("code="), "{landed}");
 
     // With a passkey, the password is no longer enough: the passkey is the second factor.
-    c.goto(&app.url("/logout")).await.unwrap();
-    wait_for(&c, "button.primary").await.click().await.unwrap();
+    sign_out(&c, &app).await;
     c.goto(&app.url("/login")).await.unwrap();
     wait_for(&c, "input#username").await.send_keys("alice").await.unwrap();
     wait_for(&c, "input#password").await.send_keys(PASSWORD).await.unwrap();
     wait_for(&c, "form[action$='/login'] button.primary").await.click().await.unwrap();
-    wait_for(&c, "form[data-passkey=get] button").await;
+    // (The login page has a passkey button too: wait for the second-factor page's own.)
+    let second = "form[action$='/login/second-factor/passkey'] button";
+    wait_for(&c, second).await;
     assert!(c.current_url().await.unwrap().as_str().ends_with("/login/second-factor"));
     screenshots(&c, "second-factor-passkey").await;
-    wait_for(&c, "form[data-passkey=get] button").await.click().await.unwrap();
+    wait_for(&c, second).await.click().await.unwrap();
     wait_for(&c, "section[aria-labelledby=passkeys]").await;
     assert!(c.current_url().await.unwrap().as_str().ends_with("/account"));
     c.close().await.unwrap();
