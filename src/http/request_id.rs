@@ -110,6 +110,9 @@ pub async fn layer(State(logging): State<Logging>, mut req: Request, next: Next)
                 tracing::info!(status, elapsed_ms, "request");
             }
         }),
+        None if status >= 500 => {
+            tracing::error!(request_id = %id, method = %method, route = route_name, status, elapsed_ms, "request failed");
+        }
         None if status >= 400 => {
             tracing::info!(request_id = %id, method = %method, route = route_name, status, elapsed_ms, "request");
         }
