@@ -12,7 +12,7 @@ use crate::oauth::params::Params;
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{OAuthError, pkce, resource};
 use crate::oidc::SignIn;
-use crate::store::grants::{self, ClaimedCode};
+use crate::store::grants::{self, ClaimedCode, FirstRefresh};
 use crate::tokens::{self, Grantee};
 
 pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Result<Issued, GrantError> {
@@ -20,7 +20,15 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
     let verifier = required(params, "code_verifier")?;
     let code_hash = secret::digest(code);
 
-    let Some(claimed) = grants::claim_code(cx.pool, &code_hash, &client.client_id).await? else {
+    // The first refresh token is stored with the claim, in the same statement.
+    let refresh = may_refresh(client).then(Secret::generate);
+    let refresh_hash = refresh.as_ref().map(Secret::digest);
+    let first = refresh_hash.as_ref().map(|hash| FirstRefresh {
+        token_hash: hash.as_slice(),
+        idle_ttl_seconds: cx.refresh.idle.as_secs_f64(),
+        absolute_ttl_seconds: cx.refresh.max.as_secs_f64(),
+    });
+    let Some(claimed) = grants::claim_code(cx.pool, &code_hash, &client.client_id, first.as_ref()).await? else {
         return Err(explain_unclaimable(cx, &code_hash, client).await);
     };
     if let Err(error) = check_claimed(cx, &claimed, verifier, params) {
@@ -46,18 +54,11 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
     let access = tokens::mint(cx.keys, cx.issuer, to)?;
     let sign_in = SignIn { auth_time: claimed.auth_time, sid: claimed.sid.as_deref(), nonce: claimed.nonce.as_deref() };
     let id_token = id_token_for(cx, client, claimed.profile.as_ref(), &claimed.scopes, &access, sign_in)?;
-    // The ID token is signed on another thread while the refresh token is stored.
-    let signing = id_token.map(|unsigned| tokio::task::spawn_blocking(move || unsigned.sign()));
-    let refresh = if may_refresh(client) {
-        let token = Secret::generate();
-        let (idle, max) = (cx.refresh.idle.as_secs_f64(), cx.refresh.max.as_secs_f64());
-        grants::insert_refresh(cx.pool, &token.digest(), claimed.grant_id, &client.client_id, idle, max).await?;
-        Some(token)
-    } else {
-        None
-    };
-    let id_token = match signing {
-        Some(task) => Some(task.await.map_err(|_| KeyError::Generation)??),
+    // RSA signing takes hundreds of microseconds: on a blocking thread.
+    let id_token = match id_token {
+        Some(unsigned) => {
+            Some(tokio::task::spawn_blocking(move || unsigned.sign()).await.map_err(|_| KeyError::Generation)??)
+        }
         None => None,
     };
     Ok(Issued { access, refresh, scopes: claimed.scopes, id_token })

@@ -74,18 +74,48 @@ pub struct ClaimedCode {
     pub profile: Option<Profile>,
 }
 
-/// Claim an unused, unexpired code issued to `client_id` whose grant still stands.
-pub async fn claim_code(pool: &PgPool, code_hash: &[u8], client_id: &str) -> Result<Option<ClaimedCode>, sqlx::Error> {
+/// The first refresh token of a grant, issued with the code exchange.
+pub struct FirstRefresh<'a> {
+    pub token_hash: &'a [u8],
+    pub idle_ttl_seconds: f64,
+    pub absolute_ttl_seconds: f64,
+}
+
+/// Claim an unused, unexpired code issued to `client_id` whose grant still stands, and (with
+/// `refresh`) store the grant's first refresh token, in one statement: one round trip, one
+/// commit. A check that fails after the claim revokes the grant, and the token with it.
+pub async fn claim_code(
+    pool: &PgPool,
+    code_hash: &[u8],
+    client_id: &str,
+    refresh: Option<&FirstRefresh<'_>>,
+) -> Result<Option<ClaimedCode>, sqlx::Error> {
     let row = sqlx::query!(
-        r#"UPDATE authorization_codes c SET used_at = now()
-           FROM grants g LEFT JOIN users u ON u.id = g.user_id
-           WHERE c.code_hash = $1 AND c.used_at IS NULL AND c.client_id = $2 AND c.expires_at > now()
-             AND g.id = c.grant_id AND g.revoked_at IS NULL
-           RETURNING c.grant_id, c.redirect_uri, c.redirect_uri_sent, c.code_challenge, g.user_id, g.resource_id, g.scopes,
-                     c.nonce, g.auth_time, g.sid, u.username AS "username?", u.name AS "name?", u.email AS "email?",
-                     u.email_verified AS "email_verified?", u.updated_at AS "updated_at?""#,
+        r#"WITH claimed AS (
+               UPDATE authorization_codes c SET used_at = now()
+               FROM grants g LEFT JOIN users u ON u.id = g.user_id
+               WHERE c.code_hash = $1 AND c.used_at IS NULL AND c.client_id = $2 AND c.expires_at > now()
+                 AND g.id = c.grant_id AND g.revoked_at IS NULL
+               RETURNING c.grant_id, c.redirect_uri, c.redirect_uri_sent, c.code_challenge, g.user_id, g.resource_id,
+                         g.scopes, c.nonce, g.auth_time, g.sid, u.username, u.name, u.email, u.email_verified,
+                         u.updated_at
+           ), first_refresh AS (
+               INSERT INTO refresh_tokens (token_hash, grant_id, client_id, expires_at, absolute_expires_at)
+               SELECT $3, grant_id, $2, now() + make_interval(secs => least($4::float8, $5::float8)),
+                      now() + make_interval(secs => $5::float8)
+               FROM claimed WHERE $3::bytea IS NOT NULL
+           )
+           SELECT grant_id AS "grant_id!", redirect_uri AS "redirect_uri!", redirect_uri_sent AS "redirect_uri_sent!",
+                  code_challenge AS "code_challenge!", user_id AS "user_id?", resource_id AS "resource_id!",
+                  scopes AS "scopes!", nonce AS "nonce?", auth_time AS "auth_time?", sid AS "sid?",
+                  username AS "username?", name AS "name?", email AS "email?", email_verified AS "email_verified?",
+                  updated_at AS "updated_at?"
+           FROM claimed"#,
         code_hash,
-        client_id
+        client_id,
+        refresh.map(|r| r.token_hash),
+        refresh.map_or(0.0, |r| r.idle_ttl_seconds),
+        refresh.map_or(0.0, |r| r.absolute_ttl_seconds)
     )
     .fetch_optional(pool)
     .await?;
@@ -142,29 +172,6 @@ pub async fn revoke_user_grants(conn: &mut PgConnection, user_id: Uuid, reason: 
     .execute(&mut *conn)
     .await?
     .rows_affected())
-}
-
-/// Issue the first refresh token of a grant.
-pub async fn insert_refresh(
-    pool: &PgPool,
-    token_hash: &[u8],
-    grant_id: Uuid,
-    client_id: &str,
-    idle_ttl_seconds: f64,
-    absolute_ttl_seconds: f64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "INSERT INTO refresh_tokens (token_hash, grant_id, client_id, expires_at, absolute_expires_at)
-         VALUES ($1, $2, $3, now() + make_interval(secs => least($4::float8, $5::float8)), now() + make_interval(secs => $5::float8))",
-        token_hash,
-        grant_id,
-        client_id,
-        idle_ttl_seconds,
-        absolute_ttl_seconds
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 /// The grant behind a rotated refresh token.
