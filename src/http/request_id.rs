@@ -110,7 +110,8 @@ pub async fn layer(State(logging): State<Logging>, mut req: Request, next: Next)
                 tracing::info!(status, elapsed_ms, "request");
             }
         }),
-        None if status >= 500 => {
+        // (A 503 from /readyz is a state, not a failure: it stays at info.)
+        None if status >= 500 && is_api(route_name) => {
             tracing::error!(request_id = %id, method = %method, route = route_name, status, elapsed_ms, "request failed");
         }
         None if status >= 400 => {
