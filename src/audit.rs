@@ -157,22 +157,43 @@ impl Event {
     }
 
     fn log(&self) {
-        tracing::info!(
-            target: "audit",
-            event = self.event,
-            outcome = self.outcome.as_str(),
-            request_id = self.request_id.as_deref(),
-            client_id = self.client_id.as_deref(),
-            subject = self.subject.as_deref(),
-            resource = self.resource.as_deref(),
-            scopes = self.scopes.as_deref(),
-            source = self.source.map(|s| s.to_string()),
-            digest = self.digest.as_deref(),
-            detail = self.detail.as_deref(),
-            "audit"
-        );
+        self.log_at(false);
+    }
+
+    /// Copy the record to the log: at `info`, or at `debug` for a routine success that is stored
+    /// in the database anyway (`stored`): token issuance and introspection, the bulk of an
+    /// authorization server's records, which would otherwise put a log line on every call.
+    fn log_at(&self, stored: bool) {
+        let routine = stored && self.outcome == Outcome::Success && ROUTINE.contains(&self.event);
+        macro_rules! emit {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "audit",
+                    $level,
+                    event = self.event,
+                    outcome = self.outcome.as_str(),
+                    request_id = self.request_id.as_deref(),
+                    client_id = self.client_id.as_deref(),
+                    subject = self.subject.as_deref(),
+                    resource = self.resource.as_deref(),
+                    scopes = self.scopes.as_deref(),
+                    source = self.source.map(|s| s.to_string()),
+                    digest = self.digest.as_deref(),
+                    detail = self.detail.as_deref(),
+                    "audit"
+                )
+            };
+        }
+        if routine {
+            emit!(tracing::Level::DEBUG);
+        } else {
+            emit!(tracing::Level::INFO);
+        }
     }
 }
+
+/// Successful records that are the routine traffic of machine clients.
+const ROUTINE: [&str; 2] = ["token.issued", "introspection"];
 
 /// SHA-256 (hex) of a JSON value in its RFC 8785 canonical form, so the same arguments always
 /// hash the same whatever their key order or number spelling.
@@ -206,7 +227,7 @@ impl AuditSink {
 
     /// Log the record and queue it for the table; waits only when the queue is full.
     pub async fn record(&self, event: Event) {
-        event.log();
+        event.log_at(self.tx.is_some());
         crate::metrics::audit_queued(self.depth());
         let Some(tx) = &self.tx else { return };
         if let Err(mpsc::error::SendError(event)) = tx.send(event).await {

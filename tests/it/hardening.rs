@@ -606,6 +606,16 @@ async fn token_successes_are_logged_at_debug_errors_at_info_and_a_sample_at_info
     let refused = headers["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(access_level(&ok).as_deref(), Some("DEBUG"), "a routine success: debug only");
     assert_eq!(access_level(&refused).as_deref(), Some("INFO"), "a refusal is always logged");
+    // The audit record of the issued token is in the database; its copy in the log is debug too,
+    // while the denial's copy stays at info.
+    let audit_level = |id: &str| {
+        lines_of(id)
+            .iter()
+            .find(|l| l["fields"]["message"] == "audit")
+            .map(|l| l["level"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(audit_level(&ok).as_deref(), Some("DEBUG"));
+    assert_eq!(audit_level(&refused).as_deref(), Some("INFO"));
 
     let sampled = TestApp::spawn_with(settings(&[("TESSERA_ACCESS_LOG_SAMPLE", "1")])).await;
     sampled.add_resource(RESOURCE, true).await;

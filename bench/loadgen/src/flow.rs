@@ -232,7 +232,7 @@ fn form_action(html: &str) -> Option<String> {
     attr(tag, "action").map(|a| unescape(&a))
 }
 
-/// `(name, value)` of every hidden input in a page.
+/// The `(name, value)` pairs a browser would post from the page (hidden inputs and checked checkboxes).
 fn hidden_inputs(html: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut rest = html;
@@ -240,7 +240,11 @@ fn hidden_inputs(html: &str) -> Vec<(String, String)> {
         rest = &rest[i..];
         let Some(end) = rest.find('>') else { break };
         let tag = &rest[..end];
-        if attr(tag, "type").as_deref() == Some("hidden") {
+        // Hidden fields, and checked enabled checkboxes (the consent page's scopes), as a
+        // browser sends them.
+        let kind = attr(tag, "type");
+        let checked = kind.as_deref() == Some("checkbox") && tag.contains(" checked") && !tag.contains(" disabled");
+        if kind.as_deref() == Some("hidden") || checked {
             if let (Some(n), Some(v)) = (attr(tag, "name"), attr(tag, "value")) {
                 out.push((unescape(&n), unescape(&v)));
             }
