@@ -84,6 +84,9 @@ pub struct Inner {
     pub limits: RateLimits,
     /// Whether this instance hears every change (and has reloaded after starting to).
     pub listening: Listening,
+    /// One reload of the keys or the resources at a time: two overlapping reloads could
+    /// otherwise finish out of order and leave the older snapshot in place.
+    reloading: tokio::sync::Mutex<()>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -127,6 +130,7 @@ impl AppState {
             resources: ArcSwap::from_pointee(resources),
             metadata: ArcSwap::from_pointee(metadata),
             listening: listening.clone(),
+            reloading: Default::default(),
             tasks: Default::default(),
         }));
         state.track(notify::spawn(pool, Arc::downgrade(&state.0), listening));
@@ -191,6 +195,7 @@ impl Inner {
 
     /// Re-read the signing keys (after a rotation anywhere).
     pub async fn reload_keys(&self) {
+        let _one_at_a_time = self.reloading.lock().await;
         let grace = keys::signing_grace(longest_token_ttl(&self.settings, &self.resources.load()));
         if let Err(e) = self.keys.reload(&self.pool, grace).await {
             tracing::error!(error = %e, "could not reload signing keys; keeping the previous set");
@@ -199,6 +204,7 @@ impl Inner {
 
     /// Re-read the resources (after one was added or removed anywhere), and what derives from them.
     pub async fn reload_resources(&self) {
+        let _one_at_a_time = self.reloading.lock().await;
         match store::resources::list(&self.pool).await {
             Ok(list) => {
                 let set = ResourceSet::new(list).with_userinfo(&self.settings.issuer.join("/userinfo"));
