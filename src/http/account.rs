@@ -196,7 +196,10 @@ pub async fn change_password(
             // Every session ended with the change, this one too: sign this browser in again.
             let account =
                 users::by_id(&state.pool, user.id).await?.ok_or_else(|| PageError::forbidden("Sign in again."))?;
-            let again = SessionUser::signed_in_now(&account).from_device(&meta, browser::user_agent(&headers));
+            // (A session that may only set up a second factor stays one: a new password is no
+            // second factor.)
+            let again = SessionUser { setup_only: user.setup_only, ..SessionUser::signed_in_now(&account) }
+                .from_device(&meta, browser::user_agent(&headers));
             browser::log_in(&session, again).await?;
             return Ok(done(&state, "password"));
         }

@@ -173,6 +173,17 @@ async fn with_mfa_required_a_person_without_a_second_factor_may_only_set_one_up(
     assert!(page.contains("asks everyone for a second factor") && page.contains("Set up an authenticator app"));
     // No application gets anything from this session: /authorize sends it to the login page.
     assert!(location(&browser.get(&url).await).starts_with(&app.url("/login")), "not signed in for applications");
+    // Nor does a new password make it whole.
+    let form = [
+        ("csrf_token", hidden(&page, "csrf_token")),
+        ("current_password", PASSWORD.to_owned()),
+        ("new_password", "another-long-password".to_owned()),
+        ("confirm_password", "another-long-password".to_owned()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(browser.post_form("/account/password", &form).await.status(), 303);
+    assert!(location(&browser.get(&url).await).starts_with(&app.url("/login")), "still setup-only");
+    let page = browser.get(&app.url("/account")).await.text().await.unwrap();
     // Setting up the app makes the session whole; the application's request then goes on.
     let csrf = hidden(&page, "csrf_token");
     let setup = post(&browser, "/account/totp/setup", &csrf, &[]).await.text().await.unwrap();
