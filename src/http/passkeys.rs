@@ -16,7 +16,6 @@ use crate::audit::RequestMeta;
 use crate::authorization;
 use crate::passkeys::{Ceremony, PasskeyError};
 use crate::state::AppState;
-use crate::store::users;
 
 impl From<PasskeyError> for PageError {
     fn from(e: PasskeyError) -> Self {
@@ -166,10 +165,5 @@ pub async fn second_factor(
         .passkeys
         .finish_second_factor(pool, &state.audit, &meta, half.user_id, ceremony, credential(&params)?)
         .await?;
-    browser::end_second_factor(&session).await?;
-    let user = users::by_id(pool, half.user_id)
-        .await?
-        .filter(|u| !u.disabled)
-        .ok_or_else(|| PageError::bad_request(EXPIRED))?;
-    super::login::finish(&state, &meta, &session, &headers, &user, half.request.as_deref()).await
+    super::second_factor::second_factor_given(&state, &meta, &session, &headers, &half).await
 }

@@ -86,13 +86,24 @@ pub async fn submit(
             return Ok(res);
         }
     }
-    browser::end_second_factor(&session).await?;
-    // The account may have been disabled while the code was typed.
-    let user = users::by_id(pool, half.user_id)
+    second_factor_given(&state, &meta, &session, &headers, &half).await
+}
+
+/// The second factor was given (a code, or a passkey): the sign-in waiting for it completes.
+pub(super) async fn second_factor_given(
+    state: &AppState,
+    meta: &RequestMeta,
+    session: &Session,
+    headers: &HeaderMap,
+    half: &browser::HalfSignedIn,
+) -> Result<Response, PageError> {
+    browser::end_second_factor(session).await?;
+    // The account may have been disabled while the second factor was given.
+    let user = users::by_id(&state.pool, half.user_id)
         .await?
         .filter(|u| !u.disabled)
         .ok_or_else(|| PageError::bad_request(EXPIRED))?;
-    super::login::finish(&state, &meta, &session, &headers, &user, half.request.as_deref()).await
+    super::login::finish(state, meta, session, headers, &user, half.request.as_deref()).await
 }
 
 /// The signed-in person and the checked form, for the account page's second-factor forms.
