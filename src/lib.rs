@@ -30,6 +30,8 @@ pub mod audit;
 pub mod authentication;
 /// The authorization request: validate, decide the next step, issue the code.
 pub mod authorization;
+/// Group commit: short writes gathered and written together in one statement.
+pub mod batch;
 /// Client ID metadata documents: SSRF-safe fetching, validation, caching.
 pub mod cimd;
 /// Finding clients (cached, documents included), deleting them, noting their use.

@@ -11,12 +11,20 @@ use std::sync::RwLock;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::batch::Batcher;
 use crate::notify::Listening;
 use crate::store::revocation as store;
 use crate::tokens::AccessClaims;
 
 /// Beyond this many remembered grants or clients, forget them all (they are re-learned).
 const MAX_ENTRIES: usize = 200_000;
+/// Revocations in flight at once per instance, each a batch of at most this many (group commit:
+/// see [`crate::batch`]).
+const BATCH_WORKERS: usize = 2;
+const BATCH_MAX: usize = 64;
+
+/// A refresh token's digest, the client presenting it, and the reason to record.
+type RefreshRevocation = (Vec<u8>, String, String);
 
 pub struct Revocation {
     pool: PgPool,
@@ -30,6 +38,10 @@ pub struct Revocation {
     /// Bumped on every client change, so an answer read from the database before a change is
     /// not remembered after it.
     client_epoch: std::sync::atomic::AtomicU64,
+    /// Revocations by refresh token, written in batches.
+    by_refresh: Batcher<RefreshRevocation, Result<Option<Uuid>, sqlx::Error>>,
+    /// Access tokens put on the deny list (jti, expiry), written in batches.
+    by_jti: Batcher<(String, i64), Result<(), sqlx::Error>>,
 }
 
 /// Remember `value`; with `keep_existing`, an entry already there wins (a revoked grant never
@@ -58,12 +70,14 @@ where
 impl Revocation {
     pub fn new(pool: PgPool, listening: Listening) -> Self {
         Self {
-            pool,
             listening,
             jtis: RwLock::default(),
             grants: RwLock::default(),
             clients: RwLock::default(),
             client_epoch: Default::default(),
+            by_refresh: refresh_batcher(&pool),
+            by_jti: jti_batcher(&pool),
+            pool,
         }
     }
 
@@ -95,7 +109,13 @@ impl Revocation {
         client_id: &str,
         reason: &str,
     ) -> Result<Option<Uuid>, sqlx::Error> {
-        let revoked = crate::store::grants::revoke_by_refresh_token(&self.pool, token_hash, client_id, reason).await?;
+        let request = (token_hash.to_vec(), client_id.to_owned(), reason.to_owned());
+        let revoked = match self.by_refresh.submit(request).await {
+            Ok(answer) => answer?,
+            Err((hash, client, reason)) => {
+                crate::store::grants::revoke_by_refresh_token(&self.pool, &hash, &client, &reason).await?
+            }
+        };
         if let Some(grant_id) = revoked {
             self.grant_revoked(&grant_id.to_string());
         }
@@ -104,8 +124,10 @@ impl Revocation {
 
     /// Put an access token on the deny list, here at once and elsewhere by notification.
     pub async fn revoke_access_token(&self, jti: &str, exp: i64) -> Result<(), sqlx::Error> {
-        let expires_at = chrono::DateTime::from_timestamp(exp, 0).unwrap_or_else(chrono::Utc::now);
-        store::revoke_jti(&self.pool, jti, expires_at).await?;
+        match self.by_jti.submit((jti.to_owned(), exp)).await {
+            Ok(answer) => answer?,
+            Err((jti, exp)) => store::revoke_jti(&self.pool, &jti, expiry(exp)).await?,
+        }
         self.token_revoked(&format!("{jti} {exp}"));
         Ok(())
     }
@@ -189,4 +211,48 @@ impl Revocation {
             m.retain(|_, exp| *exp > now);
         }
     }
+}
+
+fn expiry(exp: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(exp, 0).unwrap_or_else(chrono::Utc::now)
+}
+
+/// Revocations by refresh token in one statement per batch; a failed batch one by one.
+fn refresh_batcher(pool: &PgPool) -> Batcher<RefreshRevocation, Result<Option<Uuid>, sqlx::Error>> {
+    let pool = pool.clone();
+    Batcher::start(BATCH_WORKERS, BATCH_MAX, move |requests: Vec<RefreshRevocation>| {
+        let pool = pool.clone();
+        async move {
+            match crate::store::grants::revoke_by_refresh_tokens(&pool, &requests).await {
+                Ok(revoked) => revoked.into_iter().map(Ok).collect(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "batched revocation failed; revoking one by one");
+                    let one_by_one = requests.iter().map(|(hash, client, reason)| {
+                        crate::store::grants::revoke_by_refresh_token(&pool, hash, client, reason)
+                    });
+                    futures_util::future::join_all(one_by_one).await
+                }
+            }
+        }
+    })
+}
+
+/// Access-token revocations in one statement per batch; a failed batch one by one.
+fn jti_batcher(pool: &PgPool) -> Batcher<(String, i64), Result<(), sqlx::Error>> {
+    let pool = pool.clone();
+    Batcher::start(BATCH_WORKERS, BATCH_MAX, move |requests: Vec<(String, i64)>| {
+        let pool = pool.clone();
+        async move {
+            let jtis: Vec<String> = requests.iter().map(|(jti, _)| jti.clone()).collect();
+            let expiries: Vec<_> = requests.iter().map(|(_, exp)| expiry(*exp)).collect();
+            match store::revoke_jtis(&pool, &jtis, &expiries).await {
+                Ok(()) => requests.iter().map(|_| Ok(())).collect(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "batched revocation failed; revoking one by one");
+                    let one_by_one = requests.iter().map(|(jti, exp)| store::revoke_jti(&pool, jti, expiry(*exp)));
+                    futures_util::future::join_all(one_by_one).await
+                }
+            }
+        }
+    })
 }

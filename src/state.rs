@@ -17,7 +17,7 @@ use crate::cimd::{CimdSettings, Fetcher};
 use crate::clients::Clients;
 use crate::config::{Config, Issuer, MasterKey};
 use crate::federation::Federation;
-use crate::grant::refresh_token::Successors;
+use crate::grant::refresh_token::{Rotations, Successors};
 use crate::keys::{self, KeyError, KeyRing};
 use crate::maintenance::Retention;
 use crate::notify::{self, Listening};
@@ -75,6 +75,8 @@ pub struct Inner {
     pub verified: VerifiedCache,
     /// Derives refresh tokens' successors (and holds the reuse grace window).
     pub successors: Successors,
+    /// Rotates refresh tokens in batches (group commit).
+    pub rotations: Rotations,
     /// Upstream identity providers' documents and the sign-in round trip.
     pub federation: Federation,
     /// The WebAuthn relying party (passkeys), when the issuer can be one.
@@ -120,6 +122,7 @@ impl AppState {
             revocation: Revocation::new(pool.clone(), listening.clone()),
             verified: VerifiedCache::default(),
             successors: Successors::new(&settings.master_key, settings.refresh_reuse_grace),
+            rotations: Rotations::new(&pool),
             federation: Federation::new(&settings.master_key, settings.issuer.as_str(), settings.upstream_timeout),
             passkeys: crate::passkeys::Passkeys::new(settings.issuer.as_str()),
             limits: RateLimits::new(&settings.rate_limits, settings.registration_rate),
@@ -189,6 +192,7 @@ impl Inner {
                 max: self.settings.refresh_max_ttl,
             },
             successors: &self.successors,
+            rotations: &self.rotations,
             meta,
         }
     }

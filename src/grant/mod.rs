@@ -33,6 +33,8 @@ pub struct Context<'a> {
     pub refresh: RefreshLifetimes,
     /// Derives refresh tokens' successors; holds the reuse grace window.
     pub successors: &'a refresh_token::Successors,
+    /// Rotates refresh tokens in batches.
+    pub rotations: &'a refresh_token::Rotations,
     /// The request the grant is made in (for audit records).
     pub meta: &'a RequestMeta,
 }

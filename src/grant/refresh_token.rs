@@ -15,13 +15,14 @@ use aws_lc_rs::hmac;
 
 use super::{Context, GrantError, Issued, id_token_for, required};
 use crate::audit::{Event, Outcome};
+use crate::batch::Batcher;
 use crate::clients::Client;
 use crate::config::MasterKey;
 use crate::oauth::params::Params;
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{OAuthError, scope};
 use crate::oidc::SignIn;
-use crate::store::grants::{self, RefreshRequest, Rotated};
+use crate::store::grants::{self, QueuedRefresh, RefreshRequest, Rotated};
 use crate::tokens::{self, Grantee};
 
 /// Derives each refresh token's successor, and holds the reuse grace window.
@@ -48,6 +49,64 @@ impl Successors {
     }
 }
 
+/// Rotations in flight at once per instance, each a batch of at most this many.
+const BATCH_WORKERS: usize = 2;
+const BATCH_MAX: usize = 64;
+
+/// Rotates refresh tokens in batches (group commit, see [`crate::batch`]): concurrent refreshes
+/// share one statement and one commit, each answered only once it is durable.
+pub struct Rotations {
+    batcher: Batcher<QueuedRefresh, Result<Option<Rotated>, sqlx::Error>>,
+}
+
+impl Rotations {
+    pub fn new(pool: &sqlx::PgPool) -> Self {
+        let pool = pool.clone();
+        let batcher = Batcher::start(BATCH_WORKERS, BATCH_MAX, move |requests: Vec<QueuedRefresh>| {
+            let pool = pool.clone();
+            async move {
+                match grants::rotate_refresh_many(&pool, &requests).await {
+                    Ok(rotated) => rotated.into_iter().map(Ok).collect(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "batched rotation failed; rotating one by one");
+                        let one_by_one = requests.iter().map(|r| rotate_alone(&pool, r));
+                        futures_util::future::join_all(one_by_one).await
+                    }
+                }
+            }
+        });
+        Self { batcher }
+    }
+
+    async fn rotate(&self, pool: &sqlx::PgPool, request: &RefreshRequest<'_>) -> Result<Option<Rotated>, sqlx::Error> {
+        let queued = QueuedRefresh {
+            old_hash: request.old_hash.to_vec(),
+            new_hash: request.new_hash.to_vec(),
+            client_id: request.client_id.to_owned(),
+            wanted_scopes: request.wanted_scopes.join(" "),
+            wanted_resource: request.wanted_resource,
+            idle_ttl_seconds: request.idle_ttl_seconds,
+        };
+        match self.batcher.submit(queued).await {
+            Ok(answer) => answer,
+            Err(_) => grants::rotate_refresh(pool, request).await,
+        }
+    }
+}
+
+async fn rotate_alone(pool: &sqlx::PgPool, r: &QueuedRefresh) -> Result<Option<Rotated>, sqlx::Error> {
+    let wanted: Vec<String> = r.wanted_scopes.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    let request = RefreshRequest {
+        old_hash: &r.old_hash,
+        new_hash: &r.new_hash,
+        client_id: &r.client_id,
+        wanted_scopes: &wanted,
+        wanted_resource: r.wanted_resource,
+        idle_ttl_seconds: r.idle_ttl_seconds,
+    };
+    grants::rotate_refresh(pool, &request).await
+}
+
 pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Result<Issued, GrantError> {
     let presented = required(params, "refresh_token")?;
     let wanted = match params.get("scope") {
@@ -66,7 +125,7 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
         wanted_resource,
         idle_ttl_seconds: cx.refresh.idle.as_secs_f64(),
     };
-    let rotated = match grants::rotate_refresh(cx.pool, &request).await? {
+    let rotated = match cx.rotations.rotate(cx.pool, &request).await? {
         Some(rotated) => {
             audit(cx, "refresh.rotated", client, &old_hash, &rotated).await;
             rotated

@@ -20,6 +20,19 @@ pub async fn revoke_jti(pool: &PgPool, jti: &str, expires_at: DateTime<Utc>) -> 
     Ok(())
 }
 
+/// [`revoke_jti`] for many in one statement (one commit).
+pub async fn revoke_jtis(pool: &PgPool, jtis: &[String], expires_at: &[DateTime<Utc>]) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO revoked_tokens (jti, expires_at) SELECT * FROM unnest($1::text[], $2::timestamptz[])
+         ON CONFLICT (jti) DO NOTHING",
+        jtis,
+        expires_at
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Every unexpired revoked `jti`, with its expiry (Unix seconds).
 pub async fn revoked_jtis(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let rows = sqlx::query!(

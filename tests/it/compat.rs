@@ -148,3 +148,68 @@ async fn resources_differing_only_by_a_trailing_slash_or_default_port_resolve() 
         assert!(location.contains("error=invalid_target"), "{other}: {location}");
     }
 }
+
+async fn revoke(app: &TestApp, client_id: &str, token: &str) -> StatusCode {
+    app.client
+        .post(app.url("/revoke"))
+        .form(&[("token", token), ("client_id", client_id)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Concurrent refreshes and revocations are written in shared batches (group commit): each must
+/// still get its own answer, and act on its own grant only.
+#[tokio::test]
+async fn concurrent_refreshes_and_revocations_of_many_grants_each_act_on_their_own_grant() {
+    let app = TestApp::spawn().await;
+    let f = app.fixture().await;
+    let mut firsts = Vec::new();
+    for _ in 0..24 {
+        let tokens = code_and_tokens(&app, &f, &[]).await;
+        firsts.push(tokens["refresh_token"].as_str().unwrap().to_owned());
+    }
+    let answers = futures_util::future::join_all(firsts.iter().map(|t| refresh(&app, &f.client_id, t))).await;
+    let mut seconds = Vec::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        seconds.push(body["refresh_token"].as_str().unwrap().to_owned());
+    }
+    let distinct: std::collections::HashSet<_> = seconds.iter().collect();
+    assert_eq!(distinct.len(), 24, "every chain got its own successor");
+    let rotated: i64 = sqlx::query_scalar("SELECT count(*) FROM refresh_tokens WHERE rotated_at IS NOT NULL")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rotated, 24);
+
+    // Revoke the even chains at once; the odd ones stand and still refresh.
+    let revoked =
+        futures_util::future::join_all(seconds.iter().step_by(2).map(|t| revoke(&app, &f.client_id, t))).await;
+    assert!(revoked.iter().all(|s| *s == 200), "{revoked:?}");
+    let standing: i64 = sqlx::query_scalar("SELECT count(*) FROM grants WHERE revoked_at IS NULL")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(standing, 12, "exactly the 12 presented grants were revoked");
+    let again = futures_util::future::join_all(seconds.iter().map(|t| refresh(&app, &f.client_id, t))).await;
+    for (i, (status, body)) in again.iter().enumerate() {
+        let expected = if i % 2 == 0 { 400 } else { 200 };
+        assert_eq!(status.as_u16(), expected, "chain {i}: {body}");
+    }
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE event = 'token.revoked'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut audited = audited;
+    while audited < 12 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        audited = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE event = 'token.revoked'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    }
+    assert_eq!(audited, 12, "one audit record per revocation");
+}

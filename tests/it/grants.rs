@@ -7,7 +7,7 @@ use std::time::Duration;
 use tessera::audit::{AuditSink, RequestMeta};
 use tessera::clients::Client;
 use tessera::config::Issuer;
-use tessera::grant::refresh_token::Successors;
+use tessera::grant::refresh_token::{Rotations, Successors};
 use tessera::grant::{self, Context, GrantError, RefreshLifetimes};
 use tessera::keys::KeyRing;
 use tessera::notify::Listening;
@@ -33,6 +33,7 @@ struct Parts {
     revocation: Revocation,
     audit: AuditSink,
     successors: Successors,
+    rotations: Rotations,
     meta: RequestMeta,
     user: Uuid,
     public: Client,
@@ -79,6 +80,7 @@ impl Parts {
             revocation: Revocation::new(pool.clone(), Listening::default()),
             audit: AuditSink::start(pool.clone()),
             successors: Successors::new(&test_master_key(), Duration::from_secs(30)),
+            rotations: Rotations::new(pool),
             meta: RequestMeta { request_id: "test".into(), source: [127, 0, 0, 1].into() },
             user,
             public,
@@ -97,6 +99,7 @@ impl Parts {
             audit: &self.audit,
             refresh: RefreshLifetimes { idle: Duration::from_secs(3600), max: Duration::from_secs(86400) },
             successors: &self.successors,
+            rotations: &self.rotations,
             meta: &self.meta,
         }
     }
