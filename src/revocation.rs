@@ -134,7 +134,8 @@ impl Revocation {
 
     /// Load the deny list and forget everything learned (at start and after a reconnect).
     pub async fn reload(&self) -> Result<(), sqlx::Error> {
-        let jtis: HashMap<String, i64> = store::revoked_jtis(&self.pool).await?.into_iter().collect();
+        let leeway = crate::tokens::CLOCK_SKEW_LEEWAY as f64;
+        let jtis: HashMap<String, i64> = store::revoked_jtis(&self.pool, leeway).await?.into_iter().collect();
         if let Ok(mut m) = self.jtis.write() {
             *m = jtis;
         }
@@ -204,11 +205,12 @@ impl Revocation {
         Ok(exists)
     }
 
-    /// Forget revoked tokens that have expired anyway.
+    /// Forget revoked tokens that have expired anyway (and that no instance would accept any
+    /// more, whatever the clock skew between them).
     pub fn prune(&self) {
         let now = chrono::Utc::now().timestamp();
         if let Ok(mut m) = self.jtis.write() {
-            m.retain(|_, exp| *exp > now);
+            m.retain(|_, exp| *exp + crate::tokens::CLOCK_SKEW_LEEWAY > now);
         }
     }
 }

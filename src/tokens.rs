@@ -101,13 +101,19 @@ pub struct Checks {
 
 const MAX_TOKEN_LEN: usize = 4096;
 
+/// Clock skew tolerated between the instances of one deployment, in seconds: a token one
+/// instance issued stays valid on another whose clock runs up to this much ahead. Everything
+/// that forgets a revoked token at its expiry keeps it this much longer.
+pub const CLOCK_SKEW_LEEWAY: i64 = 10;
+
 /// Verify an access token with our own key ring: ES256 signature by a published key, `typ`
-/// at+jwt, our `iss`, and (unless `allow_expired`) `exp` in the future. Revocation is checked
+/// at+jwt, our `iss`, and (unless `allow_expired`) `exp` in the future, give or take
+/// [`CLOCK_SKEW_LEEWAY`]. Revocation is checked
 /// elsewhere.
 pub fn verify(keys: &KeyRing, issuer: &Issuer, token: &str, allow_expired: bool) -> Result<AccessClaims, Invalid> {
     let now = chrono::Utc::now();
     let keys = keys.snapshot();
-    let checks = Checks { allow_expired, leeway: 0 };
+    let checks = Checks { allow_expired, leeway: CLOCK_SKEW_LEEWAY };
     verify_with(token, issuer.as_str(), checks, |kid| keys.verification_key(kid, now).map(|k| k.verifying_key()))
 }
 
@@ -215,7 +221,8 @@ impl VerifiedCache {
     pub fn get(&self, token: &str) -> Option<Result<std::sync::Arc<AccessClaims>, Invalid>> {
         let key: [u8; 32] = crate::oauth::secret::digest(token);
         let claims = self.map.read().ok()?.get(&key).cloned()?;
-        Some(if claims.exp > chrono::Utc::now().timestamp() { Ok(claims) } else { Err(Invalid::Expired) })
+        let valid = claims.exp + CLOCK_SKEW_LEEWAY > chrono::Utc::now().timestamp();
+        Some(if valid { Ok(claims) } else { Err(Invalid::Expired) })
     }
 
     /// Remember a token whose signature and claims just verified.
@@ -225,7 +232,7 @@ impl VerifiedCache {
         let claims = std::sync::Arc::new(claims);
         if let Ok(mut map) = self.map.write() {
             if map.len() >= MAX_VERIFIED {
-                map.retain(|_, c| c.exp > now);
+                map.retain(|_, c| c.exp + CLOCK_SKEW_LEEWAY > now);
                 if map.len() >= MAX_VERIFIED {
                     map.clear();
                 }
@@ -246,7 +253,7 @@ impl VerifiedCache {
     pub fn prune(&self) {
         let now = chrono::Utc::now().timestamp();
         if let Ok(mut map) = self.map.write() {
-            map.retain(|_, c| c.exp > now);
+            map.retain(|_, c| c.exp + CLOCK_SKEW_LEEWAY > now);
         }
     }
 }

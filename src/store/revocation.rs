@@ -33,10 +33,13 @@ pub async fn revoke_jtis(pool: &PgPool, jtis: &[String], expires_at: &[DateTime<
     Ok(())
 }
 
-/// Every unexpired revoked `jti`, with its expiry (Unix seconds).
-pub async fn revoked_jtis(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+/// Every revoked `jti` unexpired or expired less than `leeway_seconds` ago, with its expiry
+/// (Unix seconds).
+pub async fn revoked_jtis(pool: &PgPool, leeway_seconds: f64) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"SELECT jti, floor(extract(epoch FROM expires_at))::bigint AS "exp!" FROM revoked_tokens WHERE expires_at > now()"#
+        r#"SELECT jti, floor(extract(epoch FROM expires_at))::bigint AS "exp!" FROM revoked_tokens
+           WHERE expires_at > now() - make_interval(secs => $1)"#,
+        leeway_seconds
     )
     .fetch_all(pool)
     .await?;

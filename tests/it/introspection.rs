@@ -131,9 +131,9 @@ async fn inactive_tokens_are_exactly_active_false() {
         let key = tessera::keys::LoadedKey::from_row(&master, &row).unwrap();
         key.sign_access_token(&claims).unwrap()
     };
-    // Expired, but properly signed.
+    // Expired (beyond the clock-skew leeway), but properly signed.
     let mut claims: Value = crate::common::flow::verify_jwt(app, &good).await;
-    claims["exp"] = json!(chrono::Utc::now().timestamp() - 5);
+    claims["exp"] = json!(chrono::Utc::now().timestamp() - tessera::tokens::CLOCK_SKEW_LEEWAY - 1);
     let expired = app.state.keys.signing_key().unwrap().sign_access_token(&claims).unwrap();
     // Signed by us, but for another issuer.
     let mut other_iss = crate::common::flow::verify_jwt(app, &good).await;
@@ -158,6 +158,12 @@ async fn inactive_tokens_are_exactly_active_false() {
         assert_eq!(status, 200, "{token}");
         assert_eq!(body, json!({"active": false}), "{token}");
     }
+    // Expired by this clock a few seconds ago, within the skew another instance's clock may
+    // have: still active.
+    claims["exp"] = json!(chrono::Utc::now().timestamp() - 3);
+    let just_expired = app.state.keys.signing_key().unwrap().sign_access_token(&claims).unwrap();
+    let (status, _, body) = introspect(app, &just_expired, creds).await;
+    assert_eq!((status.as_u16(), &body["active"]), (200, &json!(true)), "{body}");
 }
 
 #[tokio::test]
