@@ -92,6 +92,19 @@ where
     }
 }
 
+/// When a batch failed because the database cannot be reached, the same failure for each of
+/// its `n` requests (redoing them one by one would make each wait out the pool again); `None`
+/// for any other failure, which the requests must meet one by one.
+pub fn unreachable_for_each(e: &sqlx::Error, n: usize) -> Option<Vec<sqlx::Error>> {
+    let again = || match e {
+        sqlx::Error::PoolTimedOut => Some(sqlx::Error::PoolTimedOut),
+        sqlx::Error::PoolClosed => Some(sqlx::Error::PoolClosed),
+        sqlx::Error::Io(io) => Some(sqlx::Error::Io(std::io::Error::new(io.kind(), io.to_string()))),
+        _ => None,
+    };
+    (0..n).map(|_| again()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,6 +86,11 @@ pub fn spawn<C: Caches>(pool: PgPool, caches: Weak<C>, listening: Listening) -> 
 
 async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
+    // A lost connection must end `listen` at once, so the caches stop trusting memory. By default
+    // sqlx first reconnects inside `try_recv`, retrying for up to the pool's acquire timeout (5 s)
+    // while `Listening` still says true: a revocation committed once the database is back, before
+    // that reconnect, would be answered from memory.
+    listener.eager_reconnect(false);
     listener.listen_all(CHANNELS).await?;
     Ok(listener)
 }

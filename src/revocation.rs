@@ -227,6 +227,9 @@ fn refresh_batcher(pool: &PgPool) -> Batcher<RefreshRevocation, Result<Option<Uu
         async move {
             match crate::store::grants::revoke_by_refresh_tokens(&pool, &requests).await {
                 Ok(revoked) => revoked.into_iter().map(Ok).collect(),
+                Err(e) if let Some(each) = crate::batch::unreachable_for_each(&e, requests.len()) => {
+                    each.into_iter().map(Err).collect()
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "batched revocation failed; revoking one by one");
                     let one_by_one = requests.iter().map(|(hash, client, reason)| {
@@ -249,6 +252,9 @@ fn jti_batcher(pool: &PgPool) -> Batcher<(String, i64), Result<(), sqlx::Error>>
             let expiries: Vec<_> = requests.iter().map(|(_, exp)| expiry(*exp)).collect();
             match store::revoke_jtis(&pool, &jtis, &expiries).await {
                 Ok(()) => requests.iter().map(|_| Ok(())).collect(),
+                Err(e) if let Some(each) = crate::batch::unreachable_for_each(&e, requests.len()) => {
+                    each.into_iter().map(Err).collect()
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "batched revocation failed; revoking one by one");
                     let one_by_one = requests.iter().map(|(jti, exp)| store::revoke_jti(&pool, jti, expiry(*exp)));

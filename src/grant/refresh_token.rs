@@ -67,6 +67,9 @@ impl Rotations {
             async move {
                 match grants::rotate_refresh_many(&pool, &requests).await {
                     Ok(rotated) => rotated.into_iter().map(Ok).collect(),
+                    Err(e) if let Some(each) = crate::batch::unreachable_for_each(&e, requests.len()) => {
+                        each.into_iter().map(Err).collect()
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "batched rotation failed; rotating one by one");
                         let one_by_one = requests.iter().map(|r| rotate_alone(&pool, r));

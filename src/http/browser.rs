@@ -25,19 +25,32 @@ const SECOND_FACTOR_WAIT: i64 = 300;
 /// Authorization requests one browser may have pending at once.
 const MAX_PENDING: usize = 10;
 
-async fn user(session: &Session) -> Option<SessionUser> {
-    session.get::<SessionUser>(USER).await.ok().flatten()
+/// A session entry. A store that cannot be read (the database unavailable) is an error (503),
+/// not an empty session: otherwise a signed-in person would be treated as signed out, a valid
+/// form as forged. An entry that does not decode (written by another version) is absent.
+async fn entry<T: serde::de::DeserializeOwned>(session: &Session, key: &str) -> Result<Option<T>, PageError> {
+    match session.get::<T>(key).await {
+        Ok(value) => Ok(value),
+        Err(e @ tower_sessions::session::Error::Store(tower_sessions::session_store::Error::Backend(_))) => {
+            Err(e.into())
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+async fn user(session: &Session) -> Result<Option<SessionUser>, PageError> {
+    entry(session, USER).await
 }
 
 /// The signed-in user of this browser, if the session still counts (see
 /// [`SessionUser::still_valid`]).
-pub async fn signed_in(pool: &sqlx::PgPool, session: &Session) -> Result<Option<SessionUser>, sqlx::Error> {
+pub async fn signed_in(pool: &sqlx::PgPool, session: &Session) -> Result<Option<SessionUser>, PageError> {
     Ok(signed_in_for_account(pool, session).await?.filter(|u| !u.setup_only))
 }
 
 /// The same, also for a session signed in only to set up a second factor: the account page.
-pub async fn signed_in_for_account(pool: &sqlx::PgPool, session: &Session) -> Result<Option<SessionUser>, sqlx::Error> {
-    let Some(user) = user(session).await else { return Ok(None) };
+pub async fn signed_in_for_account(pool: &sqlx::PgPool, session: &Session) -> Result<Option<SessionUser>, PageError> {
+    let Some(user) = user(session).await? else { return Ok(None) };
     Ok(user.still_valid(pool).await?.then_some(user))
 }
 
@@ -63,9 +76,13 @@ pub async fn csrf_token(session: &Session) -> Result<String, tower_sessions::ses
     Ok(token)
 }
 
-pub async fn csrf_ok(session: &Session, presented: Option<&str>) -> bool {
-    let (Some(presented), Ok(Some(expected))) = (presented, session.get::<String>(CSRF).await) else { return false };
-    presented.as_bytes().ct_eq(expected.as_bytes()).into()
+/// Whether the form carries this session's CSRF token. A session that cannot be read (the
+/// database unavailable) is an error, not a mismatch: the person did nothing wrong.
+pub async fn csrf_ok(session: &Session, presented: Option<&str>) -> Result<bool, PageError> {
+    let (Some(presented), Some(expected)) = (presented, entry::<String>(session, CSRF).await?) else {
+        return Ok(false);
+    };
+    Ok(presented.as_bytes().ct_eq(expected.as_bytes()).into())
 }
 
 /// Fetch-metadata and Origin checks: a form POST must come from our own pages.
@@ -104,9 +121,9 @@ pub async fn add_request(session: &Session, handle_digest: &str) -> Result<(), t
 }
 
 /// Whether this browser started the request, so another browser cannot complete it.
-pub async fn owns_request(session: &Session, handle_digest: &str) -> bool {
-    let pending: Vec<String> = session.get(REQUESTS).await.ok().flatten().unwrap_or_default();
-    pending.iter().any(|h| h == handle_digest)
+pub async fn owns_request(session: &Session, handle_digest: &str) -> Result<bool, PageError> {
+    let pending: Vec<String> = entry(session, REQUESTS).await?.unwrap_or_default();
+    Ok(pending.iter().any(|h| h == handle_digest))
 }
 
 /// Remember the round trip to an upstream identity provider this browser is on (one at a time).
@@ -269,7 +286,7 @@ pub async fn checked_form(
     expired: &'static str,
 ) -> Result<Params, PageError> {
     let params = posted_form(issuer, headers, body)?;
-    if !csrf_ok(session, params.get("csrf_token")).await {
+    if !csrf_ok(session, params.get("csrf_token")).await? {
         return Err(PageError::forbidden(expired));
     }
     Ok(params)

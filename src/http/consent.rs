@@ -18,7 +18,7 @@ use crate::state::AppState;
 
 /// Only the browser that started a request may see or answer its consent page.
 async fn check_owned(session: &Session, handle: &str) -> Result<(), PageError> {
-    if browser::owns_request(session, &hex::encode(secret::digest(handle))).await {
+    if browser::owns_request(session, &hex::encode(secret::digest(handle))).await? {
         Ok(())
     } else {
         Err(PageError::expired_request())

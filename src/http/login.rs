@@ -96,7 +96,7 @@ pub async fn submit(
     let username = params.get("username").unwrap_or("").trim();
     let password = params.get("password").unwrap_or("");
     let again = |error| LoginForm { request, client_name: None, username, error: Some(error) };
-    if !browser::csrf_ok(&session, params.get("csrf_token")).await {
+    if !browser::csrf_ok(&session, params.get("csrf_token")).await? {
         let form = again("This form expired. Please sign in again.");
         return login_page(&state, &session, StatusCode::FORBIDDEN, form).await;
     }
@@ -151,7 +151,7 @@ pub async fn finish(
     browser::log_in(session, signed_in.clone()).await?;
     // Signed in for no application: the person's own page.
     let Some(handle) = request else { return Ok(see_other(&state.settings.issuer.join("/account"))) };
-    if !browser::owns_request(session, &hex::encode(secret::digest(handle))).await {
+    if !browser::owns_request(session, &hex::encode(secret::digest(handle))).await? {
         return Err(PageError::expired_request());
     }
     let resources = state.resources.load();

@@ -190,6 +190,16 @@ impl PageError {
         )
     }
 
+    /// The database (or another dependency) is unreachable: 503, and a page that says to try again.
+    pub fn unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "dependency unavailable on a page");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable",
+            "The server cannot complete the request right now. Please try again in a moment.",
+        )
+    }
+
     /// Log the cause; show a page that says nothing about internals.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error on a page");
@@ -202,14 +212,23 @@ impl PageError {
 }
 
 impl From<sqlx::Error> for PageError {
+    /// The database being unreachable is a 503 (try again), as on the JSON endpoints; a failing
+    /// statement is a bug: 500.
     fn from(e: sqlx::Error) -> Self {
-        Self::internal(e)
+        if super::error::is_unavailable(&e) { Self::unavailable(e) } else { Self::internal(e) }
     }
 }
 
 impl From<tower_sessions::session::Error> for PageError {
+    /// Sessions live in the database (`store::sessions`): a store that cannot load or save one is
+    /// the database being unavailable.
     fn from(e: tower_sessions::session::Error) -> Self {
-        Self::internal(e)
+        use tower_sessions::session::Error;
+        use tower_sessions::session_store::Error as Store;
+        match e {
+            Error::Store(Store::Backend(_)) => Self::unavailable(e),
+            e => Self::internal(e),
+        }
     }
 }
 
@@ -217,7 +236,7 @@ impl From<crate::clients::LookupError> for PageError {
     /// A metadata document problem is shown; a database problem is not.
     fn from(e: crate::clients::LookupError) -> Self {
         match e {
-            crate::clients::LookupError::Database(e) => Self::internal(e),
+            crate::clients::LookupError::Database(e) => e.into(),
             crate::clients::LookupError::Document(e) => {
                 Self::bad_request(format!("The application cannot be used: {e}."))
             }
@@ -232,7 +251,7 @@ impl From<crate::authorization::AuthorizeError> for PageError {
             AuthorizeError::Invalid(message) => Self::bad_request(message),
             AuthorizeError::Expired => Self::expired_request(),
             AuthorizeError::Client(e) => e.into(),
-            AuthorizeError::Database(e) => Self::internal(e),
+            AuthorizeError::Database(e) => e.into(),
         }
     }
 }
@@ -257,7 +276,8 @@ impl From<crate::federation::FederationError> for PageError {
                 format!("{message} Please try again later."),
             ),
             E::Failed(_) => Self::new(StatusCode::BAD_GATEWAY, "Sign-in failed", message),
-            E::Sealed | E::Database(_) => Self::internal(e),
+            E::Database(e) => e.into(),
+            E::Sealed => Self::internal(e),
         }
     }
 }

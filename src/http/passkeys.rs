@@ -20,7 +20,7 @@ use crate::state::AppState;
 impl From<PasskeyError> for PageError {
     fn from(e: PasskeyError) -> Self {
         match e {
-            PasskeyError::Database(e) => Self::internal(e),
+            PasskeyError::Database(e) => e.into(),
             PasskeyError::Unavailable => Self::new(StatusCode::NOT_FOUND, "Passkeys are not available", e.to_string()),
             e => Self::new(
                 StatusCode::UNAUTHORIZED,

@@ -22,7 +22,10 @@ use crate::store::users;
 
 impl From<SecondFactorError> for PageError {
     fn from(e: SecondFactorError) -> Self {
-        Self::internal(e)
+        match e {
+            SecondFactorError::Database(e) => e.into(),
+            e => Self::internal(e),
+        }
     }
 }
 

@@ -28,7 +28,7 @@ pub async fn start(
     let request = params.get("request");
     if let Some(handle) = request
         && (!authorization::valid_handle(handle)
-            || !browser::owns_request(&session, &hex::encode(secret::digest(handle))).await)
+            || !browser::owns_request(&session, &hex::encode(secret::digest(handle))).await?)
     {
         return Err(PageError::expired_request());
     }
@@ -59,7 +59,7 @@ pub async fn callback(
     browser::log_in(&session, signed_in.clone()).await?;
     // Signed in for no application: the person's own page.
     let Some(handle) = done.request else { return Ok(see_other(&state.settings.issuer.join("/account"))) };
-    if !browser::owns_request(&session, &hex::encode(secret::digest(&handle))).await {
+    if !browser::owns_request(&session, &hex::encode(secret::digest(&handle))).await? {
         return Err(PageError::expired_request());
     }
     let resources = state.resources.load();

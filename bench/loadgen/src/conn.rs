@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -74,6 +74,12 @@ impl Conn {
 
     /// Send one request and read the whole response body.
     pub async fn send(&mut self, req: &Req) -> Result<(StatusCode, Bytes)> {
+        let (status, _, body) = self.send_full(req).await?;
+        Ok((status, body))
+    }
+
+    /// The same, also returning the response headers (redirects and cookies of the login pages).
+    pub async fn send_full(&mut self, req: &Req) -> Result<(StatusCode, HeaderMap, Bytes)> {
         let mut builder = Request::builder().method(req.method.clone()).uri(&req.path).header(HOST, &self.host);
         if let Some(auth) = &req.authorization {
             builder = builder.header(AUTHORIZATION, auth);
@@ -91,9 +97,9 @@ impl Conn {
         let request = builder.body(body)?;
         self.sender.ready().await.context("connection not ready")?;
         let res = self.sender.send_request(request).await.context("send")?;
-        let status = res.status();
-        let body = res.into_body().collect().await.context("read body")?.to_bytes();
-        Ok((status, body))
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.context("read body")?.to_bytes();
+        Ok((parts.status, parts.headers, body))
     }
 }
 

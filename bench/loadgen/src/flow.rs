@@ -217,23 +217,23 @@ pub fn check_loopback(url: &Url) -> Result<()> {
     }
 }
 
-fn origin(url: &Url) -> String {
+pub fn origin(url: &Url) -> String {
     url.origin().ascii_serialization()
 }
 
-fn excerpt(s: &str) -> String {
+pub fn excerpt(s: &str) -> String {
     s.chars().take(300).collect::<String>().replace('\n', " ")
 }
 
 /// The `action` of the first form in a page.
-fn form_action(html: &str) -> Option<String> {
+pub fn form_action(html: &str) -> Option<String> {
     let form = &html[html.find("<form")?..];
     let tag = &form[..form.find('>')?];
     attr(tag, "action").map(|a| unescape(&a))
 }
 
 /// The `(name, value)` pairs a browser would post from the page (hidden inputs and checked checkboxes).
-fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+pub fn hidden_inputs(html: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut rest = html;
     while let Some(i) = rest.find("<input") {

@@ -290,7 +290,7 @@ async fn measure(
     Ok(Run { round, target: target.name, out, gateway_rss_kb, cpu_gateway, cpu_upstream, cpu_gen, cpu_other })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| !x.is_nan());
     if v.is_empty() {
         return f64::NAN;
@@ -301,7 +301,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Markdown table rows, aligned (readable as plain text).
-fn table(rows: &[Vec<String>], numeric_from: usize) -> String {
+pub fn table(rows: &[Vec<String>], numeric_from: usize) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|i| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0).max(3))

@@ -3,12 +3,14 @@
 //! `bench/run` starts the servers, seeds them and writes the configuration this reads.
 //!
 //! Two subcommands serve `bench/gateway`: `mcp-echo`, the small MCP server the gateway protects,
-//! and `gateway`, which measures a tool call directly and through the gateway.
+//! and `gateway`, which measures a tool call directly and through the gateway. `login` serves
+//! `bench/login`: password sign-ins through the pages against argon2id alone.
 
 mod conn;
 mod echo;
 mod flow;
 mod gateway;
+mod login;
 mod procstat;
 mod workload;
 
@@ -66,6 +68,9 @@ enum Command {
     McpEcho(echo::EchoArgs),
     /// Measure a tool call directly and through `tessera gateway` (see bench/gateway).
     Gateway(gateway::GatewayArgs),
+    /// Measure password sign-ins through the pages against argon2id alone, and token latency
+    /// during a sign-in flood (see bench/login).
+    Login(login::LoginArgs),
 }
 
 #[derive(Deserialize, Clone, Debug)]
@@ -612,6 +617,7 @@ fn main() -> Result<()> {
     match args.command.take() {
         Some(Command::McpEcho(echo)) => return echo::main(echo),
         Some(Command::Gateway(gateway)) => return gateway::main(gateway),
+        Some(Command::Login(login)) => return login::main(login),
         None => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

@@ -192,9 +192,10 @@ struct WorkerResult {
     ran_dry: bool,
 }
 
-fn new_hist() -> Histogram<u64> {
+pub fn new_hist() -> Histogram<u64> {
     // 1 µs to 60 s at 3 significant digits.
-    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
 /// Run `sources` (one per worker) against `addr` for `duration`. Connections are opened before
@@ -298,7 +299,7 @@ pub async fn run(
     Ok((out, back))
 }
 
-fn root_cause(e: &anyhow::Error) -> String {
+pub fn root_cause(e: &anyhow::Error) -> String {
     e.chain().last().map(ToString::to_string).unwrap_or_default()
 }
 
