@@ -92,22 +92,14 @@ impl Rotations {
         };
         match self.batcher.submit(queued).await {
             Ok(answer) => answer,
-            Err(_) => grants::rotate_refresh(pool, request).await,
+            Err(queued) => rotate_alone(pool, &queued).await,
         }
     }
 }
 
+/// One rotation in a statement of its own (no batch could take it, or its batch failed).
 async fn rotate_alone(pool: &sqlx::PgPool, r: &QueuedRefresh) -> Result<Option<Rotated>, sqlx::Error> {
-    let wanted: Vec<String> = r.wanted_scopes.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
-    let request = RefreshRequest {
-        old_hash: &r.old_hash,
-        new_hash: &r.new_hash,
-        client_id: &r.client_id,
-        wanted_scopes: &wanted,
-        wanted_resource: r.wanted_resource,
-        idle_ttl_seconds: r.idle_ttl_seconds,
-    };
-    grants::rotate_refresh(pool, &request).await
+    Ok(grants::rotate_refresh_many(pool, std::slice::from_ref(r)).await?.pop().flatten())
 }
 
 pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Result<Issued, GrantError> {

@@ -199,48 +199,6 @@ pub struct RefreshRequest<'a> {
     pub idle_ttl_seconds: f64,
 }
 
-/// Rotate in one statement: mark the presented token used and insert its successor, provided
-/// it is unused, unexpired, issued to this client, its grant stands, is for the named resource
-/// and covers the wanted scopes. `None` means nothing changed; [`refresh_state`] tells why.
-pub async fn rotate_refresh(pool: &PgPool, r: &RefreshRequest<'_>) -> Result<Option<Rotated>, sqlx::Error> {
-    let row = sqlx::query!(
-        r#"WITH old AS (
-            UPDATE refresh_tokens r SET rotated_at = now(), successor_hash = $2
-            FROM grants g
-            WHERE r.token_hash = $1 AND r.rotated_at IS NULL AND r.client_id = $3 AND r.expires_at > now()
-              AND g.id = r.grant_id AND g.revoked_at IS NULL AND g.scopes @> $4::text[]
-              AND ($6::uuid IS NULL OR g.resource_id = $6)
-            RETURNING r.grant_id, r.absolute_expires_at, g.user_id, g.resource_id, g.scopes, g.auth_time, g.sid
-         ), new AS (
-            INSERT INTO refresh_tokens (token_hash, grant_id, client_id, expires_at, absolute_expires_at)
-            SELECT $2, old.grant_id, $3, least(now() + make_interval(secs => $5), old.absolute_expires_at), old.absolute_expires_at
-            FROM old
-            RETURNING grant_id
-         )
-         SELECT old.grant_id, old.user_id, old.resource_id, old.scopes, old.auth_time, old.sid,
-                u.username AS "username?", u.name AS "name?", u.email AS "email?",
-                u.email_verified AS "email_verified?", u.updated_at AS "updated_at?"
-         FROM old JOIN new USING (grant_id) LEFT JOIN users u ON u.id = old.user_id"#,
-        r.old_hash,
-        r.new_hash,
-        r.client_id,
-        r.wanted_scopes,
-        r.idle_ttl_seconds,
-        r.wanted_resource
-    )
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|r| Rotated {
-        profile: joined_profile(r.user_id, r.username, r.name, r.email, r.email_verified, r.updated_at),
-        grant_id: r.grant_id,
-        user_id: r.user_id,
-        resource_id: r.resource_id,
-        scopes: r.scopes,
-        auth_time: r.auth_time,
-        sid: r.sid,
-    }))
-}
-
 /// One refresh request of a batch (see [`rotate_refresh_many`]), owning its parts.
 #[derive(Clone, Debug)]
 pub struct QueuedRefresh {
@@ -253,8 +211,11 @@ pub struct QueuedRefresh {
     pub idle_ttl_seconds: f64,
 }
 
-/// [`rotate_refresh`] for many requests in one statement (one commit). Answers in request
-/// order. A token presented twice in one batch is rotated once, for its first request; the
+/// Rotate in one statement, for each request: mark the presented token used and insert its
+/// successor, provided it is unused, unexpired, issued to this client, its grant stands, is for
+/// the named resource and covers the wanted scopes. `None` means nothing changed for that
+/// request; [`refresh_state`] tells why. Many requests share the statement (one commit).
+/// Answers in request order. A token presented twice in one batch is rotated once, for its first request; the
 /// other gets `None`, as it would had it come a moment later.
 pub async fn rotate_refresh_many(
     pool: &PgPool,
