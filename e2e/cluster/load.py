@@ -318,6 +318,7 @@ class State:
         self.codes = {}             # code -> successful exchanges
         self.code_losts = []        # codes whose exchange answer was lost (never presented again)
         self.races = []             # (winners, losers, detail) of concurrent exchanges of one code
+        self.approvals = {}         # hex SHA-256 of a code -> the request whose answer carried it
         self.flows = {"ok": 0, "failed": 0, "logins": 0}
         self.unexpected = []        # (kind, detail) of semantically wrong answers
         self.phase = "setup"
@@ -406,6 +407,8 @@ class Browser:
                     if q.get("iss") != cfg["issuer"]:
                         self.st.note_unexpected(resp.req, f"iss {q.get('iss')} in the redirect")
                         return None
+                    with self.st.lock:
+                        self.st.approvals[hashlib.sha256(q["code"].encode()).hexdigest()] = resp.req
                     return q["code"], verifier
                 target = urllib.parse.urlsplit(urllib.parse.urljoin(cfg["issuer"] + "/", location))
                 if target.hostname != "127.0.0.1":
