@@ -217,6 +217,11 @@ pub struct QueuedRefresh {
 /// request; [`refresh_state`] tells why. Many requests share the statement (one commit).
 /// Answers in request order. A token presented twice in one batch is rotated once, for its first request; the
 /// other gets `None`, as it would had it come a moment later.
+///
+/// `found` looks the presented tokens up by their digest first, on its own (`MATERIALIZED`):
+/// joined in one step, the planner paired every request with every grant when the grants table
+/// was small (a few hundred rows, as in a small deployment) and probed the token index for each
+/// pair, hundreds of index probes per rotation.
 pub async fn rotate_refresh_many(
     pool: &PgPool,
     requests: &[QueuedRefresh],
@@ -227,16 +232,23 @@ pub async fn rotate_refresh_many(
     let wanted: Vec<String> = requests.iter().map(|r| r.wanted_scopes.clone()).collect();
     let resources: Vec<Option<Uuid>> = requests.iter().map(|r| r.wanted_resource).collect();
     let idle: Vec<f64> = requests.iter().map(|r| r.idle_ttl_seconds).collect();
+    // Planned afresh each time: a generic plan cached while the tables were small (the first
+    // minutes of a new database) went on scanning them whole once they had grown, until the
+    // next ANALYZE; a custom plan sees their current size.
+    let mut tx = pool.begin().await?;
+    sqlx::query!("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
     let rows = sqlx::query!(
         r#"WITH input AS (
             SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[], $4::text[], $5::uuid[], $6::float8[])
                 AS i(old_hash, new_hash, client_id, wanted, wanted_resource, idle)
+         ), found AS MATERIALIZED (
+            SELECT i.*, r.grant_id FROM input i JOIN refresh_tokens r ON r.token_hash = i.old_hash
          ), old AS (
             UPDATE refresh_tokens r SET rotated_at = now(), successor_hash = i.new_hash
-            FROM input i, grants g
+            FROM found i JOIN grants g ON g.id = i.grant_id
             WHERE r.token_hash = i.old_hash AND r.rotated_at IS NULL AND r.client_id = i.client_id
               AND r.expires_at > now()
-              AND g.id = r.grant_id AND g.revoked_at IS NULL AND g.scopes @> string_to_array(i.wanted, ' ')
+              AND g.revoked_at IS NULL AND g.scopes @> string_to_array(i.wanted, ' ')
               AND (i.wanted_resource IS NULL OR g.resource_id = i.wanted_resource)
             RETURNING r.token_hash AS old_hash, i.new_hash, i.idle, r.client_id, r.grant_id, r.absolute_expires_at,
                       g.user_id, g.resource_id, g.scopes, g.auth_time, g.sid
@@ -259,8 +271,9 @@ pub async fn rotate_refresh_many(
         &resources as &[Option<Uuid>],
         &idle
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     let mut by_hash: std::collections::HashMap<Vec<u8>, Rotated> = rows
         .into_iter()
         .map(|r| {
