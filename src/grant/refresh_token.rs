@@ -57,11 +57,16 @@ const BATCH_MAX: usize = 64;
 /// share one statement and one commit, each answered only once it is durable.
 pub struct Rotations {
     batcher: Batcher<QueuedRefresh, Result<Option<Rotated>, sqlx::Error>>,
+    /// The rotation statement's own connections, one per worker (see
+    /// [`grants::rotate_refresh_many`] for why they plan it afresh each time).
+    pool: sqlx::PgPool,
 }
 
 impl Rotations {
+    /// Rotations on `pool`'s database, over [`BATCH_WORKERS`] connections of their own.
     pub fn new(pool: &sqlx::PgPool) -> Self {
-        let pool = pool.clone();
+        let pool = crate::store::custom_plans(pool, BATCH_WORKERS as u32);
+        let own = pool.clone();
         let batcher = Batcher::start(BATCH_WORKERS, BATCH_MAX, move |requests: Vec<QueuedRefresh>| {
             let pool = pool.clone();
             async move {
@@ -78,10 +83,10 @@ impl Rotations {
                 }
             }
         });
-        Self { batcher }
+        Self { batcher, pool: own }
     }
 
-    async fn rotate(&self, pool: &sqlx::PgPool, request: &RefreshRequest<'_>) -> Result<Option<Rotated>, sqlx::Error> {
+    async fn rotate(&self, request: &RefreshRequest<'_>) -> Result<Option<Rotated>, sqlx::Error> {
         let queued = QueuedRefresh {
             old_hash: request.old_hash.to_vec(),
             new_hash: request.new_hash.to_vec(),
@@ -92,7 +97,7 @@ impl Rotations {
         };
         match self.batcher.submit(queued).await {
             Ok(answer) => answer,
-            Err(queued) => rotate_alone(pool, &queued).await,
+            Err(queued) => rotate_alone(&self.pool, &queued).await,
         }
     }
 }
@@ -120,7 +125,7 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
         wanted_resource,
         idle_ttl_seconds: cx.refresh.idle.as_secs_f64(),
     };
-    let rotated = match cx.rotations.rotate(cx.pool, &request).await? {
+    let rotated = match cx.rotations.rotate(&request).await? {
         Some(rotated) => {
             audit(cx, "refresh.rotated", client, &old_hash, &rotated).await;
             rotated

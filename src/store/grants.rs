@@ -214,14 +214,18 @@ pub struct QueuedRefresh {
 /// Rotate in one statement, for each request: mark the presented token used and insert its
 /// successor, provided it is unused, unexpired, issued to this client, its grant stands, is for
 /// the named resource and covers the wanted scopes. `None` means nothing changed for that
-/// request; [`refresh_state`] tells why. Many requests share the statement (one commit).
+/// request; [`refresh_state`] tells why. Many requests share the statement (one commit). The
+/// successors' INSERT (a data-modifying `WITH`, run to completion though nothing reads it)
+/// inserts one row per rotated token or fails the whole statement.
 /// Answers in request order. A token presented twice in one batch is rotated once, for its first request; the
 /// other gets `None`, as it would had it come a moment later.
 ///
 /// `found` looks the presented tokens up by their digest first, on its own (`MATERIALIZED`):
 /// joined in one step, the planner paired every request with every grant when the grants table
 /// was small (a few hundred rows, as in a small deployment) and probed the token index for each
-/// pair, hundreds of index probes per rotation.
+/// pair, hundreds of index probes per rotation. Run it on a pool of [`super::custom_plans`]: a
+/// generic plan cached while the tables were small (the first minutes of a new database) went on
+/// scanning them whole once they had grown, until the next ANALYZE.
 pub async fn rotate_refresh_many(
     pool: &PgPool,
     requests: &[QueuedRefresh],
@@ -232,11 +236,6 @@ pub async fn rotate_refresh_many(
     let wanted: Vec<String> = requests.iter().map(|r| r.wanted_scopes.clone()).collect();
     let resources: Vec<Option<Uuid>> = requests.iter().map(|r| r.wanted_resource).collect();
     let idle: Vec<f64> = requests.iter().map(|r| r.idle_ttl_seconds).collect();
-    // Planned afresh each time: a generic plan cached while the tables were small (the first
-    // minutes of a new database) went on scanning them whole once they had grown, until the
-    // next ANALYZE; a custom plan sees their current size.
-    let mut tx = pool.begin().await?;
-    sqlx::query!("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
     let rows = sqlx::query!(
         r#"WITH input AS (
             SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[], $4::text[], $5::uuid[], $6::float8[])
@@ -257,13 +256,12 @@ pub async fn rotate_refresh_many(
             SELECT old.new_hash, old.grant_id, old.client_id,
                    least(now() + make_interval(secs => old.idle), old.absolute_expires_at), old.absolute_expires_at
             FROM old
-            RETURNING token_hash
          )
          SELECT old.old_hash AS "old_hash!", old.grant_id AS "grant_id!", old.user_id,
                 old.resource_id AS "resource_id!", old.scopes AS "scopes!", old.auth_time, old.sid,
                 u.username AS "username?", u.name AS "name?", u.email AS "email?",
                 u.email_verified AS "email_verified?", u.updated_at AS "updated_at?"
-         FROM old JOIN new ON new.token_hash = old.new_hash LEFT JOIN users u ON u.id = old.user_id"#,
+         FROM old LEFT JOIN users u ON u.id = old.user_id"#,
         &old,
         &new,
         &clients,
@@ -271,9 +269,8 @@ pub async fn rotate_refresh_many(
         &resources as &[Option<Uuid>],
         &idle
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(pool)
     .await?;
-    tx.commit().await?;
     let mut by_hash: std::collections::HashMap<Vec<u8>, Rotated> = rows
         .into_iter()
         .map(|r| {

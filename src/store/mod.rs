@@ -38,6 +38,14 @@ pub fn pool_options(max_connections: u32) -> PgPoolOptions {
         .idle_timeout(std::time::Duration::from_secs(300))
 }
 
+/// A small pool of `max_connections` on `pool`'s database whose connections plan every
+/// statement for its parameters and the tables' current size (`plan_cache_mode =
+/// force_custom_plan`), for a statement that a cached generic plan would hurt. Connects lazily.
+pub fn custom_plans(pool: &PgPool, max_connections: u32) -> PgPool {
+    let options = (*pool.connect_options()).clone().options([("plan_cache_mode", "force_custom_plan")]);
+    pool_options(max_connections).connect_lazy_with(options)
+}
+
 /// Connect, failing with the connection error rather than retrying forever.
 pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     pool_options(max_connections).connect_with(options).await
