@@ -50,7 +50,7 @@ def jwt_claims(token):
 
 class Req:
     """One HTTP request: what, through where, when, and how it ended."""
-    __slots__ = ("kind", "via", "t0", "t1", "status", "err", "served", "rid", "event", "note")
+    __slots__ = ("kind", "via", "t0", "t1", "status", "err", "served", "rid", "event", "note", "resent")
 
     def __init__(self, kind, via, t0, rid):
         self.kind, self.via, self.t0, self.rid = kind, via, t0, rid
@@ -60,6 +60,7 @@ class Req:
         self.served = None   # the instance that answered (HAProxy's X-Served-By, or the port called)
         self.event = None    # the audit event a success must have left (None: no check)
         self.note = ""
+        self.resent = False  # sent again after the balancer closed the connection without an answer
 
     @property
     def latency(self):
@@ -183,7 +184,11 @@ class Http:
                 except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
                     self.close()
                     if reused and attempt == 1 and self.name == "lb" and isinstance(e, http.client.RemoteDisconnected):
-                        continue  # the balancer closed an idle connection: the request never left it
+                        # The balancer closed the connection without an answer: it had closed it
+                        # as idle (the request never left it), or the instance died holding the
+                        # request. A browser sends it again on a new connection; so does this.
+                        req.resent = True
+                        continue
                     req.t1 = now()
                     req.err = "reset"
                     req.note = type(e).__name__
@@ -320,7 +325,8 @@ class State:
         self.races = []             # (winners, losers, detail) of concurrent exchanges of one code
         self.approvals = {}         # hex SHA-256 of a code -> the request whose answer carried it
         self.flows = {"ok": 0, "failed": 0, "logins": 0}
-        self.unexpected = []        # (kind, detail) of semantically wrong answers
+        self.unexpected = []        # (kind, phase, detail) of semantically wrong answers
+        self.unexpected_reqs = []   # their requests, in the same order
         self.phase = "setup"
         self.up = {}                # instance -> whether it is up (probes skip the others)
         self.incarnation = {}       # instance -> how many times it was started (connections to an
@@ -333,6 +339,7 @@ class State:
         req.note = detail
         with self.lock:
             self.unexpected.append((req.kind, self.phase, detail))
+            self.unexpected_reqs.append(req)
 
     def live_chains(self):
         return [c for c in self.chains if c.state == "live" and not c.busy]
