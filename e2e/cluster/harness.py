@@ -1044,11 +1044,11 @@ class Harness:
         # session) but not answered is sent again by the client (see Http.call); the second
         # answer may refuse it (the form's session is gone). That is one of the requests in
         # flight at the kill failing, which the kill phase bounds and counts, not a wrong answer.
-        resent_at_kill = []
+        resent_at_kill = set()
         if self.kill_info:
             t_kill = self.kill_info[0]
-            resent_at_kill = [i for i, r in enumerate(st.unexpected_reqs)
-                              if r.resent and r.t0 <= t_kill + KILL_SETTLE and (r.t1 or 0) >= t_kill]
+            resent_at_kill = {i for i, r in enumerate(st.unexpected_reqs)
+                              if r.resent and r.t0 <= t_kill + KILL_SETTLE and (r.t1 or 0) >= t_kill}
         unexpected = [u for i, u in enumerate(st.unexpected) if i not in resent_at_kill]
         self.check("no semantically wrong answer", not unexpected,
                    f"{len(unexpected)}" + (f": {unexpected[:3]}" if unexpected else "")

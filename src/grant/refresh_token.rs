@@ -65,8 +65,8 @@ pub struct Rotations {
 impl Rotations {
     /// Rotations on `pool`'s database, over [`BATCH_WORKERS`] connections of their own.
     pub fn new(pool: &sqlx::PgPool) -> Self {
-        let pool = crate::store::custom_plans(pool, BATCH_WORKERS as u32);
-        let own = pool.clone();
+        let own = crate::store::custom_plans(pool, BATCH_WORKERS as u32);
+        let pool = own.clone();
         let batcher = Batcher::start(BATCH_WORKERS, BATCH_MAX, move |requests: Vec<QueuedRefresh>| {
             let pool = pool.clone();
             async move {

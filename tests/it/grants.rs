@@ -270,3 +270,21 @@ async fn client_credentials_error_paths() {
     assert!(issued.refresh.is_none());
     p.audit.shutdown().await;
 }
+
+/// The rotation statement's own pool plans every statement afresh (a generic plan cached while
+/// the tables were small would keep scanning them once grown), on the same database; the main
+/// pool keeps PostgreSQL's default.
+#[tokio::test]
+async fn the_rotation_pool_plans_afresh_on_the_same_database() {
+    let db = TestDb::new().await;
+    let pool = store::custom_plans(&db.pool, 2);
+    let setting = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, String>("SELECT current_setting('plan_cache_mode') || ' ' || current_database()")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(setting(pool.clone()).await, format!("force_custom_plan {}", db.name));
+    assert_eq!(setting(db.pool.clone()).await, format!("auto {}", db.name));
+    pool.close().await;
+}
