@@ -216,7 +216,7 @@ pub async fn change_password(
         return Ok(PasswordChange::Rejected(e));
     }
     match authentication::reauthenticate(pool, audit, meta, limits, &user.username, form.current).await? {
-        SignIn::Success(_) => {}
+        SignIn::Success { .. } => {}
         SignIn::Refused => return Ok(PasswordChange::WrongPassword),
         SignIn::Throttled { retry_after_secs } => return Ok(PasswordChange::Throttled { retry_after_secs }),
     }

@@ -80,11 +80,11 @@ impl SessionUser {
 /// How a sign-in ended.
 #[derive(Debug)]
 pub enum SignIn {
-    Success(User),
+    /// The password is right; `second_factor`: the person has one (an authenticator app or a
+    /// passkey), for the login page to ask for.
+    Success { user: User, second_factor: bool },
     /// Too many failures for this account from this source, or from this source: wait.
-    Throttled {
-        retry_after_secs: i64,
-    },
+    Throttled { retry_after_secs: i64 },
     /// Unknown account, wrong password or disabled account: one answer for all three.
     Refused,
 }
@@ -132,13 +132,13 @@ async fn check_password(
         audit.record(event).await;
         return Ok(SignIn::Throttled { retry_after_secs: (until - chrono::Utc::now()).num_seconds().max(1) });
     }
-    let user = users::by_username(pool, username).await?;
+    let found = users::for_sign_in(pool, username).await?;
     // Disabled, unknown and password-less accounts are verified against the dummy hash: same
     // answer, same time.
-    let hash = user.as_ref().filter(|u| !u.disabled).and_then(|u| u.password_hash.clone());
+    let hash = found.as_ref().filter(|(u, _)| !u.disabled).and_then(|(u, _)| u.password_hash.clone());
     let verified = crate::password::verify(password.to_owned(), hash).await;
-    let known = user.as_ref().map(|u| (u.id, u.disabled));
-    let Some(user) = user.filter(|_| verified) else {
+    let known = found.as_ref().map(|(u, _)| (u.id, u.disabled));
+    let Some((user, second_factor)) = found.filter(|_| verified) else {
         // The reservation stays: it is this failure's count.
         login_throttle::failed(pool, &account, &source, limits).await?;
         audit.record(failure(meta, &account, known)).await;
@@ -146,7 +146,7 @@ async fn check_password(
     };
     login_throttle::release(pool, &account, &source).await?;
     audit.record(Event::new(success, Outcome::Success).during(meta).subject(user.id.to_string())).await;
-    Ok(SignIn::Success(user))
+    Ok(SignIn::Success { user, second_factor })
 }
 
 /// The record of a failed attempt; `known`: the account it named, if it exists (id, disabled).

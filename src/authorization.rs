@@ -314,8 +314,6 @@ pub async fn begin(
         }
     };
     let handle = Secret::generate();
-    let digest = handle.digest();
-    authz_requests::insert(p.pool, &digest, &request).await?;
     let mut request = request;
     if let Some(user) = user.filter(|u| session_counts(&request, u, hint.as_deref(), chrono::Utc::now())) {
         let binding = authz_requests::Binding {
@@ -324,10 +322,15 @@ pub async fn begin(
             sid: &user.sid,
             authenticated_at: None,
         };
-        authz_requests::bind_user(p.pool, &digest, &binding).await?;
-        request.user_id = Some(user.id);
+        binding.apply_to(&mut request);
     }
-    let location = advance(p, handle.expose(), request).await?;
+    // Stored bound to the signed-in user, if there is one.
+    authz_requests::insert(p.pool, &handle.digest(), &request).await?;
+    let consented = match request.user_id {
+        Some(user) => grants::consented_scopes(p.pool, user, &request.client_id, request.resource_id).await?,
+        None => None,
+    };
+    let location = advance(p, handle.expose(), request, consented, None).await?;
     Ok(Ok(Begun { handle, location }))
 }
 
@@ -375,44 +378,70 @@ async fn validated(p: &Parts<'_>, query: &str) -> Result<(AuthzRequest, Option<S
 
 /// The login page has signed `user` in for the pending request `handle`.
 pub async fn signed_in_for(p: &Parts<'_>, handle: &str, user: &SessionUser) -> Result<String, AuthorizeError> {
-    let digest = secret::digest(handle);
+    let (mut request, consented) = authz_requests::get_with_consent(p.pool, &secret::digest(handle), user.id)
+        .await?
+        .ok_or(AuthorizeError::Expired)?;
     let binding = authz_requests::Binding {
         user_id: user.id,
         auth_time: user.authenticated_at(),
         sid: &user.sid,
         authenticated_at: Some(chrono::Utc::now()),
     };
-    if !authz_requests::bind_user(p.pool, &digest, &binding).await? {
-        return Err(AuthorizeError::Expired);
-    }
-    let request = authz_requests::get(p.pool, &digest).await?.ok_or(AuthorizeError::Expired)?;
-    advance(p, handle, request).await
+    binding.apply_to(&mut request);
+    advance(p, handle, request, consented, Some(&binding)).await
 }
 
-/// Take the next step for a stored request; where the browser goes.
-async fn advance(p: &Parts<'_>, handle: &str, request: AuthzRequest) -> Result<String, AuthorizeError> {
+/// Take the next step for a pending request; where the browser goes. `consented`: the scopes
+/// its user approved before for its client and resource. `unsaved`: the binding `request`
+/// carries that is not stored yet; it is stored with the step's own write (the claim that
+/// issues the code, or the binding the login and consent pages need).
+async fn advance(
+    p: &Parts<'_>,
+    handle: &str,
+    request: AuthzRequest,
+    consented: Option<Vec<String>>,
+    unsaved: Option<&authz_requests::Binding<'_>>,
+) -> Result<String, AuthorizeError> {
     let approved = match request.user_id {
-        Some(user) => {
+        Some(_) => {
             let client = registered_client(p, &request.client_id).await?;
-            let consented = grants::consented_scopes(p.pool, user, &request.client_id, request.resource_id).await?;
             already_approved(&request, &client, consented.as_deref())
         }
         None => false,
     };
+    let digest = secret::digest(handle);
     let step = next_step(&request, approved);
-    let user = match (&step, request.user_id) {
-        (Step::Login, _) => return Ok(format!("{}?request={handle}", p.issuer.join("/login"))),
-        (Step::Consent, _) => return Ok(format!("{}?request={handle}", p.issuer.join("/consent"))),
-        (Step::Deny(error), None) => return Ok(deny(p, &request, None, error.clone()).await),
-        (_, Some(user)) => user,
-        // next_step issues only to a signed-in user.
-        (Step::Issue, None) => return Err(AuthorizeError::Expired),
+    let page = match step {
+        Step::Login => Some("/login"),
+        Step::Consent => Some("/consent"),
+        _ => None,
+    };
+    if let Some(page) = page {
+        if let Some(binding) = unsaved
+            && !authz_requests::bind_user(p.pool, &digest, binding).await?
+        {
+            return Err(AuthorizeError::Expired);
+        }
+        return Ok(format!("{}?request={handle}", p.issuer.join(page)));
+    }
+    let Some(user) = request.user_id else {
+        return match step {
+            Step::Deny(error) => Ok(deny(p, &request, None, error).await),
+            // next_step issues only to a signed-in user.
+            _ => Err(AuthorizeError::Expired),
+        };
     };
     // Answered now (prompt=none) or issued now: the request is used up here.
-    let claimed = authz_requests::claim(p.pool, &secret::digest(handle), user).await?.ok_or(AuthorizeError::Expired)?;
     match step {
-        Step::Deny(error) => Ok(deny(p, &claimed, Some(user), error).await),
-        _ => Ok(issue_code(p, &claimed, user).await?),
+        Step::Deny(error) => {
+            let claimed =
+                authz_requests::claim(p.pool, &digest, user, unsaved).await?.ok_or(AuthorizeError::Expired)?;
+            Ok(deny(p, &claimed, Some(user), error).await)
+        }
+        _ => {
+            let claim = grants::RequestClaim { id_hash: &digest, binding: unsaved };
+            issue_code(p, &request, user, Some(&claim)).await?.ok_or(AuthorizeError::Expired)
+        }
     }
 }
 
@@ -520,7 +549,7 @@ pub enum Decision {
 pub async fn decide(p: &Parts<'_>, handle: &str, user: Uuid, decision: Decision) -> Result<String, AuthorizeError> {
     // The decision uses the request up: a second submission finds nothing.
     let mut request =
-        authz_requests::claim(p.pool, &secret::digest(handle), user).await?.ok_or(AuthorizeError::Expired)?;
+        authz_requests::claim(p.pool, &secret::digest(handle), user, None).await?.ok_or(AuthorizeError::Expired)?;
     let chosen = match decision {
         Decision::Deny => {
             let error = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
@@ -541,7 +570,7 @@ pub async fn decide(p: &Parts<'_>, handle: &str, user: Uuid, decision: Decision)
         event = event.resource(&resource.uri);
     }
     p.audit.record(event).await;
-    Ok(issue_code(p, &request, user).await?)
+    issue_code(p, &request, user, None).await?.ok_or(AuthorizeError::Expired)
 }
 
 /// Audit a refusal of a validated request; the URL that tells the client.
@@ -561,8 +590,15 @@ async fn deny(p: &Parts<'_>, request: &AuthzRequest, user: Option<Uuid>, error: 
     error_location(p.issuer, &request.redirect_uri, request.state.as_deref(), &error)
 }
 
-/// Create the grant and its code; the URL that hands the code to the client.
-async fn issue_code(p: &Parts<'_>, request: &AuthzRequest, user_id: Uuid) -> Result<String, sqlx::Error> {
+/// Create the grant and its code, using up the pending request in the same statement when
+/// `claim` names it; the URL that hands the code to the client (`None`: the request was no
+/// longer there to claim, and nothing was created).
+async fn issue_code(
+    p: &Parts<'_>,
+    request: &AuthzRequest,
+    user_id: Uuid,
+    claim: Option<&grants::RequestClaim<'_>>,
+) -> Result<Option<String>, sqlx::Error> {
     let code = Secret::generate();
     let new = grants::NewCode {
         grant_id: Uuid::new_v4(),
@@ -578,7 +614,9 @@ async fn issue_code(p: &Parts<'_>, request: &AuthzRequest, user_id: Uuid) -> Res
         auth_time: request.auth_time,
         sid: request.sid.as_deref(),
     };
-    grants::create_with_code(p.pool, &new).await?;
+    if !grants::create_with_code(p.pool, &new, claim).await? {
+        return Ok(None);
+    }
     let mut event = Event::new("authorization.approved", Outcome::Success)
         .during(p.meta)
         .client(&request.client_id)
@@ -595,7 +633,7 @@ async fn issue_code(p: &Parts<'_>, request: &AuthzRequest, user_id: Uuid) -> Res
         params.push(("state", st));
     }
     params.push(("iss", p.issuer.as_str()));
-    Ok(with_query(&request.redirect_uri, &params))
+    Ok(Some(with_query(&request.redirect_uri, &params)))
 }
 
 /// An error for the client at its (validated) redirect URI, with `state` and `iss` (RFC 9207).

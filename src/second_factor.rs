@@ -92,12 +92,6 @@ pub async fn set_up(pool: &PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {
     second_factors::has_totp(pool, user_id).await
 }
 
-/// Whether a password sign-in of the person asks for a second factor: an authenticator app or
-/// a passkey.
-pub async fn any(pool: &PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {
-    Ok(set_up(pool, user_id).await? || crate::passkeys::any(pool, user_id).await?)
-}
-
 /// How a second-factor check ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Check {

@@ -109,8 +109,11 @@ fn issuer_origin(issuer: &Issuer) -> &str {
     }
 }
 
-/// Remember that this browser started an authorization request (by its handle's digest).
+/// Remember that this browser started an authorization request (by its handle's digest). The
+/// session gets its CSRF token here too, so the login or consent page that follows reads the
+/// session without writing it again.
 pub async fn add_request(session: &Session, handle_digest: &str) -> Result<(), tower_sessions::session::Error> {
+    csrf_token(session).await?;
     let mut pending: Vec<String> = session.get(REQUESTS).await?.unwrap_or_default();
     pending.retain(|h| h != handle_digest);
     pending.push(handle_digest.to_owned());

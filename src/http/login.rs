@@ -108,20 +108,21 @@ pub async fn submit(
         let form = again("Enter your username and password.");
         return login_page(&state, &session, StatusCode::BAD_REQUEST, form).await;
     }
-    let user = match authentication::sign_in(&state.pool, &state.audit, &meta, limits(&state), username, password)
-        .await?
-    {
-        SignIn::Success(user) => user,
-        SignIn::Refused => return login_page(&state, &session, StatusCode::UNAUTHORIZED, again(BAD_CREDENTIALS)).await,
-        SignIn::Throttled { retry_after_secs: secs } => {
-            let message = format!("Too many failed sign-in attempts. Try again in {secs} seconds.");
-            let mut res = login_page(&state, &session, StatusCode::TOO_MANY_REQUESTS, again(&message)).await?;
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return Ok(res);
-        }
-    };
+    let (user, second_factor) =
+        match authentication::sign_in(&state.pool, &state.audit, &meta, limits(&state), username, password).await? {
+            SignIn::Success { user, second_factor } => (user, second_factor),
+            SignIn::Refused => {
+                return login_page(&state, &session, StatusCode::UNAUTHORIZED, again(BAD_CREDENTIALS)).await;
+            }
+            SignIn::Throttled { retry_after_secs: secs } => {
+                let message = format!("Too many failed sign-in attempts. Try again in {secs} seconds.");
+                let mut res = login_page(&state, &session, StatusCode::TOO_MANY_REQUESTS, again(&message)).await?;
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                return Ok(res);
+            }
+        };
     let mfa = state.settings.mfa;
-    if mfa != MfaPolicy::Off && crate::second_factor::any(&state.pool, user.id).await? {
+    if mfa != MfaPolicy::Off && second_factor {
         let half =
             HalfSignedIn { user_id: user.id, request: request.map(str::to_owned), at: chrono::Utc::now().timestamp() };
         browser::start_second_factor(&session, &half).await?;

@@ -201,7 +201,7 @@ pub async fn disable(
         password,
     );
     match checked.await? {
-        SignIn::Success(_) => {}
+        SignIn::Success { .. } => {}
         SignIn::Refused => {
             return Err(PageError::new(
                 StatusCode::UNAUTHORIZED,

@@ -33,12 +33,14 @@ pub struct AuthzRequest {
     pub sid: Option<String>,
 }
 
+/// Store a validated request, with its binding to a user if it has one already (the browser's
+/// signed-in user).
 pub async fn insert(pool: &PgPool, id_hash: &[u8], r: &AuthzRequest) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "INSERT INTO authorization_requests
             (id_hash, client_id, redirect_uri, redirect_uri_sent, state, code_challenge, resource_id, scopes, prompt, expires_at,
-             nonce, max_age, login_hint)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10), $11, $12, $13)",
+             nonce, max_age, login_hint, user_id, authenticated_at, auth_time, sid)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10), $11, $12, $13, $14, $15, $16, $17)",
         id_hash,
         r.client_id,
         r.redirect_uri,
@@ -51,7 +53,11 @@ pub async fn insert(pool: &PgPool, id_hash: &[u8], r: &AuthzRequest) -> Result<(
         REQUEST_TTL_SECONDS,
         r.nonce,
         r.max_age,
-        r.login_hint
+        r.login_hint,
+        r.user_id,
+        r.authenticated_at,
+        r.auth_time,
+        r.sid
     )
     .execute(pool)
     .await?;
@@ -71,6 +77,47 @@ pub async fn get(pool: &PgPool, id_hash: &[u8]) -> Result<Option<AuthzRequest>, 
     .await
 }
 
+/// A pending request with the scopes `user_id` has approved before for its client and
+/// resource (`None`: never): one query for the step after a sign-in.
+pub async fn get_with_consent(
+    pool: &PgPool,
+    id_hash: &[u8],
+    user_id: Uuid,
+) -> Result<Option<(AuthzRequest, Option<Vec<String>>)>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT r.client_id, r.redirect_uri, r.redirect_uri_sent, r.state, r.code_challenge, r.resource_id, r.scopes,
+                  r.prompt, r.user_id, r.authenticated_at, r.nonce, r.max_age, r.login_hint, r.auth_time, r.sid,
+                  c.scopes AS "consented?"
+             FROM authorization_requests r
+             LEFT JOIN consents c ON c.user_id = $2 AND c.client_id = r.client_id AND c.resource_id = r.resource_id
+            WHERE r.id_hash = $1 AND r.used_at IS NULL AND r.expires_at > now()"#,
+        id_hash,
+        user_id
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| {
+        let request = AuthzRequest {
+            client_id: r.client_id,
+            redirect_uri: r.redirect_uri,
+            redirect_uri_sent: r.redirect_uri_sent,
+            state: r.state,
+            code_challenge: r.code_challenge,
+            resource_id: r.resource_id,
+            scopes: r.scopes,
+            prompt: r.prompt,
+            user_id: r.user_id,
+            authenticated_at: r.authenticated_at,
+            nonce: r.nonce,
+            max_age: r.max_age,
+            login_hint: r.login_hint,
+            auth_time: r.auth_time,
+            sid: r.sid,
+        };
+        (request, r.consented)
+    }))
+}
+
 /// Who approves a pending request: the user, when they authenticated, in which session, and
 /// whether they signed in for this very request.
 pub struct Binding<'a> {
@@ -79,6 +126,16 @@ pub struct Binding<'a> {
     pub sid: &'a str,
     /// Set when the user just logged in for it (which satisfies `prompt=login`).
     pub authenticated_at: Option<DateTime<Utc>>,
+}
+
+impl Binding<'_> {
+    /// The request as it is once bound (in memory; [`bind_user`] or a claim stores it).
+    pub fn apply_to(&self, request: &mut AuthzRequest) {
+        request.user_id = Some(self.user_id);
+        request.authenticated_at = self.authenticated_at.or(request.authenticated_at);
+        request.auth_time = Some(self.auth_time);
+        request.sid = Some(self.sid.to_owned());
+    }
 }
 
 /// Bind a pending request to the user who will approve it.
@@ -98,16 +155,28 @@ pub async fn bind_user(pool: &PgPool, id_hash: &[u8], b: &Binding<'_>) -> Result
     Ok(done.rows_affected() == 1)
 }
 
-/// Use a pending request bound to `user_id`, once.
-pub async fn claim(pool: &PgPool, id_hash: &[u8], user_id: Uuid) -> Result<Option<AuthzRequest>, sqlx::Error> {
+/// Use a pending request once: one bound to `user_id` before, or bound by this claim to the
+/// user of `binding`.
+pub async fn claim(
+    pool: &PgPool,
+    id_hash: &[u8],
+    user_id: Uuid,
+    binding: Option<&Binding<'_>>,
+) -> Result<Option<AuthzRequest>, sqlx::Error> {
     sqlx::query_as!(
         AuthzRequest,
-        "UPDATE authorization_requests SET used_at = now()
-         WHERE id_hash = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > now()
+        "UPDATE authorization_requests
+            SET used_at = now(), user_id = $2, authenticated_at = coalesce($4, authenticated_at),
+                auth_time = CASE WHEN $3 THEN $5 ELSE auth_time END, sid = CASE WHEN $3 THEN $6 ELSE sid END
+         WHERE id_hash = $1 AND ($3 OR user_id = $2) AND used_at IS NULL AND expires_at > now()
          RETURNING client_id, redirect_uri, redirect_uri_sent, state, code_challenge, resource_id, scopes, prompt,
                    user_id, authenticated_at, nonce, max_age, login_hint, auth_time, sid",
         id_hash,
-        user_id
+        user_id,
+        binding.is_some(),
+        binding.and_then(|b| b.authenticated_at),
+        binding.map(|b| b.auth_time),
+        binding.map(|b| b.sid)
     )
     .fetch_optional(pool)
     .await

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::authz_requests::Binding;
 use super::profile::{Profile, joined_profile};
 
 /// Channel on which a trigger announces a revoked or deleted grant (payload: the grant id).
@@ -30,12 +31,39 @@ pub struct NewCode<'a> {
     pub sid: Option<&'a str>,
 }
 
-/// Create the grant of an approval and its authorization code, together.
-pub async fn create_with_code(pool: &PgPool, c: &NewCode<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "WITH g AS (
+/// The pending authorization request a code is issued for, used up by the statement that
+/// creates the code.
+pub struct RequestClaim<'a> {
+    /// The SHA-256 of the request's handle.
+    pub id_hash: &'a [u8],
+    /// The request's binding to the code's user, stored with the claim when it was not stored
+    /// before (the person signed in just now); without it, the request must be bound to that
+    /// user already.
+    pub binding: Option<&'a Binding<'a>>,
+}
+
+/// Create the grant of an approval and its authorization code, together; with `claim`, also
+/// use up the pending request, all in one statement. False when the request was no longer
+/// there to claim (used, expired, or bound to someone else): then nothing was created.
+pub async fn create_with_code(
+    pool: &PgPool,
+    c: &NewCode<'_>,
+    claim: Option<&RequestClaim<'_>>,
+) -> Result<bool, sqlx::Error> {
+    let binding = claim.and_then(|r| r.binding);
+    let created = sqlx::query!(
+        "WITH r AS (
+            UPDATE authorization_requests
+               SET used_at = now(), authenticated_at = coalesce($16, authenticated_at),
+                   auth_time = CASE WHEN $15 THEN $11 ELSE auth_time END, sid = CASE WHEN $15 THEN $12 ELSE sid END,
+                   user_id = $3
+             WHERE $14::bytea IS NOT NULL AND id_hash = $14 AND ($15 OR user_id = $3)
+               AND used_at IS NULL AND expires_at > now()
+            RETURNING 1 AS one
+         ), g AS (
             INSERT INTO grants (id, client_id, user_id, resource_id, scopes, auth_time, sid)
-            VALUES ($1, $2, $3, $4, $5, $11, $12) RETURNING id
+            SELECT $1, $2, $3, $4, $5, $11, $12 WHERE $14::bytea IS NULL OR EXISTS (SELECT 1 FROM r)
+            RETURNING id
          )
          INSERT INTO authorization_codes (code_hash, grant_id, client_id, redirect_uri, redirect_uri_sent, code_challenge, expires_at,
                                           nonce)
@@ -52,11 +80,14 @@ pub async fn create_with_code(pool: &PgPool, c: &NewCode<'_>) -> Result<(), sqlx
         CODE_TTL_SECONDS,
         c.auth_time,
         c.sid,
-        c.nonce
+        c.nonce,
+        claim.map(|r| r.id_hash),
+        binding.is_some(),
+        binding.and_then(|b| b.authenticated_at)
     )
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(created.rows_affected() == 1)
 }
 
 /// A code claimed for one use, with its user's profile (for an ID token).

@@ -50,6 +50,37 @@ pub async fn by_username(pool: &PgPool, username: &str) -> Result<Option<User>, 
     .await
 }
 
+/// Find a user by name, ignoring case, for a password sign-in: with whether they have a second
+/// factor (an authenticator app or a passkey), in the same query.
+pub async fn for_sign_in(pool: &PgPool, username: &str) -> Result<Option<(User, bool)>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT id, username, email, password_hash, disabled, session_generation, created_at, name, email_verified,
+                  updated_at, invited,
+                  EXISTS (SELECT 1 FROM totp_credentials t WHERE t.user_id = users.id)
+                  OR EXISTS (SELECT 1 FROM passkeys p WHERE p.user_id = users.id) AS "second_factor!"
+             FROM users WHERE lower(username) = lower($1)"#,
+        username
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| {
+        let user = User {
+            id: r.id,
+            username: r.username,
+            email: r.email,
+            password_hash: r.password_hash,
+            disabled: r.disabled,
+            session_generation: r.session_generation,
+            created_at: r.created_at,
+            name: r.name,
+            email_verified: r.email_verified,
+            updated_at: r.updated_at,
+            invited: r.invited,
+        };
+        (user, r.second_factor)
+    }))
+}
+
 pub async fn by_id(pool: &PgPool, id: Uuid) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as!(
         User,

@@ -139,6 +139,40 @@ async fn consent_is_remembered_for_operator_clients_only() {
     assert!(page.contains("on this computer (localhost)"), "localhost-only warning");
 }
 
+/// alice's password posted on the login page of the pending request `request`.
+async fn post_login(browser: &Browser<'_>, csrf: &str, request: &str) -> reqwest::Response {
+    let form = [("username", "alice"), ("password", PASSWORD), ("csrf_token", csrf), ("request", request)];
+    browser.post_form("/login", &form).await
+}
+
+#[tokio::test]
+async fn a_request_signed_in_for_is_used_once() {
+    let app = TestApp::spawn().await;
+    let f = app.fixture().await;
+    let browser = Browser::new(&app);
+    // Approved before: the sign-in below goes straight back with a code.
+    browser.authorize(&authorize_url(&app, &f.client_id, REDIRECT, &pkce(), &[]), "alice").await;
+    let res = browser.get(&authorize_url(&app, &f.client_id, REDIRECT, &pkce(), &[("prompt", "login")])).await;
+    let login_url = location(&res);
+    assert!(login_url.starts_with(&app.url("/login")), "{login_url}");
+    let page = browser.get(&login_url).await.text().await.unwrap();
+    let request = hidden(&page, "request");
+    let grants = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM grants").fetch_one(&app.db.pool).await.unwrap();
+        n
+    };
+    let first = post_login(&browser, &hidden(&page, "csrf_token"), &request).await;
+    assert_eq!(first.status(), 303);
+    assert!(query(&location(&first)).contains_key("code"), "{}", location(&first));
+    let before = grants().await;
+    // The same form again, with the signed-in session's new CSRF token: the request is used up.
+    let fresh = browser.get(&app.url("/login")).await.text().await.unwrap();
+    let again = post_login(&browser, &hidden(&fresh, "csrf_token"), &request).await;
+    assert_eq!(again.status(), 400);
+    assert!(again.text().await.unwrap().contains("expired or was already used"));
+    assert_eq!(grants().await, before, "no second grant");
+}
+
 #[tokio::test]
 async fn prompt_none_and_prompt_login() {
     let app = TestApp::spawn().await;

@@ -125,7 +125,7 @@ impl Parts {
             auth_time: None,
             sid: None,
         };
-        store::grants::create_with_code(&self.db.pool, &new).await.unwrap();
+        assert!(store::grants::create_with_code(&self.db.pool, &new, None).await.unwrap());
         (code.expose().to_owned(), verifier, grant_id)
     }
 

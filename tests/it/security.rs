@@ -126,6 +126,35 @@ async fn parallel_guesses_across_accounts_meet_the_source_limit() {
     assert!((1..=10).contains(&checked), "the source limit let {checked} guesses through");
 }
 
+#[tokio::test]
+async fn refusals_of_a_blocked_account_do_not_count_against_its_source() {
+    let app = TestApp::spawn_with(settings(&[
+        ("TESSERA_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("TESSERA_LOGIN_MAX_FAILURES", "2"),
+        ("TESSERA_LOGIN_SOURCE_MAX_FAILURES", "50"),
+        ("TESSERA_RATE_LIMIT_BROWSER", "1000/1m"),
+    ]))
+    .await;
+    app.fixture().await;
+    let source = "203.0.113.53";
+    // Two failures block the pair (for a second); the guesses at once after it are refused.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.extend(parallel_guesses(&[&app], 1, |_| "alice".into(), source).await);
+    }
+    statuses.extend(parallel_guesses(&[&app], 20, |_| "alice".into(), source).await);
+    let (checked, refused) = (count(&statuses, 401), count(&statuses, 429));
+    assert_eq!(checked + refused, 22, "{statuses:?}");
+    assert!(refused >= 1, "the pair was blocked: {statuses:?}");
+    // The reservation counted each refused guess for the source, then gave it back.
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM login_sources WHERE source = $1::inet")
+        .bind(source)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts as usize, checked, "only the {checked} checked guesses count against the source");
+}
+
 /// Sign in on `browser` with `password` (no authorization request); the status.
 async fn sign_in(app: &TestApp, browser: &Browser<'_>, password: &str) -> StatusCode {
     let page = browser.get(&app.url("/login")).await.text().await.unwrap();
