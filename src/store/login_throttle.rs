@@ -5,6 +5,11 @@
 //! An attempt is reserved before the password is checked (one statement that counts it and
 //! answers whether it may proceed), and released when it succeeds: however many guesses arrive
 //! at once, at most the configured number is ever evaluated.
+//!
+//! Migration 0007's plpgsql functions `tessera_login_reserve` and `tessera_login_release` did
+//! the same in several statements each; nothing here calls them any more. They stay so that
+//! instances of the previous release keep signing people in during a rolling upgrade; a later
+//! migration can drop them.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
