@@ -2,86 +2,49 @@
 //!
 //! The library holds everything; `main.rs` only runs [`cli::main`]. A test builds the whole
 //! application with [`http::router`] from an [`state::AppState`]. Dependencies point down only
-//! (`tests/layers.rs` checks it): top → `http` → domain → `oauth`, `store`.
+//! (`tests/layers.rs` checks it): top → `http`, `gateway` (over `web`) → the wings → `platform`,
+//! `oauth`, `store`.
 
 // Top: build and wire everything.
 
 /// The command line: `serve`, `dev` (and its private database), `migrate`, and the admin commands.
 pub mod cli;
+/// Typed configuration from the environment and an optional TOML file.
+pub mod config;
 /// Running the router on listeners until shutdown.
 pub mod server;
 /// `AppState`: every shared part, built and wired, and the background tasks.
 pub mod state;
 
-// HTTP: parse, call the domain, render.
+// HTTP: parse, call a wing, render (or proxy).
 
-/// `tessera gateway`: the reverse proxy that protects an MCP server per tool.
+/// `tessera gateway`: the reverse proxy that protects MCP servers per tool, with its policy and token verifier.
 pub mod gateway;
-/// Endpoints, pages, middleware, error answers, and the router.
+/// The authorization server's endpoints and pages, and the router.
 pub mod http;
+/// HTTP plumbing both of them use: transport errors, request ids, client address, headers, CORS, health, metrics.
+pub mod web;
 
-// The domain: the rules, taking the parts they need and answering domain errors.
+// The wings: one feature each, taking the parts they need and answering domain errors.
 
-/// The person's own account page: connected applications, sessions, password change.
-pub mod account;
-/// Audit records and the batched writer.
-pub mod audit;
-/// Password sign-in (throttled) and browser-session validity.
-pub mod authentication;
-/// The authorization request: validate, decide the next step, issue the code.
-pub mod authorization;
-/// Group commit: short writes gathered and written together in one statement.
-pub mod batch;
-/// Client ID metadata documents: SSRF-safe fetching, validation, caching.
-pub mod cimd;
-/// Finding clients (cached, documents included), deleting them, noting their use.
+/// Discovery of what Tessera issues tokens for: the resources, their scopes, the metadata document.
+pub mod catalog;
+/// Clients: finding them (cached), client ID metadata documents, deleting, noting their use.
 pub mod clients;
-/// Typed configuration from the environment and an optional TOML file.
-pub mod config;
-/// The RFC 8414 metadata document, as a pure function.
-pub mod discovery;
-/// Sign-in through upstream identity providers (OpenID Connect, GitHub): round trip, allowlists, accounts.
-pub mod federation;
-/// The token endpoint's grant types, one file each.
+/// The authorization request and the token endpoint's grant types, one file each.
 pub mod grant;
-/// Signing keys: generation, encryption at rest, the key ring, the JWKS.
-pub mod keys;
-/// RP-initiated logout: the request checked, and whether the person confirms.
-pub mod logout;
-/// Periodic pruning of expired rows.
-pub mod maintenance;
-/// Prometheus counters.
-pub mod metrics;
-/// Cross-instance cache invalidation over `LISTEN/NOTIFY`.
-pub mod notify;
-/// OpenID Connect: ID tokens, the profile and email claims, OpenID client metadata, hints.
-pub mod oidc;
-/// Passkeys (WebAuthn): a second factor, or a sign-in of their own.
-pub mod passkeys;
-/// argon2id password hashing off the async runtime.
-pub mod password;
-/// A private PostgreSQL cluster from the local binaries (`dev`, tests).
-pub mod pgcluster;
-/// The gateway's per-tool policy: scopes and rates per tool, prompt and resource.
-pub mod policy;
-/// The registered resources, and resolving the one a request names.
-pub mod resources;
-/// What makes a token inactive, and revoking.
-pub mod revocation;
-/// The second factor after a password: TOTP and recovery codes.
-pub mod second_factor;
-/// Rate limiting and the SSRF address check.
-pub mod security;
-/// Logging setup.
-pub mod telemetry;
-/// Access tokens (RFC 9068): minting and verifying.
+/// Tessera as OpenID provider: ID tokens, claims, userinfo, RP-initiated logout.
+pub mod openid;
+/// Signing a person in: passwords, second factors, passkeys, federation, the account.
+pub mod signin;
+/// Access tokens, the signing keys, and revocation.
 pub mod tokens;
-/// Verifying tokens as a resource server: the issuer's JWKS, or introspection.
-pub mod verifier;
 
-// Bottom: pure protocol rules, and SQL.
+// Bottom: what every wing stands on.
 
 /// Pure protocol rules (RFC-cited, no I/O).
 pub mod oauth;
+/// Audit, group commit, notifications, maintenance, metrics, logging, rate limits, outbound fetches.
+pub mod platform;
 /// Every SQL statement, one file per table.
 pub mod store;

@@ -4,9 +4,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ConfigError;
-use crate::http::client_addr::Peer;
-use crate::http::transport;
 use crate::state::AppState;
+use crate::web::client_addr::Peer;
+use crate::web::transport;
 
 /// Serve on every listener until `shutdown` is cancelled, then let in-flight requests finish.
 pub async fn run(state: AppState, listeners: Vec<TcpListener>, shutdown: CancellationToken) -> std::io::Result<()> {
@@ -47,8 +47,8 @@ pub async fn start_metrics(
     addr: std::net::SocketAddr,
     shutdown: CancellationToken,
 ) -> Result<(), ConfigError> {
-    crate::metrics::install();
-    crate::http::metrics::start(Some(state.pool.clone()), state.audit.clone(), addr, shutdown).await
+    crate::platform::metrics::install();
+    crate::web::metrics::start(Some(state.pool.clone()), state.audit.clone(), addr, shutdown).await
 }
 
 /// Cancel `token` on SIGTERM or SIGINT (Ctrl-C).

@@ -12,21 +12,25 @@ use axum::body::Bytes;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use crate::audit::{AuditSink, RequestMeta};
-use crate::cimd::{CimdSettings, Fetcher};
+use crate::catalog::resources::ResourceSet;
+use crate::catalog::{discovery, resources};
 use crate::clients::Clients;
+use crate::clients::cimd::{CimdSettings, Fetcher};
 use crate::config::{Config, Issuer, MasterKey};
-use crate::federation::Federation;
 use crate::grant::refresh_token::{Rotations, Successors};
-use crate::keys::{self, KeyError, KeyRing};
-use crate::maintenance::Retention;
-use crate::notify::{self, Listening};
-use crate::resources::ResourceSet;
-use crate::revocation::Revocation;
-use crate::security::rate_limit::RateLimits;
+use crate::grant::{self, authorization};
+use crate::platform::audit::{AuditSink, RequestMeta};
+use crate::platform::maintenance;
+use crate::platform::maintenance::Retention;
+use crate::platform::notify::{self, Listening};
+use crate::platform::rate_limit::RateLimits;
+use crate::signin::federation::Federation;
+use crate::signin::password;
+use crate::store;
 use crate::store::sessions::PgSessionStore;
 use crate::tokens::VerifiedCache;
-use crate::{authorization, discovery, grant, maintenance, password, resources, store};
+use crate::tokens::keys::{self, KeyError, KeyRing};
+use crate::tokens::revocation::Revocation;
 
 /// How often expired rows and memory are pruned.
 const MAINTENANCE_PERIOD: Duration = Duration::from_secs(600);
@@ -80,7 +84,7 @@ pub struct Inner {
     /// Upstream identity providers' documents and the sign-in round trip.
     pub federation: Federation,
     /// The WebAuthn relying party (passkeys), when the issuer can be one.
-    pub passkeys: crate::passkeys::Passkeys,
+    pub passkeys: crate::signin::passkeys::Passkeys,
     pub audit: AuditSink,
     /// Per-instance rate limits.
     pub limits: RateLimits,
@@ -124,7 +128,7 @@ impl AppState {
             successors: Successors::new(&settings.master_key, settings.refresh_reuse_grace),
             rotations: Rotations::new(&pool),
             federation: Federation::new(&settings.master_key, settings.issuer.as_str(), settings.upstream_timeout),
-            passkeys: crate::passkeys::Passkeys::new(settings.issuer.as_str()),
+            passkeys: crate::signin::passkeys::Passkeys::new(settings.issuer.as_str()),
             limits: RateLimits::new(&settings.rate_limits, settings.registration_rate),
             audit,
             settings,
@@ -291,4 +295,11 @@ fn spawn_maintenance(state: Weak<Inner>) -> JoinHandle<()> {
 
 fn longest_token_ttl(settings: &ServerSettings, resources: &ResourceSet) -> Duration {
     resources.max_token_ttl().unwrap_or_default().max(settings.access_token_ttl)
+}
+
+/// Handlers that need only the database take it from the state (`/readyz`).
+impl axum::extract::FromRef<AppState> for sqlx::PgPool {
+    fn from_ref(state: &AppState) -> Self {
+        state.pool.clone()
+    }
 }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::Failure;
 use crate::config::{Config, ConfigError, Issuer, MasterKey};
-use crate::pgcluster::{self, Cluster, Durability};
+use crate::platform::pgcluster::{self, Cluster, Durability};
 use crate::state::{AppState, ServerSettings};
 use crate::{server, store};
 

@@ -12,12 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::Failure;
 use super::dev::connect_with_retry;
-use crate::audit::AuditSink;
 use crate::config::{self, Config, ConfigError, LogFormat, VerifyMode};
+use crate::gateway::policy::Policy;
+use crate::gateway::verifier::{Introspector, IssuerKeys, Verifier};
 use crate::gateway::{self, Gateway, Settings};
-use crate::policy::Policy;
-use crate::verifier::{Introspector, IssuerKeys, Verifier};
-use crate::{server, telemetry};
+use crate::platform::audit::AuditSink;
+use crate::platform::telemetry;
+use crate::server;
 
 /// How long streams may go on after SIGTERM before the gateway closes them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -107,8 +108,8 @@ pub async fn run(config: Config) -> Result<(), Failure> {
         .await
         .map_err(|e| ConfigError::new("TESSERA_GATEWAY_LISTEN", format!("cannot listen on {}: {e}", g.listen)))?;
     if let Some(addr) = config.metrics_listen {
-        crate::metrics::install();
-        crate::http::metrics::start(pool, audit.clone(), addr, shutdown.clone()).await?;
+        crate::platform::metrics::install();
+        crate::web::metrics::start(pool, audit.clone(), addr, shutdown.clone()).await?;
     }
     tracing::info!(gateway = %gateway::describe(g.listen, &gateway), "tessera gateway is serving");
     server::cancel_on_signal(shutdown.clone());

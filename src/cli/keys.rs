@@ -6,10 +6,10 @@ use sqlx::PgPool;
 use super::Failure;
 use super::admin::admin_event;
 use super::dev::AdminDb;
-use crate::audit::{Event, Outcome};
 use crate::config::{Config, ConfigError, format_duration, parse_duration};
-use crate::keys::{self, Alg, KeyRing, KeyStatus};
+use crate::platform::audit::{Event, Outcome};
 use crate::store::{self, keys::KeyRow};
+use crate::tokens::keys::{self, Alg, KeyRing, KeyStatus};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -54,11 +54,11 @@ async fn rotate(config: &Config, db: &AdminDb, delay: Option<&str>, algs: &[Alg]
     };
     let delay = match delay {
         Some(d) => parse_duration(d).map_err(|m| ConfigError::new("--delay", m))?,
-        None => crate::keys::default_rotation_delay(config.access_token_ttl, config.key_rotation_delay),
+        None => crate::tokens::keys::default_rotation_delay(config.access_token_ttl, config.key_rotation_delay),
     };
     // Loading the ring first proves the master key decrypts the keys already stored, so a
     // wrong key can never add a key that the servers could not read.
-    KeyRing::load(&db.pool, master.clone(), crate::keys::signing_grace(config.access_token_ttl)).await?;
+    KeyRing::load(&db.pool, master.clone(), crate::tokens::keys::signing_grace(config.access_token_ttl)).await?;
     let activates_at = chrono::Utc::now()
         + chrono::Duration::from_std(delay).map_err(|_| ConfigError::new("--delay", "is too long"))?;
     for alg in algs {
@@ -82,7 +82,7 @@ async fn rotate(config: &Config, db: &AdminDb, delay: Option<&str>, algs: &[Alg]
 
 async fn list(config: &Config, pool: &PgPool, json: bool) -> Result<(), Failure> {
     let rows = store::keys::list(pool).await.map_err(anyhow::Error::from)?;
-    let grace = crate::keys::signing_grace(config.access_token_ttl);
+    let grace = crate::tokens::keys::signing_grace(config.access_token_ttl);
     let activations: Vec<_> = rows.iter().map(|r| (Alg::parse(&r.alg).unwrap_or(Alg::Es256), r.activates_at)).collect();
     let now = chrono::Utc::now();
     let statuses: Vec<KeyStatus> = (0..rows.len()).map(|i| keys::status_of(&activations, i, grace, now)).collect();

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, LogFormat, Sources};
-use crate::keys::KeyError;
-use crate::telemetry;
+use crate::platform::telemetry;
+use crate::tokens::keys::KeyError;
 
 mod admin;
 mod dev;

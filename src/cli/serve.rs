@@ -6,8 +6,9 @@ use tokio_util::sync::CancellationToken;
 use super::Failure;
 use super::dev::connect_with_retry;
 use crate::config::{Config, ConfigError, LogFormat};
+use crate::platform::telemetry;
 use crate::state::{AppState, ServerSettings};
-use crate::{server, store, telemetry};
+use crate::{server, store};
 
 pub async fn run(config: Config) -> Result<(), Failure> {
     let database_url = config.require_database_url()?.clone();

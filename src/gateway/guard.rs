@@ -16,10 +16,10 @@ use serde_json::{Value, json};
 
 use super::mcp::{self, Message};
 use super::{Gateway, MAX_BODY, proxy};
-use crate::audit::{Event, Outcome, RequestMeta};
+use crate::gateway::policy::{Refusal, Rule, Target};
 use crate::oauth::scope;
-use crate::policy::{Refusal, Rule, Target};
-use crate::security::rate_limit::retry_after_secs;
+use crate::platform::audit::{Event, Outcome, RequestMeta};
+use crate::platform::rate_limit::retry_after_secs;
 use crate::tokens::{AccessClaims, Invalid};
 
 /// Why a request was not forwarded (or failed upstream), as the audit and the answer say it.
@@ -185,7 +185,7 @@ async fn forward(
             if status.is_server_error() { ("upstream_error", Outcome::Error) } else { ("allowed", Outcome::Success) };
         let upstream = format!("upstream_status={} latency_ms={:.3}", status.as_u16(), latency.as_secs_f64() * 1e3);
         record(gw, meta, Some(&a.claims), Some(message), outcome, Some(&upstream)).await;
-        crate::metrics::gateway_call(rule.map_or("(unnamed)", |r| r.pattern.as_str()), outcome.0, latency);
+        crate::platform::metrics::gateway_call(rule.map_or("(unnamed)", |r| r.pattern.as_str()), outcome.0, latency);
     }
     match result {
         Ok(res) => match tools_list {
@@ -219,7 +219,7 @@ async fn record_refusal(
     messages: &[Message],
     refused: &Refused,
 ) {
-    crate::metrics::gateway_refused(refused.outcome().0);
+    crate::platform::metrics::gateway_refused(refused.outcome().0);
     let calls: Vec<&Message> = messages.iter().filter(|m| m.is_tool_call()).collect();
     if calls.is_empty() {
         record(gw, meta, claims, None, refused.outcome(), None).await;
@@ -246,7 +246,7 @@ async fn record(
         event = event.client(&claims.client_id).subject(&claims.sub).scopes(&claims.scope);
     }
     if let Some(arguments) = message.and_then(|m| m.arguments.as_ref()) {
-        event = event.digest(&crate::audit::canonical_digest(arguments));
+        event = event.digest(&crate::platform::audit::canonical_digest(arguments));
     }
     let mut detail = match tool {
         Some(tool) => format!("tool={tool} outcome={outcome}"),

@@ -5,7 +5,7 @@
 use axum::http::HeaderMap;
 use serde_json::Value;
 
-use crate::policy::Target;
+use crate::gateway::policy::Target;
 
 /// One JSON-RPC message of a request.
 #[derive(Debug)]

@@ -8,8 +8,10 @@
 
 mod guard;
 pub mod mcp;
+pub mod policy;
 mod proxy;
 pub mod sse;
+pub mod verifier;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,13 +30,13 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::AuditSink;
 use crate::config::{IdentityField, Rate};
-use crate::http::client_addr::Peer;
-use crate::http::{error::ApiError, headers, request_id, transport};
-use crate::policy::Policy;
-use crate::security::rate_limit::Limiter;
-use crate::verifier::Verifier;
+use crate::gateway::policy::Policy;
+use crate::gateway::verifier::Verifier;
+use crate::platform::audit::AuditSink;
+use crate::platform::rate_limit::Limiter;
+use crate::web::client_addr::Peer;
+use crate::web::{error::ApiError, headers, request_id, transport};
 
 /// Largest request body the gateway reads (to inspect it) before forwarding.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -135,7 +137,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let resource_path = endpoint.trim_end_matches('/').to_owned();
     let mut app = Router::new()
         .route("/.well-known/oauth-protected-resource", get(metadata))
-        .route("/healthz", get(crate::http::health::healthz))
+        .route("/healthz", get(crate::web::health::healthz))
         .route("/readyz", get(readyz))
         .route(&endpoint, any(guard::mcp));
     if !resource_path.is_empty() {

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::{Gateway, sse};
 use crate::config::IdentityField;
-use crate::policy::Target;
+use crate::gateway::policy::Target;
 use crate::tokens::AccessClaims;
 
 /// Largest JSON answer to `tools/list` the gateway reads to filter it.

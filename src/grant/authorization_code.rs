@@ -5,14 +5,14 @@
 //! presented a second time revokes everything issued from its first use.
 
 use super::{Context, GrantError, Issued, id_token_for, may_refresh, required};
-use crate::audit::{Event, Outcome};
 use crate::clients::Client;
-use crate::keys::KeyError;
 use crate::oauth::params::Params;
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{OAuthError, pkce, resource};
-use crate::oidc::SignIn;
+use crate::openid::SignIn;
+use crate::platform::audit::{Event, Outcome};
 use crate::store::grants::{self, ClaimedCode, FirstRefresh};
+use crate::tokens::keys::KeyError;
 use crate::tokens::{self, Grantee};
 
 pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Result<Issued, GrantError> {

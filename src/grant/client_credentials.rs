@@ -2,10 +2,10 @@
 //! for one resource it is allowed. No refresh token; `sub` is the client id.
 
 use super::{Context, GrantError, Issued};
+use crate::catalog::resources::requested_scopes;
 use crate::clients::Client;
 use crate::oauth::params::Params;
 use crate::oauth::{ErrorCode, OAuthError};
-use crate::resources::requested_scopes;
 use crate::tokens::{self, Grantee};
 
 pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Result<Issued, GrantError> {

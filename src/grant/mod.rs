@@ -3,6 +3,8 @@
 //! Domain layer: takes a [`Context`] of parts and answers a [`GrantError`]; imports the domain,
 //! `oauth/` and `store/`, never `http` or `state` (`http/token.rs` turns the error into an answer).
 
+pub mod authorization;
+
 pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
@@ -11,16 +13,16 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use crate::audit::{AuditSink, RequestMeta};
+use crate::catalog::resources::ResourceSet;
 use crate::clients::Client;
 use crate::config::Issuer;
-use crate::keys::{KeyError, KeyRing};
 use crate::oauth::OAuthError;
 use crate::oauth::params::Params;
 use crate::oauth::secret::Secret;
-use crate::resources::ResourceSet;
-use crate::revocation::Revocation;
+use crate::platform::audit::{AuditSink, RequestMeta};
 use crate::tokens::Minted;
+use crate::tokens::keys::{KeyError, KeyRing};
+use crate::tokens::revocation::Revocation;
 
 /// What the grants need from the server, for one request.
 pub struct Context<'a> {
@@ -77,15 +79,15 @@ pub fn id_token_for(
     user: Option<&crate::store::profile::Profile>,
     grant_scopes: &[String],
     access: &Minted,
-    sign_in: crate::oidc::SignIn<'_>,
-) -> Result<Option<crate::oidc::Unsigned>, GrantError> {
-    if !crate::oidc::is_openid(grant_scopes) {
+    sign_in: crate::openid::SignIn<'_>,
+) -> Result<Option<crate::openid::Unsigned>, GrantError> {
+    if !crate::openid::is_openid(grant_scopes) {
         return Ok(None);
     }
     let Some(user) = user else {
         return Err(OAuthError::invalid_grant("the user of this grant no longer exists").into());
     };
-    let issue = crate::oidc::Issue {
+    let issue = crate::openid::Issue {
         client,
         user,
         scopes: grant_scopes,
@@ -93,7 +95,7 @@ pub fn id_token_for(
         lifetime_seconds: access.expires_in,
         sign_in,
     };
-    Ok(Some(crate::oidc::id_token(cx.keys, cx.issuer, &issue)?))
+    Ok(Some(crate::openid::id_token(cx.keys, cx.issuer, &issue)?))
 }
 
 /// Whether this client gets refresh tokens: it registered the `refresh_token` grant type.

@@ -14,14 +14,14 @@ use std::time::Duration;
 use aws_lc_rs::hmac;
 
 use super::{Context, GrantError, Issued, id_token_for, required};
-use crate::audit::{Event, Outcome};
-use crate::batch::Batcher;
 use crate::clients::Client;
 use crate::config::MasterKey;
 use crate::oauth::params::Params;
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{OAuthError, scope};
-use crate::oidc::SignIn;
+use crate::openid::SignIn;
+use crate::platform::audit::{Event, Outcome};
+use crate::platform::batch::Batcher;
 use crate::store::grants::{self, QueuedRefresh, RefreshRequest, Rotated};
 use crate::tokens::{self, Grantee};
 
@@ -53,7 +53,7 @@ impl Successors {
 const BATCH_WORKERS: usize = 2;
 const BATCH_MAX: usize = 64;
 
-/// Rotates refresh tokens in batches (group commit, see [`crate::batch`]): concurrent refreshes
+/// Rotates refresh tokens in batches (group commit, see [`crate::platform::batch`]): concurrent refreshes
 /// share one statement and one commit, each answered only once it is durable.
 pub struct Rotations {
     batcher: Batcher<QueuedRefresh, Result<Option<Rotated>, sqlx::Error>>,
@@ -72,7 +72,7 @@ impl Rotations {
             async move {
                 match grants::rotate_refresh_many(&pool, &requests).await {
                     Ok(rotated) => rotated.into_iter().map(Ok).collect(),
-                    Err(e) if let Some(each) = crate::batch::unreachable_for_each(&e, requests.len()) => {
+                    Err(e) if let Some(each) = crate::platform::batch::unreachable_for_each(&e, requests.len()) => {
                         each.into_iter().map(Err).collect()
                     }
                     Err(e) => {
@@ -154,7 +154,7 @@ pub async fn exchange(cx: &Context<'_>, client: &Client, params: &Params) -> Res
     // A refreshed ID token: same subject and sign-in, no nonce (OpenID Connect Core §12.2).
     let sign_in = SignIn { auth_time: rotated.auth_time, sid: rotated.sid.as_deref(), nonce: None };
     let id_token = id_token_for(cx, client, rotated.profile.as_ref(), &rotated.scopes, &access, sign_in)?
-        .map(crate::oidc::Unsigned::sign)
+        .map(crate::openid::Unsigned::sign)
         .transpose()?;
     Ok(Issued { access, refresh: Some(new), scopes, id_token })
 }
@@ -200,7 +200,7 @@ async fn explain_unrotatable(cx: &Context<'_>, request: &RefreshRequest<'_>) -> 
         return OAuthError::invalid_grant("the grant of this refresh token is revoked").into();
     }
     if token.rotated {
-        crate::metrics::refresh_reuse_detected();
+        crate::platform::metrics::refresh_reuse_detected();
         let event = Event::new("refresh.reuse_detected", Outcome::Denied)
             .during(cx.meta)
             .client(request.client_id)

@@ -11,10 +11,10 @@ use tower_sessions::Session;
 
 use super::browser::{self, SessionUser, see_other};
 use super::pages::{AccountPage, AppRow, PageError, PasskeyRow, SessionRow, allow_passkey_script, render};
-use crate::account::{self, NewPassword, PasswordChange};
-use crate::audit::RequestMeta;
 use crate::config::MfaPolicy;
 use crate::oauth::params::Params;
+use crate::platform::audit::RequestMeta;
+use crate::signin::account::{self, NewPassword, PasswordChange};
 use crate::state::AppState;
 use crate::store::users;
 
@@ -54,9 +54,9 @@ async fn page(
     let apps = account::connected_apps(&state.pool, user.id).await?;
     let sessions = account::sessions(&state.pool, user).await?;
     let csrf = browser::csrf_token(session).await?;
-    let second_factor = crate::second_factor::status(&state.pool, user.id).await?;
+    let second_factor = crate::signin::second_factor::status(&state.pool, user.id).await?;
     let passkeys_available = state.passkeys.available();
-    let passkeys = crate::passkeys::list(&state.pool, user.id)
+    let passkeys = crate::signin::passkeys::list(&state.pool, user.id)
         .await?
         .into_iter()
         .map(|k| PasskeyRow {

@@ -8,8 +8,8 @@ use tower_sessions::Session;
 
 use super::browser::{self, see_other};
 use super::pages::PageError;
-use crate::audit::RequestMeta;
-use crate::authorization;
+use crate::grant::authorization;
+use crate::platform::audit::RequestMeta;
 use crate::state::AppState;
 
 pub async fn authorize(

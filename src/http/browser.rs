@@ -8,10 +8,10 @@ use subtle::ConstantTimeEq as _;
 use tower_sessions::Session;
 
 use super::pages::PageError;
-pub use crate::authentication::SessionUser;
 use crate::config::Issuer;
-use crate::federation::Pending;
 use crate::oauth::params::{ParamError, Params};
+pub use crate::signin::authentication::SessionUser;
+use crate::signin::federation::Pending;
 
 const USER: &str = "user";
 const CSRF: &str = "csrf";
@@ -207,7 +207,7 @@ pub async fn second_factor_added(
     pool: &sqlx::PgPool,
     session: &Session,
     user: &crate::store::users::User,
-    meta: &crate::audit::RequestMeta,
+    meta: &crate::platform::audit::RequestMeta,
     headers: &HeaderMap,
 ) -> Result<(), PageError> {
     if signed_in_for_account(pool, session).await?.is_some_and(|u| u.setup_only) {
@@ -249,7 +249,9 @@ pub fn see_other(location: &str) -> Response {
             res.headers_mut().insert(header::LOCATION, value);
             res
         }
-        Err(_) => super::error::ApiError::internal("redirect location is not a valid header value").into_response(),
+        Err(_) => {
+            crate::web::error::ApiError::internal("redirect location is not a valid header value").into_response()
+        }
     }
 }
 

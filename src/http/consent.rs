@@ -10,10 +10,10 @@ use tower_sessions::Session;
 
 use super::browser::{self, SessionUser, see_other};
 use super::pages::{ConsentPage, PageError, render};
-use crate::audit::RequestMeta;
-use crate::authorization::{self, Decision};
+use crate::grant::authorization::{self, Decision};
 use crate::oauth::params::Params;
 use crate::oauth::secret;
+use crate::platform::audit::RequestMeta;
 use crate::state::AppState;
 
 /// Only the browser that started a request may see or answer its consent page.

@@ -11,17 +11,17 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::error::ApiError;
 use super::token::{client_limit, parse_form};
-use crate::audit::{Event, Outcome, RequestMeta};
+use crate::catalog::resources::Resource;
 use crate::clients::Client;
 use crate::oauth::client_auth::Presented;
 use crate::oauth::params::Params;
 use crate::oauth::{OAuthError, scope, secret};
-use crate::resources::Resource;
-use crate::security::rate_limit::Route;
+use crate::platform::audit::{Event, Outcome, RequestMeta};
+use crate::platform::rate_limit::Route;
 use crate::state::AppState;
 use crate::store::grants;
+use crate::web::error::ApiError;
 
 /// Who is asking.
 pub enum Caller {

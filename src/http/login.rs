@@ -10,11 +10,11 @@ use tower_sessions::Session;
 
 use super::browser::{self, HalfSignedIn, SessionUser, see_other};
 use super::pages::{LoginPage, PageError, allow_passkey_script, render};
-use crate::audit::RequestMeta;
-use crate::authentication::{self, SignIn};
-use crate::authorization;
 use crate::config::MfaPolicy;
+use crate::grant::authorization;
 use crate::oauth::secret;
+use crate::platform::audit::RequestMeta;
+use crate::signin::authentication::{self, SignIn};
 use crate::state::AppState;
 use crate::store::login_throttle::Limits;
 
@@ -39,7 +39,7 @@ async fn login_page(
     form: LoginForm<'_>,
 ) -> Result<Response, PageError> {
     let csrf = browser::csrf_token(session).await?;
-    let providers = crate::federation::providers::buttons(&state.pool).await?;
+    let providers = crate::signin::federation::providers::buttons(&state.pool).await?;
     let passkeys = state.passkeys.available();
     let page = render(
         status,
@@ -103,7 +103,7 @@ pub async fn submit(
     if username.is_empty()
         || username.len() > 64
         || password.is_empty()
-        || password.len() > crate::password::MAX_LEN * 4
+        || password.len() > crate::signin::password::MAX_LEN * 4
     {
         let form = again("Enter your username and password.");
         return login_page(&state, &session, StatusCode::BAD_REQUEST, form).await;

@@ -11,8 +11,8 @@ use tower_sessions::Session;
 
 use super::browser::{self, see_other};
 use super::pages::{InfoPage, LogoutPage, PageError, render};
-use crate::audit::RequestMeta;
-use crate::logout::{self, Logout, LogoutError};
+use crate::openid::logout::{self, Logout, LogoutError};
+use crate::platform::audit::RequestMeta;
 use crate::state::AppState;
 
 /// The parameters a confirmation carries to the POST.

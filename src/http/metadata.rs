@@ -11,7 +11,7 @@ use crate::state::AppState;
 /// Both documents may be cached for 5 minutes (the JWKS no longer than a rotation's delay,
 /// see `keys::JWKS_MAX_AGE`).
 const CACHE_FIVE_MINUTES: HeaderValue = HeaderValue::from_static("public, max-age=300");
-const _: () = assert!(crate::keys::JWKS_MAX_AGE.as_secs() == 300);
+const _: () = assert!(crate::tokens::keys::JWKS_MAX_AGE.as_secs() == 300);
 
 fn cacheable_json(body: Bytes) -> Response {
     let mut res = body.into_response();

@@ -7,26 +7,18 @@
 pub mod account;
 pub mod authorize;
 pub mod browser;
-pub mod client_addr;
 pub mod consent;
-pub mod cors;
-pub mod error;
-pub mod headers;
-pub mod health;
 pub mod introspect;
 pub mod login;
 pub mod logout;
 pub mod metadata;
-pub mod metrics;
 pub mod pages;
 pub mod passkeys;
 pub mod rate_limit;
 pub mod register;
-pub mod request_id;
 pub mod revoke;
 pub mod second_factor;
 pub mod token;
-pub mod transport;
 pub mod upstream_login;
 pub mod userinfo;
 
@@ -42,9 +34,10 @@ use tower_http::timeout::TimeoutLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
-use self::error::ApiError;
-use crate::security::rate_limit::Route;
+use crate::platform::rate_limit::Route;
 use crate::state::AppState;
+use crate::web::error::ApiError;
+use crate::web::{cors, headers, health, request_id};
 
 /// Largest request body any endpoint accepts.
 pub const MAX_BODY: usize = 64 * 1024;

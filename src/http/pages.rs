@@ -62,19 +62,19 @@ pub struct ConsentPage<'a> {
     pub redirect_host: String,
     pub resource_name: &'a str,
     pub resource_uri: &'a str,
-    pub scopes: Vec<crate::authorization::ConsentScope>,
+    pub scopes: Vec<crate::grant::authorization::ConsentScope>,
 }
 
 /// A connected application as the account page shows it.
 pub struct AppRow {
-    pub app: crate::account::ConnectedApp,
+    pub app: crate::signin::account::ConnectedApp,
     pub first_approved: String,
     pub last_used: String,
 }
 
 /// A session as the account page shows it.
 pub struct SessionRow {
-    pub session: crate::account::DeviceSession,
+    pub session: crate::signin::account::DeviceSession,
     pub signed_in_at: String,
     pub expires_at: String,
 }
@@ -141,7 +141,8 @@ pub struct RecoveryCodesPage<'a> {
 /// Let a page run the passkey script, and nothing else: the CSP names that one file (no inline
 /// script, no nonce) and lets it talk to this origin only.
 pub fn allow_passkey_script(mut res: Response, issuer: &crate::config::Issuer) -> Response {
-    let csp = format!("{}; script-src {}; connect-src 'self'", super::headers::CSP, issuer.join("/static/webauthn.js"));
+    let csp =
+        format!("{}; script-src {}; connect-src 'self'", crate::web::headers::CSP, issuer.join("/static/webauthn.js"));
     if let Ok(value) = HeaderValue::from_str(&csp) {
         res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);
     }
@@ -156,7 +157,7 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
             res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             res
         }
-        Err(e) => super::error::ApiError::internal(e).into_response(),
+        Err(e) => crate::web::error::ApiError::internal(e).into_response(),
     }
 }
 
@@ -215,7 +216,7 @@ impl From<sqlx::Error> for PageError {
     /// The database being unreachable is a 503 (try again), as on the JSON endpoints; a failing
     /// statement is a bug: 500.
     fn from(e: sqlx::Error) -> Self {
-        if super::error::is_unavailable(&e) { Self::unavailable(e) } else { Self::internal(e) }
+        if crate::web::error::is_unavailable(&e) { Self::unavailable(e) } else { Self::internal(e) }
     }
 }
 
@@ -244,9 +245,9 @@ impl From<crate::clients::LookupError> for PageError {
     }
 }
 
-impl From<crate::authorization::AuthorizeError> for PageError {
-    fn from(e: crate::authorization::AuthorizeError) -> Self {
-        use crate::authorization::AuthorizeError;
+impl From<crate::grant::authorization::AuthorizeError> for PageError {
+    fn from(e: crate::grant::authorization::AuthorizeError) -> Self {
+        use crate::grant::authorization::AuthorizeError;
         match e {
             AuthorizeError::Invalid(message) => Self::bad_request(message),
             AuthorizeError::Expired => Self::expired_request(),
@@ -256,10 +257,10 @@ impl From<crate::authorization::AuthorizeError> for PageError {
     }
 }
 
-impl From<crate::federation::FederationError> for PageError {
+impl From<crate::signin::federation::FederationError> for PageError {
     /// Each way an upstream sign-in ends short of a person gets a page that says which.
-    fn from(e: crate::federation::FederationError) -> Self {
-        use crate::federation::{Failure, FederationError as E};
+    fn from(e: crate::signin::federation::FederationError) -> Self {
+        use crate::signin::federation::{Failure, FederationError as E};
         let message = format!("{}.", capitalized(&e.to_string()));
         match e {
             E::UnknownProvider(_) => Self::new(StatusCode::NOT_FOUND, "Unknown sign-in provider", message),

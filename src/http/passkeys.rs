@@ -12,9 +12,9 @@ use tower_sessions::Session;
 
 use super::browser::{self, see_other};
 use super::pages::PageError;
-use crate::audit::RequestMeta;
-use crate::authorization;
-use crate::passkeys::{Ceremony, PasskeyError};
+use crate::grant::authorization;
+use crate::platform::audit::RequestMeta;
+use crate::signin::passkeys::{Ceremony, PasskeyError};
 use crate::state::AppState;
 
 impl From<PasskeyError> for PageError {
@@ -97,7 +97,7 @@ pub async fn remove(
     let user = browser::account_holder(&state.pool, &session).await?;
     let id =
         params.get("id").and_then(|i| i.parse().ok()).ok_or_else(|| PageError::bad_request("Choose a passkey."))?;
-    if !crate::passkeys::remove(&state.pool, &state.audit, &meta, user.id, id).await? {
+    if !crate::signin::passkeys::remove(&state.pool, &state.audit, &meta, user.id, id).await? {
         return Err(PageError::bad_request("That passkey was removed already."));
     }
     Ok(see_other(&format!("{}?done=passkey-removed", state.settings.issuer.join("/account"))))

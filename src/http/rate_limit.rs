@@ -6,11 +6,11 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 
-use super::error::ApiError;
 use super::pages::PageError;
-use crate::audit::{Event, Outcome, RequestMeta};
-use crate::security::rate_limit::{Route, retry_after_secs};
+use crate::platform::audit::{Event, Outcome, RequestMeta};
+use crate::platform::rate_limit::{Route, retry_after_secs};
 use crate::state::AppState;
+use crate::web::error::ApiError;
 
 /// Middleware: refuse a request over its route's per-address limit.
 pub async fn per_address(
@@ -27,7 +27,7 @@ pub async fn per_address(
 
 /// The 429 answer for `route`, audited.
 async fn refuse(state: &AppState, route: Route, meta: &RequestMeta, wait: Duration) -> Response {
-    crate::metrics::rate_limited(route.name());
+    crate::platform::metrics::rate_limited(route.name());
     let event = Event::new("rate_limit.hit", Outcome::RateLimited).during(meta).detail(route.name());
     state.audit.record(event).await;
     if route != Route::Browser {

@@ -10,15 +10,15 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq as _;
 
-use super::error::ApiError;
-use crate::audit::{Event, Outcome, RequestMeta};
 use crate::clients::Client;
 use crate::config::RegistrationPolicy;
 use crate::oauth::registration::{self, Metadata, Source};
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{ErrorCode, OAuthError};
+use crate::platform::audit::{Event, Outcome, RequestMeta};
 use crate::state::AppState;
 use crate::store::{clients, registration_tokens};
+use crate::web::error::ApiError;
 
 /// Largest registration request.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -130,7 +130,7 @@ async fn register(
         ));
     }
     if let Err(wait) = state.limits.registration.check(&meta.source) {
-        crate::metrics::rate_limited("register");
+        crate::platform::metrics::rate_limited("register");
         return Err(ApiError::too_many_requests(wait));
     }
     let body = read_body(body, MAX_BODY).await?;

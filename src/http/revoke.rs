@@ -7,14 +7,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
 use super::token::{authenticate_client, parse_form};
-use crate::audit::{Event, Outcome, RequestMeta};
 use crate::clients::Client;
 use crate::oauth::{OAuthError, secret};
-use crate::security::rate_limit::Route;
+use crate::platform::audit::{Event, Outcome, RequestMeta};
+use crate::platform::rate_limit::Route;
 use crate::state::AppState;
 use crate::tokens;
+use crate::web::error::ApiError;
 
 pub async fn revoke(State(state): State<AppState>, meta: RequestMeta, headers: HeaderMap, body: Bytes) -> Response {
     let result = async {

@@ -12,11 +12,11 @@ use tower_sessions::Session;
 
 use super::browser::{self, see_other};
 use super::pages::{PageError, RecoveryCodesPage, SecondFactorPage, TotpSetupPage, allow_passkey_script, render};
-use crate::audit::RequestMeta;
-use crate::authentication::{self, SignIn};
 use crate::config::MfaPolicy;
 use crate::oauth::totp;
-use crate::second_factor::{self, Check, SecondFactorError};
+use crate::platform::audit::RequestMeta;
+use crate::signin::authentication::{self, SignIn};
+use crate::signin::second_factor::{self, Check, SecondFactorError};
 use crate::state::AppState;
 use crate::store::users;
 
@@ -39,8 +39,8 @@ async fn code_page(
 ) -> Result<Response, PageError> {
     let half = browser::second_factor_pending(session).await?.ok_or_else(|| PageError::bad_request(EXPIRED))?;
     let csrf = browser::csrf_token(session).await?;
-    let totp = crate::second_factor::set_up(&state.pool, half.user_id).await?;
-    let passkey = state.passkeys.available() && crate::passkeys::any(&state.pool, half.user_id).await?;
+    let totp = crate::signin::second_factor::set_up(&state.pool, half.user_id).await?;
+    let passkey = state.passkeys.available() && crate::signin::passkeys::any(&state.pool, half.user_id).await?;
     let page = SecondFactorPage { base: state.settings.issuer.path(), csrf_token: &csrf, error, totp, passkey };
     let res = render(status, &page);
     Ok(if passkey { allow_passkey_script(res, &state.settings.issuer) } else { res })

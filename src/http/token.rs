@@ -9,15 +9,15 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::browser::{self, FormError};
-use super::error::ApiError;
-use crate::audit::{Event, Outcome, RequestMeta};
 use crate::clients::Client;
 use crate::grant::{self, Issued};
 use crate::oauth::client_auth::Presented;
 use crate::oauth::params::Params;
 use crate::oauth::{ErrorCode, OAuthError, scope};
-use crate::security::rate_limit::Route;
+use crate::platform::audit::{Event, Outcome, RequestMeta};
+use crate::platform::rate_limit::Route;
 use crate::state::AppState;
+use crate::web::error::ApiError;
 
 #[derive(Serialize)]
 struct TokenResponse<'a> {
@@ -35,7 +35,7 @@ pub async fn token(State(state): State<AppState>, meta: RequestMeta, headers: He
     match handle(&state, &meta, &headers, &body).await {
         Ok((grant_type, client, issued)) => {
             let claims = &issued.access.claims;
-            crate::metrics::token_issued(grant_type);
+            crate::platform::metrics::token_issued(grant_type);
             state
                 .audit
                 .record(
@@ -113,7 +113,7 @@ pub async fn client_limit(state: &AppState, meta: &RequestMeta, route: Route, cl
     match state.limits.check_client(route, client_id) {
         Ok(()) => Ok(()),
         Err(wait) => {
-            crate::metrics::rate_limited(route.name());
+            crate::platform::metrics::rate_limited(route.name());
             let event =
                 Event::new("rate_limit.hit", Outcome::RateLimited).during(meta).client(client_id).detail(route.name());
             state.audit.record(event).await;

@@ -10,10 +10,10 @@ use tower_sessions::Session;
 
 use super::browser::{self, SessionUser, see_other};
 use super::pages::PageError;
-use crate::audit::RequestMeta;
-use crate::authorization;
-use crate::federation::Callback;
+use crate::grant::authorization;
 use crate::oauth::secret;
+use crate::platform::audit::RequestMeta;
+use crate::signin::federation::Callback;
 use crate::state::AppState;
 
 pub async fn start(

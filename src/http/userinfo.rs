@@ -1,5 +1,5 @@
 //! `GET/POST /userinfo` (OpenID Connect Core §5.3): the bearer token (RFC 6750: the
-//! `Authorization` header, or `access_token` in a POSTed form), then `oidc::userinfo` decides;
+//! `Authorization` header, or `access_token` in a POSTed form), then `openid::userinfo` decides;
 //! refusals are RFC 6750 challenges.
 
 use axum::Json;
@@ -8,9 +8,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
-use crate::oidc::{self, UserinfoError, UserinfoParts};
+use crate::openid::{self, UserinfoError, UserinfoParts};
 use crate::state::AppState;
+use crate::web::error::ApiError;
 
 const BEARER: &str = "Bearer";
 const INVALID_TOKEN: &str = r#"Bearer error="invalid_token""#;
@@ -71,7 +71,7 @@ async fn answer(state: &AppState, token: Result<String, ApiError>) -> Response {
         revocation: &state.revocation,
         audience,
     };
-    match oidc::userinfo(&parts, &token).await {
+    match openid::userinfo(&parts, &token).await {
         Ok(info) => {
             let mut res = Json(info).into_response();
             res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tessera::federation::providers::{self, NewUpstream, Preset};
+use tessera::signin::federation::providers::{self, NewUpstream, Preset};
 use tessera::store;
 
 use crate::common::docserver::{DocServer, Reply};

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tessera::config::MasterKey;
-use tessera::keys::KeyError;
 use tessera::state::{AppState, ServerSettings};
+use tessera::tokens::keys::KeyError;
 
 use crate::common::{Options, TestApp, TestDb, test_master_key};
 
@@ -92,7 +92,7 @@ async fn jwks_publishes_one_es256_and_one_rs256_public_key() {
     let mut members: Vec<&str> = rsa.keys().map(String::as_str).collect();
     members.sort();
     assert_eq!(members, ["alg", "e", "kid", "kty", "n", "use"], "no private member may appear");
-    let signer = app.state.keys.signing_key_for(tessera::keys::Alg::Rs256).unwrap();
+    let signer = app.state.keys.signing_key_for(tessera::tokens::keys::Alg::Rs256).unwrap();
     assert_eq!(signer.kid, rsa["kid"].as_str().unwrap());
     let token = signer.sign_id_token(&serde_json::json!({"sub": "t", "exp": 4102444800u64})).unwrap();
     let decoding =
@@ -111,7 +111,7 @@ async fn private_keys_are_encrypted_at_rest() {
     // PKCS#8 DER starts with a SEQUENCE (0x30); the stored form is nonce || ciphertext and must not.
     assert!(sealed.len() > 12 + 16);
     let kid = jwk["kid"].as_str().unwrap();
-    let plain = tessera::keys::decrypt(&test_master_key(), kid, &sealed).unwrap();
+    let plain = tessera::tokens::keys::decrypt(&test_master_key(), kid, &sealed).unwrap();
     assert_eq!(plain[0], 0x30);
     assert!(!sealed.windows(plain.len().min(32)).any(|w| w == &plain[..plain.len().min(32)]));
 }

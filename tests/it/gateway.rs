@@ -11,10 +11,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tessera::audit::AuditSink;
+use tessera::gateway::policy::Policy;
+use tessera::gateway::verifier::{Introspector, IssuerKeys, Verifier};
 use tessera::gateway::{Gateway, Settings};
-use tessera::policy::Policy;
-use tessera::verifier::{Introspector, IssuerKeys, Verifier};
+use tessera::platform::audit::AuditSink;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

@@ -4,19 +4,19 @@
 
 use std::time::Duration;
 
-use tessera::audit::{AuditSink, RequestMeta};
+use tessera::catalog::resources::ResourceSet;
 use tessera::clients::Client;
 use tessera::config::Issuer;
 use tessera::grant::refresh_token::{Rotations, Successors};
 use tessera::grant::{self, Context, GrantError, RefreshLifetimes};
-use tessera::keys::KeyRing;
-use tessera::notify::Listening;
 use tessera::oauth::params::Params;
 use tessera::oauth::secret::{self, Secret};
 use tessera::oauth::{ErrorCode, pkce};
-use tessera::resources::ResourceSet;
-use tessera::revocation::Revocation;
+use tessera::platform::audit::{AuditSink, RequestMeta};
+use tessera::platform::notify::Listening;
 use tessera::store;
+use tessera::tokens::keys::KeyRing;
+use tessera::tokens::revocation::Revocation;
 use uuid::Uuid;
 
 use crate::common::{TestDb, test_master_key};

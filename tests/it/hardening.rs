@@ -503,7 +503,10 @@ async fn audit_records_are_flushed_on_shutdown() {
     for i in 0..3000 {
         app.state
             .audit
-            .record(tessera::audit::Event::new("test.event", tessera::audit::Outcome::Success).detail(format!("{i}")))
+            .record(
+                tessera::platform::audit::Event::new("test.event", tessera::platform::audit::Outcome::Success)
+                    .detail(format!("{i}")),
+            )
             .await;
     }
     app.state.audit.shutdown().await;

@@ -117,7 +117,7 @@ async fn inactive_tokens_are_exactly_active_false() {
     // Signed by a key Tessera never published.
     let master = tessera::config::MasterKey::generate();
     let foreign = {
-        let new = tessera::keys::generate(&master, tessera::keys::Alg::Es256).unwrap();
+        let new = tessera::tokens::keys::generate(&master, tessera::tokens::keys::Alg::Es256).unwrap();
         let row = tessera::store::keys::KeyRow {
             kid: new.kid.clone(),
             alg: "ES256".into(),
@@ -128,7 +128,7 @@ async fn inactive_tokens_are_exactly_active_false() {
         };
         // Sign the same claims with a fresh key: kid unknown to the ring.
         let claims: Value = crate::common::flow::verify_jwt(app, &good).await;
-        let key = tessera::keys::LoadedKey::from_row(&master, &row).unwrap();
+        let key = tessera::tokens::keys::LoadedKey::from_row(&master, &row).unwrap();
         key.sign_access_token(&claims).unwrap()
     };
     // Expired (beyond the clock-skew leeway), but properly signed.

@@ -536,7 +536,7 @@ async fn the_cli_edits_profiles_and_openid_clients() {
 #[tokio::test]
 async fn rs256_keys_rotate_like_the_es256_ones() {
     let app = TestApp::spawn().await;
-    let rs256 = tessera::keys::Alg::Rs256;
+    let rs256 = tessera::tokens::keys::Alg::Rs256;
     let old = app.state.keys.signing_key_for(rs256).unwrap().kid.clone();
     let out = crate::common::tessera_bin()
         .args(["keys", "rotate", "--alg", "RS256", "--delay", "0s"])

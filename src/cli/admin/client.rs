@@ -7,11 +7,11 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{admin_event, db, usage};
-use crate::audit::{Event, Outcome};
 use crate::cli::Failure;
 use crate::config::parse_duration;
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{redirect_uri, resource};
+use crate::platform::audit::{Event, Outcome};
 use crate::store::{self, clients::Client};
 
 #[derive(Debug, Subcommand)]
@@ -109,7 +109,7 @@ fn openid_metadata(
         metadata.insert("post_logout_redirect_uris".into(), serde_json::json!(post_logout_redirect_uris));
     }
     if let Some(alg) = id_token_alg {
-        let alg = crate::keys::Alg::parse(&alg.to_ascii_uppercase())
+        let alg = crate::tokens::keys::Alg::parse(&alg.to_ascii_uppercase())
             .ok_or_else(|| usage("--id-token-alg", "must be RS256 or ES256"))?;
         metadata.insert("id_token_signed_response_alg".into(), alg.as_str().into());
     }

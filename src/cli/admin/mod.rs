@@ -6,9 +6,9 @@ use std::io::{BufRead as _, IsTerminal as _};
 
 use sqlx::PgPool;
 
-use crate::audit::Event;
 use crate::cli::Failure;
 use crate::config::ConfigError;
+use crate::platform::audit::Event;
 use crate::store;
 
 pub mod audit;
@@ -59,7 +59,7 @@ fn read_password(from_stdin: bool) -> Result<String, Failure> {
         }
         first
     };
-    crate::password::check_policy(&password).map_err(|e| usage("password", e.to_string()))?;
+    crate::signin::password::check_policy(&password).map_err(|e| usage("password", e.to_string()))?;
     Ok(password)
 }
 
@@ -72,7 +72,7 @@ fn read_secret_line() -> Result<String, Failure> {
 
 /// Hash on a blocking thread: argon2 is slow on purpose.
 async fn hash(password: String) -> Result<String, Failure> {
-    tokio::task::spawn_blocking(move || crate::password::hash_blocking(&password))
+    tokio::task::spawn_blocking(move || crate::signin::password::hash_blocking(&password))
         .await
         .map_err(|e| Failure::Other(e.into()))?
         .map_err(|e| Failure::Other(e.into()))

@@ -8,11 +8,11 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{admin_event, db, usage};
-use crate::audit::{Event, Outcome};
 use crate::cli::Failure;
 use crate::config::{format_duration, parse_duration};
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{resource, scope};
+use crate::platform::audit::{Event, Outcome};
 use crate::store::resources::{Resource, ScopeDetails};
 use crate::store::{self};
 

@@ -5,10 +5,10 @@ use clap::{Args, Subcommand, ValueEnum};
 use sqlx::PgPool;
 
 use super::{admin_event, db, usage};
-use crate::audit::{Event, Outcome};
 use crate::cli::Failure;
 use crate::config::{Config, MasterKey};
-use crate::federation::providers::{self, AddError, NewUpstream, Preset};
+use crate::platform::audit::{Event, Outcome};
+use crate::signin::federation::providers::{self, AddError, NewUpstream, Preset};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum PresetName {

@@ -5,8 +5,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{admin_event, check_username, db, hash, read_password, usage};
-use crate::audit::{Event, Outcome};
 use crate::cli::Failure;
+use crate::platform::audit::{Event, Outcome};
 use crate::store;
 use crate::store::users::ProfileChange;
 

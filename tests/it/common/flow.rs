@@ -87,7 +87,7 @@ impl TestApp {
 
     pub async fn add_user(&self, username: &str) -> Uuid {
         let id = Uuid::new_v4();
-        let hash = tessera::password::hash_blocking(PASSWORD).unwrap();
+        let hash = tessera::signin::password::hash_blocking(PASSWORD).unwrap();
         assert!(store::users::insert(&self.db.pool, id, username, None, Some(&hash)).await.unwrap());
         id
     }

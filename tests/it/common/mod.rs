@@ -20,7 +20,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, Connection as _, PgPool};
 use tessera::config::{Config, Issuer, MasterKey, Sources};
-use tessera::pgcluster::{Cluster, Durability, quote_ident};
+use tessera::platform::pgcluster::{Cluster, Durability, quote_ident};
 use tessera::state::{AppState, ServerSettings};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -64,7 +64,7 @@ async fn init_server() -> DbServer {
             .expect("cannot start a throwaway PostgreSQL cluster (install PostgreSQL or set DATABASE_URL)");
             let admin = cluster.connect_options("postgres");
             let data_dir = cluster.data_dir().to_owned();
-            let url_for = move |db: &str| tessera::pgcluster::socket_url(&data_dir, db);
+            let url_for = move |db: &str| tessera::platform::pgcluster::socket_url(&data_dir, db);
             (admin, Box::new(url_for), Some(std::sync::Mutex::new(cluster)))
         }
     };
@@ -276,7 +276,7 @@ impl TestApp {
     /// A second instance on the same database (cross-instance tests).
     pub async fn spawn_on(db: Arc<TestDb>, options: Options) -> Self {
         match std::env::var("TESSERA_TEST_LOG") {
-            Ok(filter) => tessera::telemetry::init(&filter, tessera::config::LogFormat::Pretty),
+            Ok(filter) => tessera::platform::telemetry::init(&filter, tessera::config::LogFormat::Pretty),
             Err(_) => {
                 captured_logs();
             }

@@ -15,7 +15,7 @@ use webauthn_rs::prelude::{
     PublicKeyCredential, RegisterPublicKeyCredential, Webauthn, WebauthnBuilder,
 };
 
-use crate::audit::{AuditSink, Event, Outcome, RequestMeta};
+use crate::platform::audit::{AuditSink, Event, Outcome, RequestMeta};
 use crate::store::passkeys::{self, StoredPasskey};
 use crate::store::users::{self, User};
 

@@ -9,9 +9,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::audit::{AuditSink, Event, Outcome, RequestMeta};
 use crate::config::MasterKey;
 use crate::oauth::{secret, totp};
+use crate::platform::audit::{AuditSink, Event, Outcome, RequestMeta};
 use crate::store::login_throttle::{self, Limits};
 use crate::store::second_factors;
 
@@ -37,7 +37,7 @@ pub fn new_secret() -> Vec<u8> {
 
 /// The secret being set up, sealed for the browser session (bound to the user).
 pub fn seal_pending(master: &MasterKey, user_id: Uuid, secret: &[u8]) -> Result<String, SecondFactorError> {
-    let sealed = crate::keys::encrypt(master, &format!("pending-{}", aad(user_id)), secret)
+    let sealed = crate::tokens::keys::encrypt(master, &format!("pending-{}", aad(user_id)), secret)
         .map_err(|_| SecondFactorError::Sealing)?;
     Ok(B64URL.encode(sealed))
 }
@@ -45,7 +45,7 @@ pub fn seal_pending(master: &MasterKey, user_id: Uuid, secret: &[u8]) -> Result<
 /// The secret being set up, from the session; `None` if it is not this user's or was tampered with.
 pub fn open_pending(master: &MasterKey, user_id: Uuid, sealed: &str) -> Option<Vec<u8>> {
     let bytes = B64URL.decode(sealed).ok()?;
-    crate::keys::decrypt(master, &format!("pending-{}", aad(user_id)), &bytes).ok()
+    crate::tokens::keys::decrypt(master, &format!("pending-{}", aad(user_id)), &bytes).ok()
 }
 
 /// Ten recovery codes: 50 random bits each, as two groups of five letters and digits.
@@ -78,7 +78,8 @@ pub async fn enable(
     let Some(step) = totp::verify(pending, code, chrono::Utc::now().timestamp(), 0) else {
         return Ok(None);
     };
-    let sealed = crate::keys::encrypt(master, &aad(user_id), pending).map_err(|_| SecondFactorError::Sealing)?;
+    let sealed =
+        crate::tokens::keys::encrypt(master, &aad(user_id), pending).map_err(|_| SecondFactorError::Sealing)?;
     let codes = recovery_codes();
     let hashes: Vec<Vec<u8>> = codes.iter().map(|c| secret::digest(c).to_vec()).collect();
     second_factors::enable_totp(pool, user_id, &sealed, step, &hashes).await?;
@@ -151,8 +152,8 @@ async fn verify(
         let used = second_factors::use_recovery_code(pool, user_id, &secret::digest(&recovery)).await?;
         return Ok(used.then_some(true));
     }
-    let key =
-        crate::keys::decrypt(master, &aad(user_id), &stored.secret_enc).map_err(|_| SecondFactorError::Sealing)?;
+    let key = crate::tokens::keys::decrypt(master, &aad(user_id), &stored.secret_enc)
+        .map_err(|_| SecondFactorError::Sealing)?;
     let Some(step) = totp::verify(&key, code, chrono::Utc::now().timestamp(), stored.last_step) else {
         return Ok(None);
     };

@@ -8,6 +8,8 @@
 //! for that server, which userinfo refuses. Either way the ID token carries the claims its
 //! scopes release, so no client needs userinfo to learn who signed in.
 
+pub mod logout;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -16,10 +18,10 @@ use crate::clients::Client;
 use crate::config::Issuer;
 use std::sync::Arc;
 
-use crate::keys::{Alg, KeyError, KeyRing, LoadedKey};
 use crate::oauth::scope;
-use crate::revocation::Revocation;
 use crate::store::profile::Profile;
+use crate::tokens::keys::{Alg, KeyError, KeyRing, LoadedKey};
+use crate::tokens::revocation::Revocation;
 use crate::tokens::{self, Invalid, JwsHeader, VerifiedCache};
 
 /// The algorithm of a client's ID tokens when it registered none: OpenID's mandatory one.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::audit::{AuditSink, Event, Outcome, RequestMeta};
+use crate::platform::audit::{AuditSink, Event, Outcome, RequestMeta};
 use crate::store::login_throttle::{self, Limits};
 use crate::store::users::{self, User};
 
@@ -136,7 +136,7 @@ async fn check_password(
     // Disabled, unknown and password-less accounts are verified against the dummy hash: same
     // answer, same time.
     let hash = found.as_ref().filter(|(u, _)| !u.disabled).and_then(|(u, _)| u.password_hash.clone());
-    let verified = crate::password::verify(password.to_owned(), hash).await;
+    let verified = crate::signin::password::verify(password.to_owned(), hash).await;
     let known = found.as_ref().map(|(u, _)| (u.id, u.disabled));
     let Some((user, second_factor)) = found.filter(|_| verified) else {
         // The reservation stays: it is this failure's count.

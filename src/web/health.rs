@@ -8,16 +8,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::state::AppState;
-
 /// The process is alive and serving HTTP.
 pub async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
 /// The instance can serve requests: its database answers within two seconds.
-pub async fn readyz(State(state): State<AppState>) -> Response {
-    let ping = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.pool)).await;
+pub async fn readyz(State(pool): State<sqlx::PgPool>) -> Response {
+    let ping = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&pool)).await;
     match ping {
         Ok(Ok(_)) => Json(json!({"status": "ready"})).into_response(),
         Ok(Err(e)) => {

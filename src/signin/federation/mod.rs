@@ -8,12 +8,12 @@
 //! of them is stored. A callback is used once: the session forgets the round trip before the code
 //! is exchanged. Upstream tokens are used here and dropped: MCP clients and servers only ever see
 //! Tessera's own tokens, whose `sub` is the local account's stable id. Every fetch goes through
-//! `security::fetch` (public addresses only, unless the operator allowed a private network).
+//! `platform::fetch` (public addresses only, unless the operator allowed a private network).
 
 pub mod accounts;
 pub mod github;
-pub mod oidc;
 pub mod providers;
+pub mod relying_party;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,10 +30,10 @@ use sqlx::PgPool;
 use subtle::ConstantTimeEq as _;
 
 pub use self::accounts::{Found, Refusal};
-use crate::audit::{AuditSink, Event, Outcome, RequestMeta};
 use crate::config::MasterKey;
 use crate::oauth::secret::{self, Secret};
-use crate::security::fetch::{self, FetchError, Reach};
+use crate::platform::audit::{AuditSink, Event, Outcome, RequestMeta};
+use crate::platform::fetch::{self, FetchError, Reach};
 use crate::store::upstreams::{self, Upstream};
 use crate::store::users::User;
 
@@ -138,7 +138,7 @@ pub struct Federation {
     issuer: String,
     /// One request to a provider.
     timeout: Duration,
-    providers: Mutex<HashMap<String, Cached<oidc::Provider>>>,
+    providers: Mutex<HashMap<String, Cached<relying_party::Provider>>>,
     key_sets: Mutex<HashMap<String, Cached<JwkSet>>>,
 }
 
@@ -209,7 +209,7 @@ impl Federation {
         let request = match request {
             Some(handle) => Some(
                 B64URL.encode(
-                    crate::keys::encrypt(&self.master, "upstream-login", handle.as_bytes())
+                    crate::tokens::keys::encrypt(&self.master, "upstream-login", handle.as_bytes())
                         .map_err(|_| FederationError::Sealed)?,
                 ),
             ),
@@ -289,7 +289,7 @@ impl Federation {
         let request = match pending.request {
             Some(sealed) => {
                 let sealed = B64URL.decode(sealed).map_err(|_| FederationError::StateMismatch)?;
-                let handle = crate::keys::decrypt(&self.master, "upstream-login", &sealed)
+                let handle = crate::tokens::keys::decrypt(&self.master, "upstream-login", &sealed)
                     .map_err(|_| FederationError::StateMismatch)?;
                 Some(String::from_utf8(handle).map_err(|_| FederationError::StateMismatch)?)
             }
@@ -301,9 +301,12 @@ impl Federation {
     /// Exchange the code and read the person: the ID token (and userinfo for what it lacks), or
     /// GitHub's API.
     async fn identify(&self, upstream: &Upstream, state: &str, code: &str) -> Result<Identity, FederationError> {
-        let secret =
-            crate::keys::decrypt(&self.master, &format!("upstream:{}", upstream.name), &upstream.client_secret_enc)
-                .map_err(|_| FederationError::Sealed)?;
+        let secret = crate::tokens::keys::decrypt(
+            &self.master,
+            &format!("upstream:{}", upstream.name),
+            &upstream.client_secret_enc,
+        )
+        .map_err(|_| FederationError::Sealed)?;
         let secret = String::from_utf8(secret).map_err(|_| FederationError::Sealed)?;
         let reach = self.reach(upstream);
         let verifier = self.derived("pkce", state);
@@ -334,10 +337,10 @@ impl Federation {
         let tokens = exchange(&provider.token_endpoint, reach, headers, &form).await?;
         let id_token =
             tokens["id_token"].as_str().ok_or_else(|| Failure::IdToken("is missing from the answer".into()))?;
-        let (kid, alg) = oidc::header(id_token, &provider)?;
+        let (kid, alg) = relying_party::header(id_token, &provider)?;
         let key = self.key(upstream, &provider, kid.as_deref()).await?;
         let nonce = self.derived("nonce", state);
-        let mut identity = oidc::verify_id_token(id_token, &key, alg, &provider, &upstream.client_id, &nonce)?;
+        let mut identity = relying_party::verify_id_token(id_token, &key, alg, &provider, &upstream.client_id, &nonce)?;
         if (identity.email.is_none() || identity.groups.is_empty() && !upstream.required_groups.is_empty())
             && let Some(userinfo) = &provider.userinfo_endpoint
         {
@@ -347,16 +350,16 @@ impl Federation {
             headers.insert(header::AUTHORIZATION, bearer);
             let claims =
                 fetch::get_json(userinfo, reach, headers).await.map_err(|e| fetch_failure("userinfo", e))?.json;
-            oidc::merge_userinfo(&mut identity, &claims)?;
+            relying_party::merge_userinfo(&mut identity, &claims)?;
         }
         Ok(identity)
     }
 
     /// The provider's discovery document, cached for an hour.
-    async fn provider(&self, upstream: &Upstream) -> Result<Arc<oidc::Provider>, Failure> {
+    async fn provider(&self, upstream: &Upstream) -> Result<Arc<relying_party::Provider>, Failure> {
         let cache_key = format!("{}\0{}", upstream.name, upstream.issuer);
         if let Ok(cache) = self.providers.lock()
-            && let Some(hit) = cache.get(&cache_key).filter(|c| c.at.elapsed() < oidc::CACHE)
+            && let Some(hit) = cache.get(&cache_key).filter(|c| c.at.elapsed() < relying_party::CACHE)
         {
             return Ok(hit.value.clone());
         }
@@ -367,7 +370,7 @@ impl Federation {
             .await
             .map_err(|e| fetch_failure("discovery", e))?
             .json;
-        let provider = Arc::new(oidc::provider(&upstream.issuer, &doc, upstream.allow_private_network)?);
+        let provider = Arc::new(relying_party::provider(&upstream.issuer, &doc, upstream.allow_private_network)?);
         if let Ok(mut cache) = self.providers.lock() {
             cache.insert(cache_key, Cached { at: Instant::now(), value: provider.clone() });
         }
@@ -379,13 +382,13 @@ impl Federation {
     async fn key(
         &self,
         upstream: &Upstream,
-        provider: &oidc::Provider,
+        provider: &relying_party::Provider,
         kid: Option<&str>,
     ) -> Result<jsonwebtoken::DecodingKey, Failure> {
         let cache_key = provider.jwks_uri.to_string();
         let cached = self.key_sets.lock().ok().and_then(|c| c.get(&cache_key).map(|c| (c.at, c.value.clone())));
         if let Some((at, set)) = &cached {
-            if let Some(key) = oidc::key_for(set, kid).filter(|_| at.elapsed() < oidc::CACHE) {
+            if let Some(key) = relying_party::key_for(set, kid).filter(|_| at.elapsed() < relying_party::CACHE) {
                 return Ok(key);
             }
             if at.elapsed() < UNKNOWN_KID_REFETCH {
@@ -401,7 +404,7 @@ impl Federation {
         if let Ok(mut cache) = self.key_sets.lock() {
             cache.insert(cache_key, Cached { at: Instant::now(), value: set.clone() });
         }
-        oidc::key_for(&set, kid)
+        relying_party::key_for(&set, kid)
             .ok_or_else(|| Failure::IdToken("is signed with a key the provider does not publish".into()))
     }
 }

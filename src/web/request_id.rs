@@ -13,7 +13,7 @@ use axum::response::Response;
 use tracing::Instrument as _;
 
 use super::client_addr::{self, ClientAddr};
-use crate::audit::RequestMeta;
+use crate::platform::audit::RequestMeta;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -98,7 +98,7 @@ pub async fn layer(State(logging): State<Logging>, mut req: Request, next: Next)
         res.headers_mut().insert(X_REQUEST_ID.clone(), v);
     }
     let status = res.status().as_u16();
-    crate::metrics::request(route_name, method.as_str(), status, started.elapsed());
+    crate::platform::metrics::request(route_name, method.as_str(), status, started.elapsed());
     let elapsed_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     match span {
         Some(span) => span.in_scope(|| {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use serde_json::Value;
 
-use crate::keys::VerifyingKey;
 use crate::oauth::secret;
+use crate::tokens::keys::VerifyingKey;
 use crate::tokens::{self, AccessClaims, Checks, Invalid, VerifiedCache};
 
 /// Clock skew allowed on `exp` and `nbf`.

@@ -13,18 +13,18 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::audit::{AuditSink, Event, Outcome, RequestMeta};
-use crate::authentication::SessionUser;
+use crate::catalog::resources::{Resource, ResourceSet, requested_scopes};
 use crate::clients::{Client, Clients, LookupError};
 use crate::config::Issuer;
-use crate::keys::KeyRing;
 use crate::oauth::params::Params;
 use crate::oauth::scope::{EMAIL, OFFLINE_ACCESS, OPENID, PROFILE};
 use crate::oauth::secret::{self, Secret};
 use crate::oauth::{ErrorCode, OAuthError, pkce, redirect_uri, scope};
-use crate::oidc;
-use crate::resources::{Resource, ResourceSet, requested_scopes};
+use crate::openid;
+use crate::platform::audit::{AuditSink, Event, Outcome, RequestMeta};
+use crate::signin::authentication::SessionUser;
 use crate::store::{authz_requests, grants};
+use crate::tokens::keys::KeyRing;
 
 pub use crate::store::authz_requests::AuthzRequest;
 
@@ -176,10 +176,10 @@ pub fn openid_parameters(params: &Params, client: &Client) -> Result<OpenIdParam
     }
     let max_age = match params.get("max_age") {
         Some(raw) => Some(parse_max_age(raw)?),
-        None => oidc::default_max_age(client),
+        None => openid::default_max_age(client),
     };
     let login_hint = params.get("login_hint").filter(|h| h.len() <= MAX_LOGIN_HINT && !h.is_empty()).map(str::to_owned);
-    let max_age = max_age.map(|m| i32::try_from(m.min(oidc::MAX_AGE_LIMIT)).unwrap_or(i32::MAX));
+    let max_age = max_age.map(|m| i32::try_from(m.min(openid::MAX_AGE_LIMIT)).unwrap_or(i32::MAX));
     Ok(OpenIdParams { nonce, max_age, login_hint })
 }
 
@@ -344,7 +344,7 @@ pub fn session_counts(
     now: chrono::DateTime<chrono::Utc>,
 ) -> bool {
     !asks_for_sign_in(request)
-        && oidc::fresh_enough(user.authenticated_at(), request.max_age.map(i64::from), now)
+        && openid::fresh_enough(user.authenticated_at(), request.max_age.map(i64::from), now)
         && hint_subject.is_none_or(|sub| sub == user.id.to_string())
 }
 
@@ -361,7 +361,7 @@ async fn validated(p: &Parts<'_>, query: &str) -> Result<(AuthzRequest, Option<S
     let request = validate(&params, &client, p.resources)?;
     let hint = match params.get("id_token_hint") {
         None => None,
-        Some(token) => match oidc::read_hint(p.keys, p.issuer, token) {
+        Some(token) => match openid::read_hint(p.keys, p.issuer, token) {
             Ok(hint) => Some(hint.sub),
             Err(_) => {
                 return Err(Rejection::Redirect {

@@ -9,7 +9,7 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use serde_json::Value;
 
 use super::{Failure, Identity};
-use crate::security::fetch::{self, Reach};
+use crate::platform::fetch::{self, Reach};
 
 /// The web flow's endpoints under GitHub's address.
 pub fn authorize_url(web: &url::Url) -> Result<url::Url, Failure> {

@@ -9,12 +9,12 @@ use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::audit::{AuditSink, Event, Outcome, RequestMeta};
-use crate::authentication::{self, SessionUser, SignIn};
-use crate::password::{self, PasswordError};
-use crate::revocation::Revocation;
+use crate::platform::audit::{AuditSink, Event, Outcome, RequestMeta};
+use crate::signin::authentication::{self, SessionUser, SignIn};
+use crate::signin::password::{self, PasswordError};
 use crate::store::login_throttle::Limits;
 use crate::store::{grants, sessions, users};
+use crate::tokens::revocation::Revocation;
 
 /// An application the person approved, for one resource: all its standing grants together.
 #[derive(Clone, Debug)]

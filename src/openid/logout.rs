@@ -9,14 +9,14 @@
 
 use std::sync::Arc;
 
-use crate::audit::{AuditSink, Event, Outcome, RequestMeta};
-use crate::authentication::SessionUser;
 use crate::clients::{Client, Clients, LookupError};
 use crate::config::Issuer;
-use crate::keys::KeyRing;
 use crate::oauth::params::Params;
 use crate::oauth::redirect_uri;
-use crate::oidc::{self, Hint};
+use crate::openid::{self, Hint};
+use crate::platform::audit::{AuditSink, Event, Outcome, RequestMeta};
+use crate::signin::authentication::SessionUser;
+use crate::tokens::keys::KeyRing;
 
 /// What a logout request asks, checked.
 #[derive(Debug)]
@@ -42,7 +42,7 @@ pub enum LogoutError {
 /// `state`; `logout_hint` and `ui_locales` are accepted and have no effect).
 pub async fn check(clients: &Clients, keys: &KeyRing, issuer: &Issuer, params: &Params) -> Result<Logout, LogoutError> {
     let hint = match params.get("id_token_hint") {
-        Some(token) => Some(oidc::read_hint(keys, issuer, token).map_err(|_| {
+        Some(token) => Some(openid::read_hint(keys, issuer, token).map_err(|_| {
             LogoutError::Invalid("The sign-out request carries an ID token this server did not issue.")
         })?),
         None => None,
@@ -68,13 +68,13 @@ pub async fn check(clients: &Clients, keys: &KeyRing, issuer: &Issuer, params: &
                     "The sign-out request has a post_logout_redirect_uri but does not say which application sent it.",
                 ));
             };
-            if !oidc::post_logout_redirect_uris(client).any(|registered| redirect_uri::matches(registered, uri)) {
+            if !openid::post_logout_redirect_uris(client).any(|registered| redirect_uri::matches(registered, uri)) {
                 return Err(LogoutError::Invalid(
                     "The address to return to after signing out is not one this application registered.",
                 ));
             }
             Some(match params.get("state") {
-                Some(state) => crate::authorization::with_query(uri, &[("state", state)]),
+                Some(state) => crate::grant::authorization::with_query(uri, &[("state", state)]),
                 None => uri.to_owned(),
             })
         }

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use axum::http::header;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::AuditSink;
 use crate::config::ConfigError;
+use crate::platform::audit::AuditSink;
 
 /// Bind the metrics listener (at start, so a bad address fails then) and serve `GET /metrics`
 /// on it until `shutdown`. Pool and audit-queue gauges are read at each scrape.
@@ -34,7 +34,7 @@ async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let Some(handle) = crate::metrics::install() else {
+    let Some(handle) = crate::platform::metrics::install() else {
         tracing::warn!("metrics recorder unavailable; /metrics disabled");
         return Ok(());
     };
@@ -42,7 +42,7 @@ async fn serve(
         "/metrics",
         axum::routing::get(move || {
             let handle = handle.clone();
-            crate::metrics::pool_gauges(pool.as_ref(), audit.depth());
+            crate::platform::metrics::pool_gauges(pool.as_ref(), audit.depth());
             async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()) }
         }),
     );

@@ -39,7 +39,7 @@ impl ApiError {
 
     /// 429 with `Retry-After`.
     pub fn too_many_requests(wait: std::time::Duration) -> Self {
-        let secs = crate::security::rate_limit::retry_after_secs(wait);
+        let secs = crate::platform::rate_limit::retry_after_secs(wait);
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "temporarily_unavailable",

@@ -1,8 +1,10 @@
 //! Finding the client a request names: a registered client, or one described by a client ID
-//! metadata document (fetched and cached by [`crate::cimd`]). Clients are remembered in memory
+//! metadata document (fetched and cached by [`crate::clients::cimd`]). Clients are remembered in memory
 //! while this instance hears every change (a trigger announces them), so the token endpoint
 //! usually finds its client without a database round trip. Also: deleting a client, and noting
 //! when one was last used.
+
+pub mod cimd;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use crate::audit::AuditSink;
-use crate::cimd::{self, CimdError};
-use crate::notify::Listening;
-use crate::revocation::Revocation;
+use crate::clients::cimd::CimdError;
+use crate::platform::audit::AuditSink;
+use crate::platform::notify::Listening;
 pub use crate::store::clients::Client;
+use crate::tokens::revocation::Revocation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {

@@ -228,7 +228,7 @@ impl AuditSink {
     /// Log the record and queue it for the table; waits only when the queue is full.
     pub async fn record(&self, event: Event) {
         event.log_at(self.tx.is_some());
-        crate::metrics::audit_queued(self.depth());
+        crate::platform::metrics::audit_queued(self.depth());
         let Some(tx) = &self.tx else { return };
         if let Err(mpsc::error::SendError(event)) = tx.send(event).await {
             // Only after shutdown: the writer is gone, so say it loudly instead of dropping it.

@@ -1,7 +1,7 @@
 //! Client ID metadata documents (draft-ietf-oauth-client-id-metadata-document): an `https` URL
 //! used as `client_id` names a JSON document that describes the client.
 //!
-//! The URL is checked before any network traffic, then fetched through `security::fetch` (every
+//! The URL is checked before any network traffic, then fetched through `platform::fetch` (every
 //! address the host resolves to must be public; no redirects; only a `200` JSON body of at most
 //! 5 KiB; one total timeout). Fetches are limited per host and de-duplicated while one is in
 //! flight. A valid document is cached as a `clients` row (origin `cimd`) for as long as its
@@ -15,10 +15,10 @@ use chrono::Utc;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use crate::audit::{AuditSink, Event, Outcome};
 use crate::oauth::registration::{self, Source};
-use crate::security::fetch::{self, FetchError, Reach};
-use crate::security::rate_limit::Limiter;
+use crate::platform::audit::{AuditSink, Event, Outcome};
+use crate::platform::fetch::{self, FetchError, Reach};
+use crate::platform::rate_limit::Limiter;
 use crate::store::clients::{self, Client};
 
 pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;

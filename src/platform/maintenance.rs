@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use crate::audit::{AuditSink, Event, Outcome};
+use crate::platform::audit::{AuditSink, Event, Outcome};
 use crate::store;
 
 /// Spent grants are kept this long, well past the longest access-token lifetime, so

@@ -6,8 +6,8 @@
 use axum::body::Bytes;
 use serde_json::json;
 
+use crate::catalog::resources::ResourceSet;
 use crate::config::{Issuer, RegistrationPolicy};
-use crate::resources::ResourceSet;
 
 /// Every claim an ID token or userinfo answer may carry.
 pub const CLAIMS_SUPPORTED: [&str; 15] = [

@@ -96,7 +96,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Upstream>, sqlx::Error> {
 fn build(master: &MasterKey, new: NewUpstream) -> Result<Upstream, AddError> {
     let mut upstream = shape(&new)?;
     upstream.client_secret_enc =
-        crate::keys::encrypt(master, &format!("upstream:{}", new.name), new.client_secret.as_bytes())
+        crate::tokens::keys::encrypt(master, &format!("upstream:{}", new.name), new.client_secret.as_bytes())
             .map_err(|_| AddError::Sealing)?;
     Ok(upstream)
 }

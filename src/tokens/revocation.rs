@@ -11,15 +11,15 @@ use std::sync::RwLock;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::batch::Batcher;
-use crate::notify::Listening;
+use crate::platform::batch::Batcher;
+use crate::platform::notify::Listening;
 use crate::store::revocation as store;
 use crate::tokens::AccessClaims;
 
 /// Beyond this many remembered grants or clients, forget them all (they are re-learned).
 const MAX_ENTRIES: usize = 200_000;
 /// Revocations in flight at once per instance, each a batch of at most this many (group commit:
-/// see [`crate::batch`]).
+/// see [`crate::platform::batch`]).
 const BATCH_WORKERS: usize = 2;
 const BATCH_MAX: usize = 64;
 
@@ -227,7 +227,7 @@ fn refresh_batcher(pool: &PgPool) -> Batcher<RefreshRevocation, Result<Option<Uu
         async move {
             match crate::store::grants::revoke_by_refresh_tokens(&pool, &requests).await {
                 Ok(revoked) => revoked.into_iter().map(Ok).collect(),
-                Err(e) if let Some(each) = crate::batch::unreachable_for_each(&e, requests.len()) => {
+                Err(e) if let Some(each) = crate::platform::batch::unreachable_for_each(&e, requests.len()) => {
                     each.into_iter().map(Err).collect()
                 }
                 Err(e) => {
@@ -252,7 +252,7 @@ fn jti_batcher(pool: &PgPool) -> Batcher<(String, i64), Result<(), sqlx::Error>>
             let expiries: Vec<_> = requests.iter().map(|(_, exp)| expiry(*exp)).collect();
             match store::revoke_jtis(&pool, &jtis, &expiries).await {
                 Ok(()) => requests.iter().map(|_| Ok(())).collect(),
-                Err(e) if let Some(each) = crate::batch::unreachable_for_each(&e, requests.len()) => {
+                Err(e) if let Some(each) = crate::platform::batch::unreachable_for_each(&e, requests.len()) => {
                     each.into_iter().map(Err).collect()
                 }
                 Err(e) => {

@@ -2,13 +2,16 @@
 //! Minting and verifying take the key ring and the issuer; whether a verified token is still
 //! active is `revocation`'s business.
 
+pub mod keys;
+pub mod revocation;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::catalog::resources::Resource;
 use crate::config::Issuer;
-use crate::keys::{KeyError, KeyRing, VerifyingKey};
 use crate::oauth::{scope, secret};
-use crate::resources::Resource;
+use crate::tokens::keys::{KeyError, KeyRing, VerifyingKey};
 
 /// The claims of every access token Tessera issues.
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
