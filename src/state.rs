@@ -170,15 +170,23 @@ impl AppState {
 
 impl Inner {
     /// What the authorization endpoint and its pages use, for one request.
-    pub fn authorization<'a>(&'a self, meta: &'a RequestMeta, resources: &'a ResourceSet) -> authorization::Parts<'a> {
+    pub fn authorization<'a>(&'a self, meta: &'a RequestMeta) -> authorization::Parts<'a> {
         authorization::Parts {
             pool: &self.pool,
             clients: &self.clients,
-            resources,
+            resources: self.resources.load_full(),
             audit: &self.audit,
             issuer: &self.settings.issuer,
             keys: &self.keys,
             meta,
+        }
+    }
+
+    /// The login throttle's limits, for every check of something a person knows.
+    pub fn login_limits(&self) -> crate::store::login_throttle::Limits {
+        crate::store::login_throttle::Limits {
+            per_account: self.settings.login_max_failures,
+            per_source: self.settings.login_source_max_failures,
         }
     }
 

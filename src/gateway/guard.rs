@@ -21,6 +21,7 @@ use crate::oauth::scope;
 use crate::platform::audit::{Event, Outcome, RequestMeta};
 use crate::platform::rate_limit::retry_after_secs;
 use crate::tokens::{AccessClaims, Invalid};
+use crate::web::headers::Bearer;
 
 /// Why a request was not forwarded (or failed upstream), as the audit and the answer say it.
 #[derive(Debug)]
@@ -89,7 +90,9 @@ async fn admit<'g>(gw: &'g Gateway, parts: &axum::http::request::Parts, body: Bo
     if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
         return Err((Refused::Method, None, Vec::new()));
     }
-    let Some(token) = bearer(&parts.headers) else { return Err((Refused::NoToken, None, Vec::new())) };
+    let Some(token) = Bearer::from_headers(&parts.headers).token() else {
+        return Err((Refused::NoToken, None, Vec::new()));
+    };
     let (body, messages) = if parts.method == Method::POST {
         let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| (Refused::TooLarge, None, Vec::new()))?;
         let (messages, batch) = mcp::parse(&body).map_err(|e| (Refused::BadRequest(e.0), None, Vec::new()))?;
@@ -204,12 +207,6 @@ fn origin_allowed(gw: &Gateway, headers: &HeaderMap) -> bool {
         None => true,
         Some(origin) => origin == gw.origin || gw.settings.allowed_origins.iter().any(|a| a == origin),
     }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 async fn record_refusal(

@@ -47,7 +47,8 @@ const MAX_LOGIN_HINT: usize = 254;
 pub struct Parts<'a> {
     pub pool: &'a PgPool,
     pub clients: &'a Clients,
-    pub resources: &'a ResourceSet,
+    /// The resources as this request found them (one snapshot for the whole request).
+    pub resources: Arc<ResourceSet>,
     pub audit: &'a AuditSink,
     pub issuer: &'a Issuer,
     /// To read `id_token_hint`.
@@ -358,7 +359,7 @@ async fn validated(p: &Parts<'_>, query: &str) -> Result<(AuthzRequest, Option<S
             "The application that sent you here is not registered with this server (unknown client_id).",
         ))
     })?;
-    let request = validate(&params, &client, p.resources)?;
+    let request = validate(&params, &client, &p.resources)?;
     let hint = match params.get("id_token_hint") {
         None => None,
         Some(token) => match openid::read_hint(p.keys, p.issuer, token) {

@@ -3,22 +3,20 @@
 //! change. Every form carries the session's CSRF token and must come from our own pages; a
 //! browser that is not signed in is sent to the login page, which comes back here.
 
-use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use tower_sessions::Session;
 
-use super::browser::{self, SessionUser, see_other};
+use super::browser::{self, retry_after, see_other};
+use super::extract::{AccountForm, AccountUser, CheckedForm};
 use super::pages::{AccountPage, AppRow, PageError, PasskeyRow, SessionRow, allow_passkey_script, render};
 use crate::config::MfaPolicy;
-use crate::oauth::params::Params;
 use crate::platform::audit::RequestMeta;
 use crate::signin::account::{self, NewPassword, PasswordChange};
+use crate::signin::authentication::SessionUser;
+use crate::signin::session::BrowserSession;
 use crate::state::AppState;
 use crate::store::users;
-
-const EXPIRED: &str = "This form expired. Open your account page again.";
 
 /// What the page says after a change (`?done=`), from a fixed list: nothing from the URL is shown.
 fn notice(done: Option<&str>) -> Option<&'static str> {
@@ -43,7 +41,7 @@ fn when(t: chrono::DateTime<chrono::Utc>) -> String {
 
 async fn page(
     state: &AppState,
-    session: &Session,
+    session: &BrowserSession,
     user: &SessionUser,
     status: StatusCode,
     notice: Option<&str>,
@@ -53,7 +51,7 @@ async fn page(
         users::by_id(&state.pool, user.id).await?.ok_or_else(|| PageError::forbidden("You are not signed in."))?;
     let apps = account::connected_apps(&state.pool, user.id).await?;
     let sessions = account::sessions(&state.pool, user).await?;
-    let csrf = browser::csrf_token(session).await?;
+    let csrf = session.csrf_token().await?;
     let second_factor = crate::signin::second_factor::status(&state.pool, user.id).await?;
     let passkeys_available = state.passkeys.available();
     let passkeys = crate::signin::passkeys::list(&state.pool, user.id)
@@ -93,40 +91,16 @@ async fn page(
     Ok(if passkeys_available && has_password { allow_passkey_script(res, &state.settings.issuer) } else { res })
 }
 
-/// The signed-in person, or the answer that sends the browser to the login page.
-async fn signed_in(state: &AppState, session: &Session) -> Result<Result<SessionUser, Response>, PageError> {
-    Ok(match browser::signed_in_for_account(&state.pool, session).await? {
-        Some(user) => Ok(user),
-        None => Err(see_other(&state.settings.issuer.join("/login"))),
-    })
-}
-
 pub async fn show(
     State(state): State<AppState>,
-    session: Session,
+    session: BrowserSession,
+    user: Option<AccountUser>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let user = match signed_in(&state, &session).await? {
-        Ok(user) => user,
-        Err(to_login) => return Ok(to_login),
-    };
+    // Not signed in: to the login page, which comes back here.
+    let Some(AccountUser(user)) = user else { return Ok(see_other(&state.settings.issuer.join("/login"))) };
     let params = browser::query_params(query.as_deref())?;
     page(&state, &session, &user, StatusCode::OK, notice(params.get("done")), None).await
-}
-
-/// A checked form from a signed-in person (a form from a browser that is not signed in any
-/// more gets a page that says so).
-async fn form(
-    state: &AppState,
-    session: &Session,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<(SessionUser, Params), PageError> {
-    let params = browser::checked_form(&state.settings.issuer, session, headers, body, EXPIRED).await?;
-    let user = browser::signed_in_for_account(&state.pool, session)
-        .await?
-        .ok_or_else(|| PageError::forbidden("You are not signed in any more. Sign in again."))?;
-    Ok((user, params))
 }
 
 fn done(state: &AppState, what: &str) -> Response {
@@ -136,11 +110,9 @@ fn done(state: &AppState, what: &str) -> Response {
 pub async fn disconnect(
     State(state): State<AppState>,
     meta: RequestMeta,
-    session: Session,
-    headers: HeaderMap,
-    body: Bytes,
+    AccountUser(user): AccountUser,
+    CheckedForm(params, _): CheckedForm<AccountForm>,
 ) -> Result<Response, PageError> {
-    let (user, params) = form(&state, &session, &headers, &body).await?;
     let client_id = params.get("client_id").filter(|c| !c.is_empty() && c.len() <= 2048);
     let resource = params.get("resource_id").and_then(|r| r.parse::<uuid::Uuid>().ok());
     let (Some(client_id), Some(resource)) = (client_id, resource) else {
@@ -153,11 +125,9 @@ pub async fn disconnect(
 pub async fn end_session(
     State(state): State<AppState>,
     meta: RequestMeta,
-    session: Session,
-    headers: HeaderMap,
-    body: Bytes,
+    AccountUser(user): AccountUser,
+    CheckedForm(params, _): CheckedForm<AccountForm>,
 ) -> Result<Response, PageError> {
-    let (user, params) = form(&state, &session, &headers, &body).await?;
     if params.get("others") == Some("all") {
         account::end_other_sessions(&state.pool, &state.audit, &meta, &user).await?;
         return Ok(done(&state, "sessions"));
@@ -175,11 +145,11 @@ pub async fn end_session(
 pub async fn change_password(
     State(state): State<AppState>,
     meta: RequestMeta,
-    session: Session,
+    session: BrowserSession,
     headers: HeaderMap,
-    body: Bytes,
+    AccountUser(user): AccountUser,
+    CheckedForm(params, _): CheckedForm<AccountForm>,
 ) -> Result<Response, PageError> {
-    let (user, params) = form(&state, &session, &headers, &body).await?;
     let account =
         users::by_id(&state.pool, user.id).await?.ok_or_else(|| PageError::forbidden("You are not signed in."))?;
     let new = NewPassword {
@@ -188,7 +158,7 @@ pub async fn change_password(
         confirm: params.get("confirm_password").unwrap_or(""),
         disconnect_apps: params.get("disconnect_apps") == Some("yes"),
     };
-    let limits = super::login::limits(&state);
+    let limits = state.login_limits();
     let (status, error) = match account::change_password(&state.pool, &state.audit, &meta, limits, &account, &new)
         .await?
     {
@@ -200,7 +170,7 @@ pub async fn change_password(
             // second factor.)
             let again = SessionUser { setup_only: user.setup_only, ..SessionUser::signed_in_now(&account) }
                 .from_device(&meta, browser::user_agent(&headers));
-            browser::log_in(&session, again).await?;
+            session.log_in(again).await?;
             return Ok(done(&state, "password"));
         }
         PasswordChange::WrongPassword => (StatusCode::UNAUTHORIZED, "Your current password is not correct.".to_owned()),
@@ -212,9 +182,8 @@ pub async fn change_password(
         ),
         PasswordChange::Throttled { retry_after_secs } => {
             let message = format!("Too many wrong passwords. Try again in {retry_after_secs} seconds.");
-            let mut res = page(&state, &session, &user, StatusCode::TOO_MANY_REQUESTS, None, Some(&message)).await?;
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            return Ok(res);
+            let res = page(&state, &session, &user, StatusCode::TOO_MANY_REQUESTS, None, Some(&message)).await?;
+            return Ok(retry_after(res, retry_after_secs));
         }
     };
     page(&state, &session, &user, status, None, Some(&error)).await

@@ -4,27 +4,28 @@
 
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
-use tower_sessions::Session;
 
-use super::browser::{self, see_other};
+use super::browser::see_other;
+use super::extract::SignedIn;
 use super::pages::PageError;
 use crate::grant::authorization;
 use crate::platform::audit::RequestMeta;
+use crate::signin::session::BrowserSession;
 use crate::state::AppState;
 
 pub async fn authorize(
     State(state): State<AppState>,
     meta: RequestMeta,
-    session: Session,
+    session: BrowserSession,
+    user: Option<SignedIn>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let user = browser::signed_in(&state.pool, &session).await?;
-    let resources = state.resources.load();
-    let parts = state.authorization(&meta, &resources);
+    let user = user.map(|SignedIn(user)| user);
+    let parts = state.authorization(&meta);
     match authorization::begin(&parts, query.as_deref().unwrap_or(""), user.as_ref()).await? {
         Ok(begun) => {
             // Only this browser may continue the request on the login and consent pages.
-            browser::add_request(&session, &hex::encode(begun.handle.digest())).await?;
+            session.add_request(&hex::encode(begun.handle.digest())).await?;
             Ok(see_other(&begun.location))
         }
         Err(refusal) => Ok(see_other(&refusal)),

@@ -2,46 +2,41 @@
 //! allows or denies (`authorization::decide`). The decision uses up the authorization request,
 //! which is bound to this browser and this user.
 
-use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use tower_sessions::Session;
 
-use super::browser::{self, SessionUser, see_other};
+use super::browser::see_other;
+use super::extract::{ApplicationForm, CheckedForm, SignedIn};
 use super::pages::{ConsentPage, PageError, render};
 use crate::grant::authorization::{self, Decision};
 use crate::oauth::params::Params;
-use crate::oauth::secret;
 use crate::platform::audit::RequestMeta;
+use crate::signin::session::BrowserSession;
 use crate::state::AppState;
 
 /// Only the browser that started a request may see or answer its consent page.
-async fn check_owned(session: &Session, handle: &str) -> Result<(), PageError> {
-    if browser::owns_request(session, &hex::encode(secret::digest(handle))).await? {
-        Ok(())
-    } else {
-        Err(PageError::expired_request())
-    }
+async fn check_owned(session: &BrowserSession, handle: &str) -> Result<(), PageError> {
+    if session.owns_request(handle).await? { Ok(()) } else { Err(PageError::expired_request()) }
 }
 
 pub async fn show(
     State(state): State<AppState>,
     meta: RequestMeta,
-    session: Session,
+    session: BrowserSession,
+    user: Option<SignedIn>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
     let params = Params::parse(query.as_deref().unwrap_or("").as_bytes()).unwrap_or_default();
     let Some(handle) = params.get("request").filter(|h| authorization::valid_handle(h)) else {
         return Err(PageError::expired_request());
     };
-    let Some(user) = browser::signed_in(&state.pool, &session).await? else {
+    let Some(SignedIn(user)) = user else {
         return Ok(see_other(&format!("{}?request={handle}", state.settings.issuer.join("/login"))));
     };
     check_owned(&session, handle).await?;
-    let resources = state.resources.load();
-    let view = authorization::consent_view(&state.authorization(&meta, &resources), handle, user.id).await?;
-    let csrf = browser::csrf_token(&session).await?;
+    let view = authorization::consent_view(&state.authorization(&meta), handle, user.id).await?;
+    let csrf = session.csrf_token().await?;
     Ok(render(
         StatusCode::OK,
         &ConsentPage {
@@ -64,12 +59,10 @@ pub async fn show(
 pub async fn submit(
     State(state): State<AppState>,
     meta: RequestMeta,
-    session: Session,
-    headers: HeaderMap,
-    body: Bytes,
+    session: BrowserSession,
+    SignedIn(user): SignedIn,
+    CheckedForm(params, _): CheckedForm<ApplicationForm>,
 ) -> Result<Response, PageError> {
-    let expired = "This form expired. Go back to the application and start again.";
-    let params = browser::checked_form(&state.settings.issuer, &session, &headers, &body, expired).await?;
     let Some(handle) = params.get("request").filter(|h| authorization::valid_handle(h)) else {
         return Err(PageError::expired_request());
     };
@@ -83,11 +76,7 @@ pub async fn submit(
         Some("deny") => Decision::Deny,
         _ => return Err(PageError::bad_request("Choose Allow or Deny.")),
     };
-    let user: SessionUser = browser::signed_in(&state.pool, &session)
-        .await?
-        .ok_or_else(|| PageError::forbidden("You are not signed in."))?;
     check_owned(&session, handle).await?;
-    let resources = state.resources.load();
-    let location = authorization::decide(&state.authorization(&meta, &resources), handle, user.id, decision).await?;
+    let location = authorization::decide(&state.authorization(&meta), handle, user.id, decision).await?;
     Ok(see_other(&location))
 }

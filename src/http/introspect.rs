@@ -2,71 +2,26 @@
 //! token is active. An access token is active only for the resource it was minted for; anything
 //! else — another audience, expired, revoked, malformed, unknown — is exactly `{"active": false}`.
 
-use std::sync::Arc;
-
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::token::{client_limit, parse_form};
-use crate::catalog::resources::Resource;
-use crate::clients::Client;
-use crate::oauth::client_auth::Presented;
-use crate::oauth::params::Params;
+use super::client_auth::{Caller, IntrospectionRequest};
 use crate::oauth::{OAuthError, scope, secret};
 use crate::platform::audit::{Event, Outcome, RequestMeta};
-use crate::platform::rate_limit::Route;
 use crate::state::AppState;
 use crate::store::grants;
 use crate::web::error::ApiError;
+use crate::web::headers::no_store;
 
-/// Who is asking.
-pub enum Caller {
-    Resource(Arc<Resource>),
-    Client(Arc<Client>),
-}
-
-/// Resource-server credentials first, then confidential clients; a public client cannot call.
-async fn authenticate(
-    state: &AppState,
-    meta: &RequestMeta,
-    headers: &HeaderMap,
-    params: &Params,
-) -> Result<Caller, ApiError> {
-    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
-    let presented = Presented::from_request(authorization, params)?;
-    client_limit(state, meta, Route::Introspect, presented.client_id()).await?;
-    let resource = state.resources.load().by_credential(presented.client_id()).cloned();
-    if let Some(resource) = resource {
-        presented.verify(resource.credential_secret_hash.as_deref())?;
-        return Ok(Caller::Resource(resource));
-    }
-    let client =
-        state.clients.find(presented.client_id()).await?.ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
-    if client.secret_hash.is_none() {
-        return Err(OAuthError::invalid_client(
-            "introspection requires resource-server or confidential-client credentials",
-        )
-        .into());
-    }
-    presented.verify(client.secret_hash.as_deref())?;
-    Ok(Caller::Client(client))
-}
-
-fn no_store(body: Value) -> Response {
-    let mut res = Json(body).into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    res
-}
-
-pub async fn introspect(State(state): State<AppState>, meta: RequestMeta, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn introspect(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    request: Result<IntrospectionRequest, ApiError>,
+) -> Response {
     let result = async {
-        let params = parse_form(&headers, &body)?;
-        let caller = authenticate(&state, &meta, &headers, &params).await?;
+        let IntrospectionRequest { caller, params } = request?;
         let token = params.get("token").ok_or_else(|| OAuthError::invalid_request("token is required"))?;
         // A database failure is a 503, never a guess either way.
         let answer = inspect(&state, &caller, token).await.map_err(ApiError::unavailable)?;
@@ -84,7 +39,7 @@ pub async fn introspect(State(state): State<AppState>, meta: RequestMeta, header
             None => event.detail("inactive"),
         };
         state.audit.record(event).await;
-        Ok::<_, ApiError>(no_store(answer.unwrap_or_else(|| json!({"active": false}))))
+        Ok::<_, ApiError>(no_store(Json(answer.unwrap_or_else(|| json!({"active": false})))))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)

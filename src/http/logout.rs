@@ -3,16 +3,17 @@
 //! their ID token; then the browser session ends and the browser goes back to the application
 //! (its registered `post_logout_redirect_uri`, with `state`) or sees that it is signed out.
 
-use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use tower_sessions::Session;
 
 use super::browser::{self, see_other};
+use super::extract::{CheckedForm, LogoutForm, SignedIn};
 use super::pages::{InfoPage, LogoutPage, PageError, render};
 use crate::openid::logout::{self, Logout, LogoutError};
 use crate::platform::audit::RequestMeta;
+use crate::signin::authentication::SessionUser;
+use crate::signin::session::BrowserSession;
 use crate::state::AppState;
 
 /// The parameters a confirmation carries to the POST.
@@ -30,17 +31,18 @@ impl From<LogoutError> for PageError {
 pub async fn show(
     State(state): State<AppState>,
     meta: RequestMeta,
-    session: Session,
+    session: BrowserSession,
+    user: Option<SignedIn>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
+    let user = user.map(|SignedIn(user)| user);
     let params = browser::query_params(query.as_deref())?;
     if let Some(name) = params.first_repeated() {
         return Err(PageError::bad_request(format!("The parameter {name} appears more than once.")));
     }
     let request = logout::check(&state.clients, &state.keys, &state.settings.issuer, &params).await?;
-    let user = browser::signed_in(&state.pool, &session).await?;
     if logout::needs_confirmation(&request, user.as_ref()) {
-        let (Some(user), csrf) = (user, browser::csrf_token(&session).await?) else {
+        let (Some(user), csrf) = (user, session.csrf_token().await?) else {
             return Err(PageError::internal("confirmation without a user"));
         };
         let carried = CARRIED.iter().filter_map(|name| Some((*name, params.get(name)?))).collect();
@@ -60,25 +62,22 @@ pub async fn show(
 pub async fn submit(
     State(state): State<AppState>,
     meta: RequestMeta,
-    session: Session,
-    headers: HeaderMap,
-    body: Bytes,
+    session: BrowserSession,
+    user: Option<SignedIn>,
+    CheckedForm(params, _): CheckedForm<LogoutForm>,
 ) -> Result<Response, PageError> {
-    let expired = "This form expired. Go back to the application and sign out again.";
-    let params = browser::checked_form(&state.settings.issuer, &session, &headers, &body, expired).await?;
     let request = logout::check(&state.clients, &state.keys, &state.settings.issuer, &params).await?;
-    let user = browser::signed_in(&state.pool, &session).await?;
-    end(&state, &meta, &session, user, &request).await
+    end(&state, &meta, &session, user.map(|SignedIn(user)| user), &request).await
 }
 
 async fn end(
     state: &AppState,
     meta: &RequestMeta,
-    session: &Session,
-    user: Option<browser::SessionUser>,
+    session: &BrowserSession,
+    user: Option<SessionUser>,
     request: &Logout,
 ) -> Result<Response, PageError> {
-    browser::log_out(session).await?;
+    session.log_out().await?;
     logout::record(&state.audit, meta, request, user.as_ref()).await;
     if let Some(location) = &request.redirect {
         return Ok(see_other(location));

@@ -7,7 +7,9 @@
 pub mod account;
 pub mod authorize;
 pub mod browser;
+pub mod client_auth;
 pub mod consent;
+pub mod extract;
 pub mod introspect;
 pub mod login;
 pub mod logout;
@@ -79,33 +81,29 @@ pub fn router(state: AppState) -> Router {
     let limit = |route: Route| axum::middleware::from_fn_with_state((state.clone(), route), rate_limit::per_address);
     // Browser pages: sessions, no CORS.
     let pages = Router::new()
-        .route("/authorize", get(authorize::authorize).route_layer(limit(Route::Browser)))
-        .route("/login", get(login::show).post(login::submit).route_layer(limit(Route::Browser)))
-        .route("/login/upstream/{name}", post(upstream_login::start).route_layer(limit(Route::Browser)))
-        .route("/login/upstream/{name}/callback", get(upstream_login::callback).route_layer(limit(Route::Browser)))
-        .route("/consent", get(consent::show).post(consent::submit).route_layer(limit(Route::Browser)))
-        .route("/logout", get(logout::show).post(logout::submit).route_layer(limit(Route::Browser)))
-        .route("/account", get(account::show).route_layer(limit(Route::Browser)))
-        .route("/account/disconnect", post(account::disconnect).route_layer(limit(Route::Browser)))
-        .route("/account/sessions/end", post(account::end_session).route_layer(limit(Route::Browser)))
-        .route("/account/password", post(account::change_password).route_layer(limit(Route::Browser)))
-        .route("/account/totp/setup", post(second_factor::setup).route_layer(limit(Route::Browser)))
-        .route("/account/totp/confirm", post(second_factor::confirm).route_layer(limit(Route::Browser)))
-        .route("/account/totp/disable", post(second_factor::disable).route_layer(limit(Route::Browser)))
-        .route(
-            "/login/second-factor",
-            get(second_factor::show).post(second_factor::submit).route_layer(limit(Route::Browser)),
-        )
-        .route("/account/passkeys/options", post(passkeys::registration_options).route_layer(limit(Route::Browser)))
-        .route("/account/passkeys/add", post(passkeys::add).route_layer(limit(Route::Browser)))
-        .route("/account/passkeys/remove", post(passkeys::remove).route_layer(limit(Route::Browser)))
-        .route("/login/passkey/options", post(passkeys::sign_in_options).route_layer(limit(Route::Browser)))
-        .route("/login/passkey", post(passkeys::sign_in).route_layer(limit(Route::Browser)))
-        .route(
-            "/login/second-factor/passkey/options",
-            post(passkeys::second_factor_options).route_layer(limit(Route::Browser)),
-        )
-        .route("/login/second-factor/passkey", post(passkeys::second_factor).route_layer(limit(Route::Browser)))
+        .route("/authorize", get(authorize::authorize))
+        .route("/login", get(login::show).post(login::submit))
+        .route("/login/upstream/{name}", post(upstream_login::start))
+        .route("/login/upstream/{name}/callback", get(upstream_login::callback))
+        .route("/consent", get(consent::show).post(consent::submit))
+        .route("/logout", get(logout::show).post(logout::submit))
+        .route("/account", get(account::show))
+        .route("/account/disconnect", post(account::disconnect))
+        .route("/account/sessions/end", post(account::end_session))
+        .route("/account/password", post(account::change_password))
+        .route("/account/totp/setup", post(second_factor::setup))
+        .route("/account/totp/confirm", post(second_factor::confirm))
+        .route("/account/totp/disable", post(second_factor::disable))
+        .route("/login/second-factor", get(second_factor::show).post(second_factor::submit))
+        .route("/account/passkeys/options", post(passkeys::registration_options))
+        .route("/account/passkeys/add", post(passkeys::add))
+        .route("/account/passkeys/remove", post(passkeys::remove))
+        .route("/login/passkey/options", post(passkeys::sign_in_options))
+        .route("/login/passkey", post(passkeys::sign_in))
+        .route("/login/second-factor/passkey/options", post(passkeys::second_factor_options))
+        .route("/login/second-factor/passkey", post(passkeys::second_factor))
+        // One limit for every page; `route_layer` so that an unknown path is still a 404.
+        .route_layer(limit(Route::Browser))
         .layer(axum::middleware::from_fn_with_state(std::sync::Arc::<str>::from(path), pages::render_errors))
         .layer(session_layer(&state));
     let api = Router::new()

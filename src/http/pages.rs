@@ -161,6 +161,9 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
     }
 }
 
+/// What the second-factor pages say when the sign-in waiting for it is gone.
+pub const SIGN_IN_EXPIRED: &str = "This sign-in expired. Go back to the application and start again.";
+
 /// An error shown as a page (browser endpoints never answer JSON). Handlers return it with `?`;
 /// [`render_errors`] renders it, with the issuer path the page's links need.
 #[derive(Clone, Debug)]
@@ -229,6 +232,27 @@ impl From<tower_sessions::session::Error> for PageError {
         match e {
             Error::Store(Store::Backend(_)) => Self::unavailable(e),
             e => Self::internal(e),
+        }
+    }
+}
+
+impl From<crate::signin::session::SignedInError> for PageError {
+    fn from(e: crate::signin::session::SignedInError) -> Self {
+        match e {
+            crate::signin::session::SignedInError::Session(e) => e.into(),
+            crate::signin::session::SignedInError::Database(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::signin::journey::JourneyError> for PageError {
+    fn from(e: crate::signin::journey::JourneyError) -> Self {
+        use crate::signin::journey::JourneyError;
+        match e {
+            JourneyError::Expired => Self::bad_request(SIGN_IN_EXPIRED),
+            JourneyError::Authorization(e) => e.into(),
+            JourneyError::Session(e) => e.into(),
+            JourneyError::Database(e) => e.into(),
         }
     }
 }

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 
+use super::browser::retry_after;
 use super::pages::PageError;
 use crate::platform::audit::{Event, Outcome, RequestMeta};
 use crate::platform::rate_limit::{Route, retry_after_secs};
@@ -35,7 +36,5 @@ async fn refuse(state: &AppState, route: Route, meta: &RequestMeta, wait: Durati
     }
     let secs = retry_after_secs(wait);
     let message = format!("Too many requests from your network. Try again in {secs} seconds.");
-    let mut res = PageError::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests", message).into_response();
-    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    res
+    retry_after(PageError::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests", message).into_response(), secs)
 }

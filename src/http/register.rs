@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq as _;
@@ -19,6 +19,7 @@ use crate::platform::audit::{Event, Outcome, RequestMeta};
 use crate::state::AppState;
 use crate::store::{clients, registration_tokens};
 use crate::web::error::ApiError;
+use crate::web::headers::{Bearer, no_store};
 
 /// Largest registration request.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -32,12 +33,6 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             format!("the request body exceeds {limit} bytes"),
         )
     })
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 fn invalid_token(description: &'static str) -> ApiError {
@@ -75,13 +70,6 @@ fn information(state: &AppState, client: &Client, secret: Option<&Secret>, regis
     let uri = state.settings.issuer.join(&format!("/register/{}", client.client_id));
     out.insert("registration_client_uri".into(), json!(uri));
     Value::Object(out)
-}
-
-fn no_store(status: StatusCode, body: Value) -> Response {
-    let mut res = (status, Json(body)).into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    res
 }
 
 fn apply(client: &mut Client, m: Metadata) {
@@ -137,7 +125,9 @@ async fn register(
     let doc = parse_json(headers, &body)?;
     let metadata = registration::parse(&doc, Source::Registration)?;
     if state.settings.registration == RegistrationPolicy::Token {
-        let token = bearer(headers).ok_or_else(|| invalid_token("an initial access token is required to register"))?;
+        let token = Bearer::from_headers(headers)
+            .token()
+            .ok_or_else(|| invalid_token("an initial access token is required to register"))?;
         if !registration_tokens::consume(&state.pool, &secret::digest(token)).await? {
             return Err(invalid_token("the initial access token is invalid, expired or used up"));
         }
@@ -154,8 +144,10 @@ async fn register(
     apply(&mut client, metadata);
     client.created_at = chrono::Utc::now();
     clients::insert(&state.pool, &client).await?;
-    let res =
-        no_store(StatusCode::CREATED, information(state, &client, client_secret.as_ref(), registration_token.expose()));
+    let res = no_store((
+        StatusCode::CREATED,
+        Json(information(state, &client, client_secret.as_ref(), registration_token.expose())),
+    ));
     Ok((res, client.client_id, replaced))
 }
 
@@ -166,7 +158,9 @@ async fn authorized_client(
     client_id: &str,
     headers: &HeaderMap,
 ) -> Result<(Client, String), ApiError> {
-    let token = bearer(headers).ok_or_else(|| invalid_token("the registration access token is missing"))?;
+    let token = Bearer::from_headers(headers)
+        .token()
+        .ok_or_else(|| invalid_token("the registration access token is missing"))?;
     let client = crate::store::clients::get(&state.pool, client_id).await?;
     let presented = secret::digest(token);
     let valid = client
@@ -182,7 +176,7 @@ async fn authorized_client(
 pub async fn read(State(state): State<AppState>, Path(client_id): Path<String>, headers: HeaderMap) -> Response {
     match authorized_client(&state, &client_id, &headers).await {
         // The client presented its token, so echoing it back (RFC 7592 §3) reveals nothing.
-        Ok((client, token)) => no_store(StatusCode::OK, information(&state, &client, None, &token)),
+        Ok((client, token)) => no_store((StatusCode::OK, Json(information(&state, &client, None, &token)))),
         Err(e) => e.into_response(),
     }
 }
@@ -225,7 +219,7 @@ pub async fn update(
             .audit
             .record(Event::new("client.updated", Outcome::Success).during(&meta).client(&client.client_id))
             .await;
-        Ok::<_, ApiError>(no_store(StatusCode::OK, information(&state, &client, None, &token)))
+        Ok::<_, ApiError>(no_store((StatusCode::OK, Json(information(&state, &client, None, &token)))))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)

@@ -2,24 +2,26 @@
 //! the deny list until it expires. Tokens of other clients are left alone, and the answer is the
 //! same `200` whether or not the token existed. A database failure is `503`, never a false `200`.
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::token::{authenticate_client, parse_form};
+use super::client_auth::RevocationRequest;
 use crate::clients::Client;
 use crate::oauth::{OAuthError, secret};
 use crate::platform::audit::{Event, Outcome, RequestMeta};
-use crate::platform::rate_limit::Route;
 use crate::state::AppState;
 use crate::tokens;
 use crate::web::error::ApiError;
+use crate::web::headers::no_store;
 
-pub async fn revoke(State(state): State<AppState>, meta: RequestMeta, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn revoke(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    request: Result<RevocationRequest, ApiError>,
+) -> Response {
     let result = async {
-        let params = parse_form(&headers, &body)?;
-        let client = authenticate_client(&state, &meta, &headers, &params, Route::Revoke).await?;
+        let RevocationRequest { client, params } = request?;
         let token = params.get("token").ok_or_else(|| OAuthError::invalid_request("token is required"))?;
         let revoked = revoke_token(&state, &client, token).await.map_err(ApiError::unavailable)?;
         // Recorded whether or not anything was revoked: the digest says which token was presented.
@@ -29,9 +31,7 @@ pub async fn revoke(State(state): State<AppState>, meta: RequestMeta, headers: H
             .digest_of(token)
             .detail(revoked.unwrap_or("nothing revoked"));
         state.audit.record(event).await;
-        let mut res = StatusCode::OK.into_response();
-        res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Ok::<_, ApiError>(res)
+        Ok::<_, ApiError>(no_store(StatusCode::OK))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)

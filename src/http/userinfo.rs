@@ -5,12 +5,13 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::openid::{self, UserinfoError, UserinfoParts};
 use crate::state::AppState;
 use crate::web::error::ApiError;
+use crate::web::headers::{Bearer, no_store};
 
 const BEARER: &str = "Bearer";
 const INVALID_TOKEN: &str = r#"Bearer error="invalid_token""#;
@@ -30,15 +31,12 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
 
 /// The one token presented, or why there is none (RFC 6750 §2: one method only).
 fn bearer(headers: &HeaderMap, form: Option<String>) -> Result<String, ApiError> {
-    let header = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
-    let from_header = match header {
-        None => None,
-        Some(value) => match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
-                Some(token.trim().to_owned())
-            }
-            _ => return Err(challenge(StatusCode::BAD_REQUEST, "invalid_request", "use the Bearer scheme", BEARER)),
-        },
+    let from_header = match Bearer::from_headers(headers) {
+        Bearer::Absent => None,
+        Bearer::Token(token) => Some(token.to_owned()),
+        Bearer::Malformed => {
+            return Err(challenge(StatusCode::BAD_REQUEST, "invalid_request", "use the Bearer scheme", BEARER));
+        }
     };
     match (from_header, form) {
         (Some(token), None) | (None, Some(token)) => Ok(token),
@@ -72,11 +70,7 @@ async fn answer(state: &AppState, token: Result<String, ApiError>) -> Response {
         audience,
     };
     match openid::userinfo(&parts, &token).await {
-        Ok(info) => {
-            let mut res = Json(info).into_response();
-            res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            res
-        }
+        Ok(info) => no_store(Json(info)),
         Err(UserinfoError::InvalidToken(why)) => {
             challenge(StatusCode::UNAUTHORIZED, "invalid_token", why, INVALID_TOKEN).into_response()
         }

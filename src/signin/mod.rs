@@ -5,6 +5,8 @@
 pub mod account;
 pub mod authentication;
 pub mod federation;
+pub mod journey;
 pub mod passkeys;
 pub mod password;
 pub mod second_factor;
+pub mod session;

@@ -121,26 +121,6 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
-impl From<crate::clients::LookupError> for ApiError {
-    /// A metadata document that cannot be used makes the client unknown: `invalid_client`.
-    fn from(e: crate::clients::LookupError) -> Self {
-        match e {
-            crate::clients::LookupError::Database(e) => e.into(),
-            crate::clients::LookupError::Document(e) => OAuthError::invalid_client(e.to_string()).into(),
-        }
-    }
-}
-
-impl From<crate::grant::GrantError> for ApiError {
-    fn from(e: crate::grant::GrantError) -> Self {
-        match e {
-            crate::grant::GrantError::OAuth(e) => e.into(),
-            crate::grant::GrantError::Database(e) => e.into(),
-            crate::grant::GrantError::Signing(e) => Self::internal(e),
-        }
-    }
-}
-
 impl From<OAuthError> for ApiError {
     /// RFC 6749 §5.2: 400, except `invalid_client` (401 with a Basic challenge) and the 5xx codes.
     fn from(e: OAuthError) -> Self {

@@ -26,3 +26,41 @@ pub fn apply(headers: &mut HeaderMap, https: bool) {
             .insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=63072000; includeSubDomains"));
     }
 }
+
+/// An answer that carries a token or a secret: `Cache-Control: no-store` and `Pragma: no-cache`
+/// (RFC 6749 §5.1), so no cache on the way keeps it.
+pub fn no_store(answer: impl axum::response::IntoResponse) -> axum::response::Response {
+    let mut res = answer.into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res
+}
+
+/// What an `Authorization` header presents as a bearer token (RFC 6750 §2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bearer<'a> {
+    /// No `Authorization` header.
+    Absent,
+    /// `Bearer <token>`, the token trimmed and not empty.
+    Token(&'a str),
+    /// Another scheme, an empty token, or a value that is not text.
+    Malformed,
+}
+
+impl<'a> Bearer<'a> {
+    pub fn from_headers(headers: &'a HeaderMap) -> Self {
+        let Some(value) = headers.get(header::AUTHORIZATION) else { return Self::Absent };
+        let token = value.to_str().ok().and_then(|v| v.split_once(' ')).and_then(|(scheme, token)| {
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+        });
+        token.map_or(Self::Malformed, Self::Token)
+    }
+
+    /// The token, if one was presented well formed.
+    pub fn token(self) -> Option<&'a str> {
+        match self {
+            Self::Token(token) => Some(token),
+            Self::Absent | Self::Malformed => None,
+        }
+    }
+}
