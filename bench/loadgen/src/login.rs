@@ -155,7 +155,7 @@ pub fn main(args: LoginArgs) -> Result<()> {
     runtime.block_on(run(args))
 }
 
-/// The size of Tessera's argon2 pool (`src/password.rs`): the machine's available parallelism,
+/// The size of Tessera's argon2 pool (`src/signin/password.rs`): the machine's available parallelism,
 /// at least 2.
 fn tessera_pool_size() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
