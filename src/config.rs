@@ -531,10 +531,6 @@ impl Sources {
     pub fn get(&self, env: &str) -> Option<&str> {
         self.values.get(env).map(|(v, _)| v.as_str())
     }
-
-    pub fn is_set(&self, env: &str) -> bool {
-        self.values.contains_key(env)
-    }
 }
 
 impl Config {

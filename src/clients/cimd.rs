@@ -185,10 +185,6 @@ impl Fetcher {
         Self { settings, per_host, in_flight: Mutex::new(HashMap::new()) }
     }
 
-    pub fn settings(&self) -> &CimdSettings {
-        &self.settings
-    }
-
     pub fn prune(&self) {
         self.per_host.prune();
     }

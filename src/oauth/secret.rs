@@ -24,10 +24,6 @@ impl Secret {
         Self(URL_SAFE_NO_PAD.encode(bytes))
     }
 
-    pub fn from_presented(value: &str) -> Self {
-        Self(value.to_owned())
-    }
-
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -46,11 +46,6 @@ where
         Self { tx: Some(tx) }
     }
 
-    /// A batcher without workers: every request is handed back (for callers that want no batching).
-    pub fn disabled() -> Self {
-        Self { tx: None }
-    }
-
     /// Answer `req` in the next batch; `Err(req)` when no batch can take it, for the caller to
     /// do alone.
     pub async fn submit(&self, req: Req) -> Result<Resp, Req> {
@@ -133,12 +128,6 @@ mod tests {
         }
         let n = batches.load(Ordering::SeqCst);
         assert!(n < 100, "100 concurrent requests went in {n} batches: nothing was gathered");
-    }
-
-    #[tokio::test]
-    async fn a_disabled_batcher_hands_the_request_back() {
-        let batcher: Batcher<u32, u32> = Batcher::disabled();
-        assert_eq!(batcher.submit(7).await, Err(7));
     }
 
     #[test]

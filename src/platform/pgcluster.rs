@@ -242,11 +242,6 @@ impl Cluster {
         PgConnectOptions::new().socket(&self.data_dir).port(SOCKET_PORT).username(SUPERUSER).database(database)
     }
 
-    /// A `postgres://` URL for `database` over the cluster's socket (for `DATABASE_URL`).
-    pub fn url(&self, database: &str) -> String {
-        socket_url(&self.data_dir, database)
-    }
-
     fn wait_ready(&mut self, log: &str) -> Result<(), ClusterError> {
         let socket = self.data_dir.join(format!(".s.PGSQL.{SOCKET_PORT}"));
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -41,11 +41,3 @@ pub async fn link(
     .await?;
     Ok(done.rows_affected() == 1)
 }
-
-/// How many upstream identities an account has (any provider).
-pub async fn count_for_user(conn: &mut PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
-    let n = sqlx::query_scalar!("SELECT count(*) FROM federated_identities WHERE user_id = $1", user_id)
-        .fetch_one(conn)
-        .await?;
-    Ok(n.unwrap_or(0))
-}

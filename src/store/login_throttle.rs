@@ -7,9 +7,8 @@
 //! at once, at most the configured number is ever evaluated.
 //!
 //! Migration 0007's plpgsql functions `tessera_login_reserve` and `tessera_login_release` did
-//! the same in several statements each; nothing here calls them any more. They stay so that
-//! instances of the previous release keep signing people in during a rolling upgrade; a later
-//! migration can drop them.
+//! the same in several statements each; migration 0016 drops them (see the README's upgrade
+//! notes for builds that still call them).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;

@@ -398,10 +398,6 @@ impl KeySet {
         Self { keys: keys.into_iter().map(Arc::new).collect(), activations, grace }
     }
 
-    pub fn keys(&self) -> &[Arc<LoadedKey>] {
-        &self.keys
-    }
-
     pub fn status(&self, index: usize, now: DateTime<Utc>) -> KeyStatus {
         status_of(&self.activations, index, self.grace, now)
     }

@@ -1,4 +1,5 @@
-//! Discovery metadata, JWKS, signing keys, health, and the HTTP basics.
+//! Discovery metadata, JWKS, signing keys, health (and a database refusing connections), and the
+//! HTTP basics.
 
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use tessera::config::MasterKey;
 use tessera::state::{AppState, ServerSettings};
 use tessera::tokens::keys::KeyError;
 
+use crate::common::flow::code_and_tokens;
 use crate::common::{Options, TestApp, TestDb, test_master_key};
 
 #[tokio::test]
@@ -175,6 +177,46 @@ async fn health_and_readiness() {
     assert_eq!(res.status(), 503);
     // Liveness does not depend on the database.
     assert_eq!(app.client.get(format!("{}/healthz", app.origin)).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_database_refusing_connections_is_unavailable_everywhere() {
+    let app = TestApp::spawn().await;
+    let f = app.fixture().await;
+    let tokens = code_and_tokens(&app, &f, &[]).await;
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
+    app.db.refuse_connections().await;
+    // An unknown client must be looked up, so the lookup meets the refusal (SQLSTATE 55000).
+    let revoke = |form: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move { app.client.post(app.url("/revoke")).form(&form).send().await.unwrap() }
+    };
+    for form in [
+        vec![("token", refresh_token.clone()), ("client_id", f.client_id.clone())],
+        vec![("token", "x".to_owned()), ("client_id", "an-unknown-client".to_owned())],
+    ] {
+        let res = revoke(form).await;
+        assert_eq!(res.status(), 503);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+    }
+    let res = app
+        .client
+        .post(app.url("/introspect"))
+        .basic_auth("rs_unknown", Some("secret"))
+        .form(&[("token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let (status, _, body) = app
+        .token(
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh_token), ("client_id", "another-unknown")],
+            None,
+        )
+        .await;
+    assert_eq!((status.as_u16(), body["error"].as_str()), (503, Some("temporarily_unavailable")));
+    assert_eq!(app.client.get(format!("{}/readyz", app.origin)).send().await.unwrap().status(), 503);
 }
 
 #[tokio::test]

@@ -1,13 +1,15 @@
-//! Abuse resistance: rate limits, login throttling across instances, hostile input, headers and
+//! Abuse resistance: rate limits, login throttling across instances (parallel guesses reserved
+//! before they are checked), hostile input (over-long URLs and headers included), headers and
 //! CORS, the audit log, metrics, and no secret at rest or in the logs.
 
+use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::flow::{
-    Browser, ClientSpec, PASSWORD, REDIRECT, RESOURCE, authorize_url, code_and_tokens, location, pkce,
+    Browser, ClientSpec, PASSWORD, REDIRECT, RESOURCE, authorize_url, code_and_tokens, hidden, location, pkce,
 };
 use crate::common::{Options, TestApp};
 
@@ -187,6 +189,146 @@ async fn a_flood_from_one_source_is_limited_across_accounts() {
     assert_eq!(login_from(&app, &browser, "alice", PASSWORD, "203.0.113.10").await.0, 303);
 }
 
+/// `n` login attempts for `username(i)` with a wrong password, all at once from `source` (through
+/// the trusted loopback proxy), spread over the given instances. The status of each.
+async fn parallel_guesses(apps: &[&TestApp], n: usize, username: impl Fn(usize) -> String, source: &str) -> Vec<u16> {
+    // One browser per instance, each with its CSRF token; every guess is a whole form POST.
+    let mut forms = Vec::new();
+    for app in apps {
+        let browser = Browser::new(app);
+        let page = browser.get(&app.url("/login")).await.text().await.unwrap();
+        forms.push((browser.http.clone(), app.url("/login"), hidden(&page, "csrf_token")));
+    }
+    let guesses = (0..n).map(|i| {
+        let (http, url, csrf) = forms[i % forms.len()].clone();
+        let username = username(i);
+        let source = source.to_owned();
+        async move {
+            http.post(url)
+                .header("sec-fetch-site", "same-origin")
+                .header("x-forwarded-for", source)
+                .form(&[("username", username.as_str()), ("password", "wrong password"), ("csrf_token", &csrf)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    futures_util::future::join_all(guesses).await
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+/// How many passwords were checked: one `login.failure` audit record per argon2 verification
+/// that failed (the audit writer is asynchronous, so wait for it to settle).
+async fn failures_checked(app: &TestApp) -> i64 {
+    let mut last = -1;
+    for _ in 0..50 {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE event = 'login.failure'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+        if n == last {
+            return n;
+        }
+        last = n;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    last
+}
+
+fn throttle_settings() -> Options {
+    settings(&[
+        ("TESSERA_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("TESSERA_LOGIN_MAX_FAILURES", "5"),
+        ("TESSERA_RATE_LIMIT_BROWSER", "1000/1m"),
+    ])
+}
+
+#[tokio::test]
+async fn parallel_guesses_for_one_account_are_reserved_before_they_are_checked() {
+    let app = TestApp::spawn_with(throttle_settings()).await;
+    app.fixture().await;
+    let statuses = parallel_guesses(&[&app], 50, |_| "alice".into(), "203.0.113.50").await;
+    let (checked, refused) = (count(&statuses, 401), count(&statuses, 429));
+    assert_eq!(checked + refused, 50, "only 401 and 429: {statuses:?}");
+    assert!((1..=5).contains(&checked), "at most LOGIN_MAX_FAILURES guesses may be checked, {checked} were");
+    assert_eq!(failures_checked(&app).await, checked as i64, "one argon2 verification per 401");
+    // Lockout is no lever against the person: the right password from elsewhere still works.
+    let browser = Browser::new(&app);
+    let page = browser.get(&app.url("/login")).await.text().await.unwrap();
+    let res = browser
+        .http
+        .post(app.url("/login"))
+        .header("sec-fetch-site", "same-origin")
+        .header("x-forwarded-for", "198.51.100.20")
+        .form(&[("username", "alice"), ("password", PASSWORD), ("csrf_token", &hidden(&page, "csrf_token"))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303, "signed in: on to the account page");
+}
+
+#[tokio::test]
+async fn parallel_guesses_on_two_instances_share_one_reservation() {
+    let a = TestApp::spawn_with(throttle_settings()).await;
+    let b = TestApp::spawn_on(a.db.clone(), Options { issuer: Some(a.issuer.clone()), ..throttle_settings() }).await;
+    a.fixture().await;
+    let statuses = parallel_guesses(&[&a, &b], 50, |_| "alice".into(), "203.0.113.51").await;
+    let checked = count(&statuses, 401);
+    assert_eq!(checked + count(&statuses, 429), 50, "{statuses:?}");
+    assert!((1..=5).contains(&checked), "two instances checked {checked} guesses together");
+    assert_eq!(failures_checked(&a).await, checked as i64);
+}
+
+#[tokio::test]
+async fn parallel_guesses_across_accounts_meet_the_source_limit() {
+    let app = TestApp::spawn_with(settings(&[
+        ("TESSERA_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("TESSERA_LOGIN_MAX_FAILURES", "100"),
+        ("TESSERA_LOGIN_SOURCE_MAX_FAILURES", "10"),
+        ("TESSERA_RATE_LIMIT_BROWSER", "1000/1m"),
+    ]))
+    .await;
+    app.fixture().await;
+    let statuses = parallel_guesses(&[&app], 50, |i| format!("user{i}"), "203.0.113.52").await;
+    let checked = count(&statuses, 401);
+    assert_eq!(checked + count(&statuses, 429), 50, "{statuses:?}");
+    assert!((1..=10).contains(&checked), "the source limit let {checked} guesses through");
+}
+
+#[tokio::test]
+async fn refusals_of_a_blocked_account_do_not_count_against_its_source() {
+    let app = TestApp::spawn_with(settings(&[
+        ("TESSERA_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("TESSERA_LOGIN_MAX_FAILURES", "2"),
+        ("TESSERA_LOGIN_SOURCE_MAX_FAILURES", "50"),
+        ("TESSERA_RATE_LIMIT_BROWSER", "1000/1m"),
+    ]))
+    .await;
+    app.fixture().await;
+    let source = "203.0.113.53";
+    // Two failures block the pair (for a second); the guesses at once after it are refused.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.extend(parallel_guesses(&[&app], 1, |_| "alice".into(), source).await);
+    }
+    statuses.extend(parallel_guesses(&[&app], 20, |_| "alice".into(), source).await);
+    let (checked, refused) = (count(&statuses, 401), count(&statuses, 429));
+    assert_eq!(checked + refused, 22, "{statuses:?}");
+    assert!(refused >= 1, "the pair was blocked: {statuses:?}");
+    // The reservation counted each refused guess for the source, then gave it back.
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM login_sources WHERE source = $1::inet")
+        .bind(source)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts as usize, checked, "only the {checked} checked guesses count against the source");
+}
+
 #[tokio::test]
 async fn hostile_input_never_gets_a_500() {
     let app = TestApp::spawn().await;
@@ -274,6 +416,70 @@ async fn raw_get(app: &TestApp, path: &str) -> String {
     let mut response = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
     String::from_utf8_lossy(&response).lines().next().unwrap_or("(no answer)").to_owned()
+}
+
+/// Send raw bytes and read the whole answer (the server closes after these errors): the head in
+/// lower case and the JSON body.
+async fn raw_exchange(app: &TestApp, request: Vec<u8>) -> (String, Value) {
+    let addr = app.addr;
+    tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // The server may answer and close before reading everything: a failed write is fine.
+        let _ = socket.write_all(&request);
+        let mut answer = Vec::new();
+        let _ = socket.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        (head.to_ascii_lowercase(), serde_json::from_str(body).unwrap_or(Value::Null))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn over_long_urls_and_headers_get_the_usual_shape() {
+    let app = TestApp::spawn().await;
+    let long_query = format!("GET /authorize?{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(1_000_000));
+    let long_target = format!("GET /?{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let many_headers: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many_headers = format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n");
+    let big_header = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(500_000));
+    let garbage = "NOT HTTP AT ALL\r\n\r\n".to_owned();
+    // A request line longer than hyper's read buffer is answered 431 rather than 414
+    // (hyperium/hyper#3874); the shape is what matters here.
+    for (request, statuses) in [
+        (long_query, &["414", "431"][..]),
+        (long_target, &["414"][..]),
+        (many_headers, &["431"][..]),
+        (big_header, &["431"][..]),
+        (garbage, &["400"][..]),
+    ] {
+        let (head, body) = raw_exchange(&app, request.into_bytes()).await;
+        let status = &head[9..12];
+        assert!(head.starts_with("http/1.1 ") && statuses.contains(&status), "{statuses:?}: {head}");
+        for header in [
+            "x-request-id: ",
+            "content-type: application/json",
+            "cache-control: no-store",
+            "x-content-type-options: nosniff",
+            "x-frame-options: deny",
+            "content-security-policy: ",
+            "referrer-policy: no-referrer",
+        ] {
+            assert!(head.contains(header), "{status}: no {header} in\n{head}");
+        }
+        assert_eq!(body["error"], json!("invalid_request"), "{status}: {body}");
+        assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    // Our own answers on a keep-alive connection are untouched, errors included.
+    let two = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (head, _) = raw_exchange(&app, two.to_vec()).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let (head, body) =
+        raw_exchange(&app, b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec()).await;
+    assert!(head.starts_with("http/1.1 404") && head.contains("x-request-id"), "{head}");
+    assert_eq!(body["error"], "not_found");
 }
 
 fn assert_page_headers(res: &reqwest::Response, what: &str) {
