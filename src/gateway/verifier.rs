@@ -1,20 +1,25 @@
 //! Verifying access tokens as a resource server does (the gateway): by the issuer's JWKS or by
 //! introspection, always requiring the token's audience to be this resource.
 //!
-//! JWKS: the key set is found through the issuer's RFC 8414 metadata (`jwks_uri`), cached for as
-//! long as its `Cache-Control` allows (1 minute to 1 hour), refetched at once when a token names
-//! an unknown `kid` (at most every 10 seconds), and kept when the issuer is down. Introspection
-//! (RFC 7662) with the resource's credentials sees revocations at once; an active answer is
-//! remembered for a few seconds.
+//! JWKS: the key set is found through the issuer's RFC 8414 metadata (`jwks_uri`) and fetched
+//! through `platform::jwks` with the gateway's own client (the issuer is configured, and may be on
+//! loopback); it is refreshed as its `Cache-Control` allows (1 minute to 1 hour), refetched when a
+//! token names an unknown `kid` (not within 10 seconds of the last fetch or such refetch), and
+//! kept when the issuer is down. Only its ES256 signing keys are used. Introspection (RFC 7662)
+//! with the resource's credentials sees revocations at once; an active answer is remembered for a
+//! few seconds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use jsonwebtoken::jwk::PublicKeyUse;
 use serde_json::Value;
 
 use crate::oauth::secret;
+use crate::platform::fetch::Answer;
+use crate::platform::jwks::{self, Fetch, Jwks, JwksError, KeySet, Lifetime, Rules};
 use crate::tokens::keys::VerifyingKey;
 use crate::tokens::{self, AccessClaims, Checks, Invalid, VerifiedCache};
 
@@ -37,6 +42,19 @@ pub enum FetchError {
     Http(String, String),
     #[error("{0}: {1}")]
     Document(String, &'static str),
+    #[error("{0}: {1}")]
+    KeySet(String, JwksError),
+}
+
+impl FetchError {
+    /// What went wrong, without the URL.
+    fn detail(self) -> String {
+        match self {
+            Self::Http(_, detail) => detail,
+            Self::Document(_, detail) => detail.to_owned(),
+            Self::KeySet(_, e) => e.to_string(),
+        }
+    }
 }
 
 /// How tokens are checked.
@@ -77,19 +95,14 @@ fn http() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// GET a JSON document, bounded; with its `Cache-Control: max-age`.
-async fn get_json(http: &reqwest::Client, url: &str) -> Result<(Value, Option<Duration>), FetchError> {
+/// GET a JSON document, bounded; with its headers.
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<Answer, FetchError> {
     let err = |e: reqwest::Error| FetchError::Http(url.to_owned(), e.without_url().to_string());
     let mut res = http.get(url).header("accept", "application/json").send().await.map_err(err)?;
     if !res.status().is_success() {
         return Err(FetchError::Http(url.to_owned(), format!("HTTP {}", res.status().as_u16())));
     }
-    let max_age = res
-        .headers()
-        .get(reqwest::header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').find_map(|d| d.trim().strip_prefix("max-age=")?.parse::<u64>().ok()))
-        .map(Duration::from_secs);
+    let headers = std::mem::take(res.headers_mut());
     let mut body = Vec::new();
     while let Some(chunk) = res.chunk().await.map_err(err)? {
         if body.len() + chunk.len() > MAX_DOCUMENT {
@@ -97,8 +110,8 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Result<(Value, Option<Du
         }
         body.extend_from_slice(&chunk);
     }
-    let doc = serde_json::from_slice(&body).map_err(|_| FetchError::Document(url.to_owned(), "not JSON"))?;
-    Ok((doc, max_age))
+    let json = serde_json::from_slice(&body).map_err(|_| FetchError::Document(url.to_owned(), "not JSON"))?;
+    Ok(Answer { json, headers })
 }
 
 /// The issuer's RFC 8414 metadata: the path-inserted location first (RFC 8414 §3.1), then the
@@ -113,7 +126,7 @@ pub async fn issuer_metadata(http: &reqwest::Client, issuer: &str) -> Result<Val
         format!("{issuer}/.well-known/oauth-authorization-server"),
     ] {
         match get_json(http, &candidate).await {
-            Ok((doc, _)) if doc["issuer"] == issuer => return Ok(doc),
+            Ok(answer) if answer.json["issuer"] == issuer => return Ok(answer.json),
             Ok(_) => last = Some(FetchError::Document(candidate, "names another issuer")),
             Err(e) => last = Some(e),
         }
@@ -125,22 +138,38 @@ pub async fn issuer_metadata(http: &reqwest::Client, issuer: &str) -> Result<Val
 pub struct IssuerKeys {
     issuer: String,
     http: reqwest::Client,
+    /// With the gateway's own client: the issuer is configured, not taken from a request.
+    fetch: Fetch,
+    jwks: Jwks,
+    /// Where the issuer's metadata last said its keys are.
+    jwks_uri: ArcSwapOption<url::Url>,
     keys: ArcSwap<HashMap<String, Arc<VerifyingKey>>>,
     /// Tokens already verified with these keys: a client sends the same token on every call, and
     /// the signature check is the costliest step. Forgotten when the key set changes.
     verified: VerifiedCache,
-    /// When the cached set may be refreshed on demand again.
-    next_on_demand: Mutex<Instant>,
 }
 
 impl IssuerKeys {
     pub fn new(issuer: &str) -> Arc<Self> {
+        let http = http();
+        let client = http.clone();
+        let fetch = Fetch::own("gateway issuer", move |url: url::Url| {
+            let client = client.clone();
+            async move { get_json(&client, url.as_str()).await.map_err(FetchError::detail) }
+        });
+        let rules = Rules {
+            lifetime: Lifetime::CacheControl { min: MIN_CACHE, max: MAX_CACHE },
+            unknown_kid_refetch: UNKNOWN_KID_REFETCH,
+            max_sets: jwks::MAX_SETS,
+        };
         Arc::new(Self {
             issuer: issuer.to_owned(),
-            http: http(),
+            http,
+            fetch,
+            jwks: Jwks::new(rules),
+            jwks_uri: ArcSwapOption::empty(),
             keys: ArcSwap::from_pointee(HashMap::new()),
             verified: VerifiedCache::default(),
-            next_on_demand: Mutex::new(Instant::now()),
         })
     }
 
@@ -151,13 +180,24 @@ impl IssuerKeys {
         let jwks_uri = metadata["jwks_uri"]
             .as_str()
             .ok_or_else(|| FetchError::Document(self.issuer.clone(), "metadata has no jwks_uri"))?;
-        let (jwks, max_age) = get_json(&self.http, jwks_uri).await?;
-        let keys: HashMap<String, Arc<VerifyingKey>> = jwks["keys"]
-            .as_array()
-            .ok_or_else(|| FetchError::Document(jwks_uri.to_owned(), "no keys"))?
+        let url = url::Url::parse(jwks_uri).map_err(|_| FetchError::Document(jwks_uri.to_owned(), "not a URL"))?;
+        self.jwks_uri.store(Some(Arc::new(url.clone())));
+        let set = self.jwks.refresh(&url, &self.fetch).await.map_err(|e| key_set_error(jwks_uri, e))?;
+        self.adopt(&set, jwks_uri)?;
+        Ok(set.lifetime())
+    }
+
+    /// Use the set's ES256 signing keys, if it has any.
+    fn adopt(&self, set: &KeySet, jwks_uri: &str) -> Result<(), FetchError> {
+        let keys: HashMap<String, Arc<VerifyingKey>> = set
+            .jwks()
+            .keys
             .iter()
-            .filter(|k| k["use"].as_str().is_none_or(|u| u == "sig"))
-            .filter_map(|k| Some((k["kid"].as_str()?.to_owned(), Arc::new(VerifyingKey::from_jwk(k)?))))
+            .filter(|k| k.common.public_key_use.as_ref().is_none_or(|u| *u == PublicKeyUse::Signature))
+            .filter_map(|k| {
+                let key = VerifyingKey::from_jwk(&serde_json::to_value(k).ok()?)?;
+                Some((k.common.key_id.clone()?, Arc::new(key)))
+            })
             .collect();
         if keys.is_empty() {
             return Err(FetchError::Document(jwks_uri.to_owned(), "no usable ES256 key"));
@@ -170,7 +210,7 @@ impl IssuerKeys {
             self.keys.store(Arc::new(keys));
             self.verified.clear();
         }
-        Ok(max_age.unwrap_or(MAX_CACHE).clamp(MIN_CACHE, MAX_CACHE))
+        Ok(())
     }
 
     /// Keep the key set fresh until `stop`: refresh when the cache time runs out, and retry
@@ -196,12 +236,7 @@ impl IssuerKeys {
             return known;
         }
         let claims = match self.verify_signature(token) {
-            Err(Invalid::UnknownKey) if self.may_refetch() => {
-                if let Err(e) = self.refresh().await {
-                    tracing::warn!(error = %e, "refetching the issuer's keys for an unknown kid");
-                }
-                self.verify_signature(token)
-            }
+            Err(Invalid::UnknownKey) if self.refetch_for_unknown_kid().await => self.verify_signature(token),
             other => other,
         }?;
         Ok(self.verified.insert(token, claims))
@@ -213,14 +248,27 @@ impl IssuerKeys {
         tokens::verify_with(token, &self.issuer, checks, |kid| keys.get(kid).map(|k| &**k))
     }
 
-    fn may_refetch(&self) -> bool {
-        let Ok(mut next) = self.next_on_demand.lock() else { return false };
-        let now = Instant::now();
-        if now < *next {
-            return false;
+    /// Whether the key set was fetched again (as often as `platform::jwks` allows), so the
+    /// token is worth a second look.
+    async fn refetch_for_unknown_kid(&self) -> bool {
+        let Some(url) = self.jwks_uri.load_full() else { return false };
+        let adopted = match self.jwks.refetch_for_unknown_kid(&url, &self.fetch).await {
+            Ok(None) => return false,
+            Ok(Some(set)) => self.adopt(&set, url.as_str()),
+            Err(e) => Err(key_set_error(url.as_str(), e)),
+        };
+        if let Err(e) = adopted {
+            tracing::warn!(error = %e, "refetching the issuer's keys for an unknown kid");
         }
-        *next = now + UNKNOWN_KID_REFETCH;
         true
+    }
+}
+
+fn key_set_error(jwks_uri: &str, e: JwksError) -> FetchError {
+    match e {
+        JwksError::Source(detail) => FetchError::Http(jwks_uri.to_owned(), detail),
+        JwksError::NotAKeySet => FetchError::Document(jwks_uri.to_owned(), "no keys"),
+        e => FetchError::KeySet(jwks_uri.to_owned(), e),
     }
 }
 

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use jsonwebtoken::jwk::JwkSet;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -34,6 +33,7 @@ use crate::config::MasterKey;
 use crate::oauth::secret::{self, Secret};
 use crate::platform::audit::{AuditSink, Event, Outcome, RequestMeta};
 use crate::platform::fetch::{self, FetchError, Reach};
+use crate::platform::jwks::{self, Fetch, Jwks, JwksError, Lifetime, Rules};
 use crate::store::upstreams::{self, Upstream};
 use crate::store::users::User;
 
@@ -139,7 +139,7 @@ pub struct Federation {
     /// One request to a provider.
     timeout: Duration,
     providers: Mutex<HashMap<String, Cached<relying_party::Provider>>>,
-    key_sets: Mutex<HashMap<String, Cached<JwkSet>>>,
+    key_sets: Jwks,
 }
 
 impl Federation {
@@ -153,7 +153,11 @@ impl Federation {
             issuer: issuer.trim_end_matches('/').to_owned(),
             timeout,
             providers: Mutex::default(),
-            key_sets: Mutex::default(),
+            key_sets: Jwks::new(Rules {
+                lifetime: Lifetime::Fixed(relying_party::CACHE),
+                unknown_kid_refetch: UNKNOWN_KID_REFETCH,
+                max_sets: jwks::MAX_SETS,
+            }),
         }
     }
 
@@ -385,27 +389,13 @@ impl Federation {
         provider: &relying_party::Provider,
         kid: Option<&str>,
     ) -> Result<jsonwebtoken::DecodingKey, Failure> {
-        let cache_key = provider.jwks_uri.to_string();
-        let cached = self.key_sets.lock().ok().and_then(|c| c.get(&cache_key).map(|c| (c.at, c.value.clone())));
-        if let Some((at, set)) = &cached {
-            if let Some(key) = relying_party::key_for(set, kid).filter(|_| at.elapsed() < relying_party::CACHE) {
-                return Ok(key);
-            }
-            if at.elapsed() < UNKNOWN_KID_REFETCH {
-                return Err(Failure::IdToken("is signed with a key the provider does not publish".into()));
-            }
-        }
-        let answer = fetch::get_json(&provider.jwks_uri, self.reach(upstream), HeaderMap::new())
-            .await
-            .map_err(|e| fetch_failure("jwks", e))?;
-        let set: JwkSet = serde_json::from_value(answer.json)
-            .map_err(|_| Failure::Discovery("its key set is not a JWK set".into()))?;
-        let set = Arc::new(set);
-        if let Ok(mut cache) = self.key_sets.lock() {
-            cache.insert(cache_key, Cached { at: Instant::now(), value: set.clone() });
-        }
-        relying_party::key_for(&set, kid)
-            .ok_or_else(|| Failure::IdToken("is signed with a key the provider does not publish".into()))
+        let how = Fetch::Guarded(self.reach(upstream));
+        self.key_sets.decoding_key(&provider.jwks_uri, kid, &how).await.map_err(|e| match e {
+            JwksError::Fetch(e) => fetch_failure("jwks", e),
+            JwksError::UnknownKey => Failure::IdToken("is signed with a key the provider does not publish".into()),
+            JwksError::NotAKeySet => Failure::Discovery("its key set is not a JWK set".into()),
+            e => Failure::Discovery(format!("its key set cannot be used ({e})")),
+        })
     }
 }
 

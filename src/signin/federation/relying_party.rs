@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use subtle::ConstantTimeEq as _;
@@ -86,20 +85,6 @@ pub fn header(id_token: &str, provider: &Provider) -> Result<(Option<String>, Al
         return Err(Failure::IdToken(format!("is signed with {:?}, which is not allowed", header.alg)));
     }
     Ok((header.kid, header.alg))
-}
-
-/// The key in `jwks` that verifies a token with this header, if any.
-/// (jsonwebtoken refuses a key of another family than the header's algorithm when verifying.)
-pub fn key_for(jwks: &JwkSet, kid: Option<&str>) -> Option<DecodingKey> {
-    let jwk = match kid {
-        Some(kid) => jwks.find(kid)?,
-        // No kid: only a set with exactly one key is unambiguous.
-        None => match jwks.keys.as_slice() {
-            [only] => only,
-            _ => return None,
-        },
-    };
-    DecodingKey::from_jwk(jwk).ok()
 }
 
 /// The identity in a verified ID token: signature, `iss`, `aud`/`azp`, `exp`, `iat`, `nonce`.
