@@ -1,5 +1,5 @@
 //! Finding the client a request names: a registered client, or one described by a client ID
-//! metadata document (fetched and cached by [`crate::clients::cimd`]). Clients are remembered in memory
+//! metadata document (fetched and cached by [`cimd`]). Clients are remembered in memory
 //! while this instance hears every change (a trigger announces them), so the token endpoint
 //! usually finds its client without a database round trip. Also: deleting a client, and noting
 //! when one was last used.

@@ -3,8 +3,9 @@
 //! and bearer token (audience: this resource), applies the per-tool policy and rate limits,
 //! records every tool call (and every refusal) in the audit log, and streams the answer back,
 //! filtering `tools/list` to what the token may call.
-//! HTTP layer, beside `http/` (whose transport, request ids and headers it reuses): it may import
-//! the domain and `http`; nothing imports it but `cli/`.
+//! HTTP layer, beside `http/`: it shares `web/` (transport, request ids, headers) and of the
+//! wings uses only `tokens/` (to verify); its policy and token verifier live here; nothing
+//! imports it but `cli/`.
 
 mod guard;
 pub mod mcp;

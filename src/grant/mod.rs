@@ -1,10 +1,10 @@
-//! The token endpoint's grant types, one file each: check the grant against the store, then
+//! The code grant's front half, the authorization request ([`authorization`]), and the token
+//! endpoint's grant types, one file each: check the grant against the store, then
 //! mint an access token (and a refresh token where the client may refresh).
 //! Domain layer: takes a [`Context`] of parts and answers a [`GrantError`]; imports the domain,
 //! `oauth/` and `store/`, never `http` or `state` (`http/token.rs` turns the error into an answer).
 
 pub mod authorization;
-
 pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;

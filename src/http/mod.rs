@@ -1,8 +1,9 @@
-//! The HTTP surface: parse, call the domain, render. One file per endpoint family, the
-//! middleware (request ids, client address, CORS, security headers, rate limits), the error
-//! answers, and [`router`], the one place that stacks every layer.
-//! The only layer that knows status codes and pages: it may import the domain and `state`,
-//! and nothing below it imports it.
+//! The authorization server's endpoints and pages: parse (the extractors of [`extract`] and
+//! [`client_auth`]), call a wing, render JSON or a page. One file per endpoint family, none of
+//! which calls another's functions; what they share is [`browser`], [`extract`], [`pages`],
+//! [`client_auth`] and [`rate_limit`]. [`router`] is the one place that stacks every layer (the
+//! plumbing itself is `web/`, shared with the gateway). It may import the wings, `web/` and
+//! `state`; nothing below it imports it.
 
 pub mod account;
 pub mod authorize;

@@ -1,3 +1,5 @@
+//! Tessera as OpenID provider (Tessera as relying party is `signin::federation`).
+//!
 //! OpenID Connect Core 1.0 on the authorization code flow: the ID token (§2, §3.1.3.6, §12.2),
 //! the claims the `profile` and `email` scopes release (§5.4), the OpenID client metadata
 //! Tessera honours (Registration §2), and reading an ID token back as a hint (§3.1.2.1, RP-
@@ -6,7 +8,8 @@
 //! An access token is bound to one resource. A client that asks for `openid` and names no
 //! resource gets a token for the userinfo endpoint; one that names an MCP server gets a token
 //! for that server, which userinfo refuses. Either way the ID token carries the claims its
-//! scopes release, so no client needs userinfo to learn who signed in.
+//! scopes release, so no client needs userinfo to learn who signed in. RP-initiated logout is
+//! [`logout`].
 
 pub mod logout;
 
