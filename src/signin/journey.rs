@@ -105,11 +105,6 @@ impl Journey<'_> {
         self.signed_in(user, request).await
     }
 
-    /// The sign-in waiting for its second factor, if it has not waited too long.
-    pub async fn pending(&self) -> Result<HalfSignedIn, JourneyError> {
-        self.session.second_factor_pending().await?.ok_or(JourneyError::Expired)
-    }
-
     /// The second factor was given (a code, or a passkey): the sign-in waiting for it completes.
     pub async fn second_factor_given(&self, half: &HalfSignedIn) -> Result<Step, JourneyError> {
         self.session.end_second_factor().await?;

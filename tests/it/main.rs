@@ -19,6 +19,7 @@ mod gateway;
 mod grants;
 mod hardening;
 mod introspection;
+mod journey;
 mod oidc;
 mod passkeys;
 mod registration;
