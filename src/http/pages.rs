@@ -152,11 +152,7 @@ pub fn allow_passkey_script(mut res: Response, issuer: &crate::config::Issuer) -
 /// Render a page with a status; pages are never cached.
 pub fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {
-        Ok(html) => {
-            let mut res = (status, Html(html)).into_response();
-            res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            res
-        }
+        Ok(html) => crate::web::headers::no_store((status, Html(html))),
         Err(e) => crate::web::error::ApiError::internal(e).into_response(),
     }
 }

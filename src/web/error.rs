@@ -81,9 +81,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: self.code, error_description: &self.description };
-        let mut res = (self.status, Json(body)).into_response();
-        res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        let mut res = super::headers::no_store((self.status, Json(body)));
         if let Some(challenge) = self.challenge {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
