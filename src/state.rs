@@ -243,7 +243,23 @@ impl Inner {
             idle_clients: self.settings.registration_idle_ttl,
             audit: self.settings.audit_retention,
         };
-        maintenance::prune_database(&self.pool, &self.audit, keep).await;
+        match maintenance::prune_database(&self.pool, &self.audit, keep, maintenance::BUDGET).await {
+            Ok(None) => tracing::debug!("another instance is pruning the database"),
+            Ok(Some(report)) if !report.left.is_empty() || !report.failed.is_empty() => tracing::warn!(
+                deleted = report.total(),
+                elapsed_ms = report.elapsed.as_millis() as u64,
+                left = ?report.left,
+                failed = ?report.failed,
+                "database clean-up did not finish; the next run goes on"
+            ),
+            Ok(Some(report)) => tracing::debug!(
+                deleted = report.total(),
+                elapsed_ms = report.elapsed.as_millis() as u64,
+                by_kind = ?report.deleted,
+                "database clean-up"
+            ),
+            Err(e) => tracing::warn!(error = %e, "database clean-up could not start"),
+        }
     }
 }
 
@@ -292,6 +308,8 @@ impl Drop for Inner {
 fn spawn_maintenance(state: Weak<Inner>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(MAINTENANCE_PERIOD);
+        // A run that overran its period waits a whole period again, rather than starting at once.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tick.tick().await;

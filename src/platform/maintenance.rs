@@ -1,11 +1,17 @@
-//! Periodic pruning of what has expired in the database: sessions, pending authorization
-//! requests, codes, refresh tokens, spent grants, login throttling, old audit records, and
-//! self-registered clients never used or long unused. Every instance runs it (`state` schedules
-//! it); the deletes are idempotent.
+//! Periodic pruning of what has expired in the database: self-registered clients never used or
+//! long unused, sessions, pending authorization requests, codes, refresh tokens, spent grants,
+//! revoked access tokens, login throttling, old audit records.
+//!
+//! Bounded, so it finishes at any size: one instance at a time (an advisory lock; the others skip
+//! their turn), statements of at most [`BATCH`] rows (short locks, WAL in small pieces), and a run
+//! of at most its time budget: what is left when the budget runs out waits for the next run, and
+//! the run's [`Report`] says what that is. Spent grants are found by walking the grants in id
+//! order, so every grant is looked at once per run whatever the backlog.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
+use sqlx::{Connection as _, PgConnection, PgPool};
+use uuid::Uuid;
 
 use crate::platform::audit::{AuditSink, Event, Outcome};
 use crate::store;
@@ -13,6 +19,10 @@ use crate::store;
 /// Spent grants are kept this long, well past the longest access-token lifetime, so
 /// introspection can still say a token's grant was revoked.
 const GRANT_RETENTION_SECONDS: f64 = 2.0 * 86400.0;
+/// Rows one statement deletes at most.
+pub const BATCH: i64 = 5_000;
+/// How long one run may take, unless the caller says otherwise.
+pub const BUDGET: Duration = Duration::from_secs(50);
 
 /// How long things are kept.
 #[derive(Clone, Copy, Debug)]
@@ -24,30 +34,173 @@ pub struct Retention {
     pub audit: Duration,
 }
 
-pub async fn prune_database(pool: &PgPool, audit: &AuditSink, keep: Retention) {
-    match store::clients::delete_stale(pool, keep.unauthorized_clients.as_secs_f64(), keep.idle_clients.as_secs_f64())
-        .await
-    {
-        Ok(deleted) => {
+/// What one run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Rows deleted, by what they were.
+    pub deleted: Vec<(&'static str, u64)>,
+    /// What the budget cut short (left for the next run), and how far the grants walk got.
+    pub left: Vec<String>,
+    /// Steps that failed (logged); the others ran.
+    pub failed: Vec<&'static str>,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    pub fn total(&self) -> u64 {
+        self.deleted.iter().map(|(_, n)| n).sum()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Clients,
+    Sessions,
+    Requests,
+    Codes,
+    RefreshTokens,
+    Grants,
+    RevokedTokens,
+    LoginFailures,
+    Audit,
+}
+
+impl Step {
+    /// In this order: clients first (their grants, codes and tokens go with them), grants after
+    /// their codes and refresh tokens.
+    const ALL: [Step; 9] = [
+        Step::Clients,
+        Step::Sessions,
+        Step::Requests,
+        Step::Codes,
+        Step::RefreshTokens,
+        Step::Grants,
+        Step::RevokedTokens,
+        Step::LoginFailures,
+        Step::Audit,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Step::Clients => "stale clients",
+            Step::Sessions => "sessions",
+            Step::Requests => "authorization requests",
+            Step::Codes => "codes",
+            Step::RefreshTokens => "refresh tokens",
+            Step::Grants => "spent grants",
+            Step::RevokedTokens => "revoked access tokens",
+            Step::LoginFailures => "login failures",
+            Step::Audit => "audit records past retention",
+        }
+    }
+}
+
+/// One run, if no other instance is running one (`None` then). The lock is held by a connection
+/// of the run's own, closed at the end, so a run that dies takes its lock with it.
+pub async fn prune_database(
+    pool: &PgPool,
+    audit: &AuditSink,
+    keep: Retention,
+    budget: Duration,
+) -> Result<Option<Report>, sqlx::Error> {
+    let mut conn = pool.acquire().await?.detach();
+    if !store::maintenance::try_lock(&mut conn).await? {
+        return Ok(None);
+    }
+    let report = run(&mut conn, audit, keep, budget).await;
+    if let Err(e) = store::maintenance::unlock(&mut conn).await {
+        tracing::warn!(error = %e, "could not release the clean-up lock; closing its connection does");
+    }
+    let _ = conn.close().await;
+    Ok(Some(report))
+}
+
+async fn run(conn: &mut PgConnection, audit: &AuditSink, keep: Retention, budget: Duration) -> Report {
+    let started = Instant::now();
+    let deadline = started + budget;
+    let mut report = Report::default();
+    for step in Step::ALL {
+        let mut walk = Walk { cursor: Uuid::nil(), deleted: 0 };
+        let finished = loop {
+            if Instant::now() >= deadline {
+                break false;
+            }
+            match batch(conn, audit, keep, step, &mut walk.cursor).await {
+                Ok((n, more)) => {
+                    walk.deleted += n;
+                    if !more {
+                        break true;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, what = step.name(), "pruning failed");
+                    report.failed.push(step.name());
+                    break true;
+                }
+            }
+        };
+        report.deleted.push((step.name(), walk.deleted));
+        if !finished {
+            report.left.push(match step {
+                Step::Grants => format!("spent grants: the walk got {:.0} % through the grant ids", walk.progress()),
+                _ => format!("{}: more than the {} deleted", step.name(), walk.deleted),
+            });
+        }
+    }
+    report.elapsed = started.elapsed();
+    report
+}
+
+/// A step's progress within a run.
+struct Walk {
+    /// The grants walk's last id.
+    cursor: Uuid,
+    deleted: u64,
+}
+
+impl Walk {
+    /// How far through the (uniformly spread) id space the grants walk got, in percent.
+    fn progress(&self) -> f64 {
+        let (high, _) = self.cursor.as_u64_pair();
+        high as f64 / u64::MAX as f64 * 100.0
+    }
+}
+
+/// One statement of `step`: how many rows went, and whether there may be more.
+async fn batch(
+    conn: &mut PgConnection,
+    audit: &AuditSink,
+    keep: Retention,
+    step: Step,
+    cursor: &mut Uuid,
+) -> Result<(u64, bool), sqlx::Error> {
+    let full = |n: u64| (n, n >= BATCH.unsigned_abs());
+    Ok(match step {
+        Step::Clients => {
+            let (never, idle) = (keep.unauthorized_clients.as_secs_f64(), keep.idle_clients.as_secs_f64());
+            let deleted = store::clients::delete_stale(conn, never, idle, BATCH).await?;
+            let n = deleted.len() as u64;
             for (client_id, reason) in deleted {
                 audit.record(Event::new("client.cleaned_up", Outcome::Success).client(client_id).detail(reason)).await;
             }
+            full(n)
         }
-        Err(e) => tracing::warn!(error = %e, "client cleanup failed"),
-    }
-    let results = [
-        ("sessions", store::sessions::prune(pool).await),
-        ("authorization requests", store::authz_requests::prune(pool).await),
-        ("codes, refresh tokens and grants", store::grants::prune(pool, GRANT_RETENTION_SECONDS).await),
-        ("revoked access tokens", store::revocation::prune(pool).await),
-        ("login failures", store::login_throttle::prune(pool).await),
-        ("audit records past retention", store::audit::prune(pool, keep.audit.as_secs_f64()).await),
-    ];
-    for (what, result) in results {
-        match result {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(pruned = n, what, "pruned expired rows"),
-            Err(e) => tracing::warn!(error = %e, what, "pruning failed"),
+        Step::Sessions => full(store::sessions::prune(conn, BATCH).await?),
+        Step::Requests => full(store::authz_requests::prune(conn, BATCH).await?),
+        Step::Codes => full(store::grants::prune_codes(conn, BATCH).await?),
+        Step::RefreshTokens => full(store::grants::prune_refresh_tokens(conn, BATCH).await?),
+        Step::Grants => {
+            let (n, last) = store::grants::prune_grants(conn, *cursor, BATCH, GRANT_RETENTION_SECONDS).await?;
+            match last {
+                Some(last) => {
+                    *cursor = last;
+                    (n, true)
+                }
+                None => (n, false),
+            }
         }
-    }
+        Step::RevokedTokens => full(store::revocation::prune(conn, BATCH).await?),
+        Step::LoginFailures => full(store::login_throttle::prune(conn, BATCH).await?),
+        Step::Audit => full(store::audit::prune(conn, keep.audit.as_secs_f64(), BATCH).await?),
+    })
 }

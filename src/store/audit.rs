@@ -126,10 +126,15 @@ pub async fn list(pool: &PgPool, f: &Filter, limit: i64) -> Result<Vec<Row>, sql
     Ok(rows)
 }
 
-/// Delete records older than the retention period.
-pub async fn prune(pool: &PgPool, retention_secs: f64) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query!("DELETE FROM audit_events WHERE at < now() - make_interval(secs => $1)", retention_secs)
-        .execute(pool)
-        .await?
-        .rows_affected())
+/// Delete at most `limit` records older than the retention period; how many went.
+pub async fn prune(conn: &mut sqlx::PgConnection, retention_secs: f64, limit: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "DELETE FROM audit_events WHERE ctid = ANY(ARRAY(
+           SELECT ctid FROM audit_events WHERE at < now() - make_interval(secs => $1) LIMIT $2))",
+        retention_secs,
+        limit
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }

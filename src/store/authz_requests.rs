@@ -182,9 +182,14 @@ pub async fn claim(
     .await
 }
 
-pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query!("DELETE FROM authorization_requests WHERE expires_at < now() - interval '1 hour'")
-        .execute(pool)
-        .await?
-        .rows_affected())
+/// Delete at most `limit` requests that expired over an hour ago; how many went.
+pub async fn prune(conn: &mut sqlx::PgConnection, limit: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "DELETE FROM authorization_requests WHERE ctid = ANY(ARRAY(
+           SELECT ctid FROM authorization_requests WHERE expires_at < now() - interval '1 hour' LIMIT $1))",
+        limit
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }

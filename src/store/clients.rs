@@ -182,23 +182,27 @@ pub async fn mark_used(pool: &PgPool, client_id: &str) -> Result<(), sqlx::Error
 
 /// Delete self-registered clients that never completed an authorization within
 /// `never_authorized_secs` of registering, and self-registered or document clients unused for
-/// `idle_secs`. Returns the ids deleted and why.
+/// `idle_secs`, at most `limit` of them. Returns the ids deleted and why.
 pub async fn delete_stale(
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     never_authorized_secs: f64,
     idle_secs: f64,
+    limit: i64,
 ) -> Result<Vec<(String, String)>, sqlx::Error> {
     let deleted = sqlx::query!(
-        r#"DELETE FROM clients
-           WHERE (origin = 'dcr' AND first_authorized_at IS NULL AND created_at < now() - make_interval(secs => $1))
-              OR (origin IN ('dcr', 'cimd')
-                  AND coalesce(last_used_at, first_authorized_at, created_at) < now() - make_interval(secs => $2))
+        r#"DELETE FROM clients WHERE client_id = ANY(ARRAY(
+             SELECT client_id FROM clients
+             WHERE (origin = 'dcr' AND first_authorized_at IS NULL AND created_at < now() - make_interval(secs => $1))
+                OR (origin IN ('dcr', 'cimd')
+                    AND coalesce(last_used_at, first_authorized_at, created_at) < now() - make_interval(secs => $2))
+             LIMIT $3))
            RETURNING client_id, CASE WHEN first_authorized_at IS NULL AND origin = 'dcr' THEN 'never_authorized'
                                      ELSE 'unused' END AS "reason!""#,
         never_authorized_secs,
-        idle_secs
+        idle_secs,
+        limit
     )
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     Ok(deleted.into_iter().map(|r| (r.client_id, r.reason)).collect())
 }

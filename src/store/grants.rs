@@ -429,27 +429,60 @@ pub async fn remember_consent(
     Ok(())
 }
 
-/// Delete what has expired: codes, rotated or expired refresh tokens, and grants left with
-/// nothing alive that are older than `grant_retention`.
-pub async fn prune(pool: &PgPool, grant_retention_seconds: f64) -> Result<u64, sqlx::Error> {
-    let codes = sqlx::query!("DELETE FROM authorization_codes WHERE expires_at < now() - interval '1 hour'")
-        .execute(pool)
-        .await?
-        .rows_affected();
-    let tokens = sqlx::query!("DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'")
-        .execute(pool)
-        .await?
-        .rows_affected();
-    let grants = sqlx::query!(
-        "DELETE FROM grants g WHERE g.created_at < now() - make_interval(secs => $1)
-           AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)
-           AND NOT EXISTS (SELECT 1 FROM authorization_codes c WHERE c.grant_id = g.id)",
-        grant_retention_seconds
+/// Delete at most `limit` codes that expired over an hour ago; how many went.
+pub async fn prune_codes(conn: &mut PgConnection, limit: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "DELETE FROM authorization_codes WHERE ctid = ANY(ARRAY(
+           SELECT ctid FROM authorization_codes WHERE expires_at < now() - interval '1 hour' LIMIT $1))",
+        limit
     )
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(codes + tokens + grants)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Delete at most `limit` refresh tokens that expired over a day ago; how many went.
+pub async fn prune_refresh_tokens(conn: &mut PgConnection, limit: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "DELETE FROM refresh_tokens WHERE ctid = ANY(ARRAY(
+           SELECT ctid FROM refresh_tokens WHERE expires_at < now() - interval '1 day' LIMIT $1))",
+        limit
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// One step of the walk over the grants in id order: of the `limit` grants after `after`, delete
+/// those that are spent (older than the retention, with no refresh token and no code left).
+/// Returns how many went and the last id looked at (`None`: the walk is over). Spent grants go
+/// without a notification each (`tessera.pruning`, migration 0017): no token of theirs is alive.
+pub async fn prune_grants(
+    conn: &mut PgConnection,
+    after: Uuid,
+    limit: i64,
+    retention_seconds: f64,
+) -> Result<(u64, Option<Uuid>), sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    sqlx::query_scalar!("SELECT set_config('tessera.pruning', 'on', true)").fetch_one(&mut *tx).await?;
+    let row = sqlx::query!(
+        r#"WITH batch AS (SELECT id FROM grants WHERE id > $1 ORDER BY id LIMIT $2),
+                gone AS (
+                    DELETE FROM grants g USING batch b
+                    WHERE g.id = b.id AND g.created_at < now() - make_interval(secs => $3)
+                      AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)
+                      AND NOT EXISTS (SELECT 1 FROM authorization_codes c WHERE c.grant_id = g.id)
+                    RETURNING 1)
+           SELECT (SELECT id FROM batch ORDER BY id DESC LIMIT 1) AS "last: Uuid",
+                  (SELECT count(*) FROM gone) AS "deleted!""#,
+        after,
+        limit,
+        retention_seconds
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((u64::try_from(row.deleted).unwrap_or(0), row.last))
 }
 
 /// Forget a user's approvals (for one client or all) and revoke the grants made with them.

@@ -135,16 +135,24 @@ pub async fn release(pool: &PgPool, account: &str, source: &str) -> Result<(), s
     Ok(())
 }
 
-pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let pairs = sqlx::query!("DELETE FROM login_failures WHERE last_failure_at < now() - interval '1 day'")
-        .execute(pool)
-        .await?
-        .rows_affected();
-    let sources = sqlx::query!(
-        "DELETE FROM login_sources WHERE window_start < now() - make_interval(secs => $1)",
-        SOURCE_WINDOW_SECS
+/// Delete at most `limit` failures older than a day and `limit` sources past their window; how
+/// many went.
+pub async fn prune(conn: &mut sqlx::PgConnection, limit: i64) -> Result<u64, sqlx::Error> {
+    let pairs = sqlx::query!(
+        "DELETE FROM login_failures WHERE ctid = ANY(ARRAY(
+           SELECT ctid FROM login_failures WHERE last_failure_at < now() - interval '1 day' LIMIT $1))",
+        limit
     )
-    .execute(pool)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let sources = sqlx::query!(
+        "DELETE FROM login_sources WHERE ctid = ANY(ARRAY(
+           SELECT ctid FROM login_sources WHERE window_start < now() - make_interval(secs => $1) LIMIT $2))",
+        SOURCE_WINDOW_SECS,
+        limit
+    )
+    .execute(&mut *conn)
     .await?
     .rows_affected();
     Ok(pairs + sources)

@@ -9,6 +9,7 @@ pub mod federated_identities;
 pub mod grants;
 pub mod keys;
 pub mod login_throttle;
+pub mod maintenance;
 pub mod passkeys;
 pub mod profile;
 pub mod registration_tokens;

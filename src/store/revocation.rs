@@ -69,9 +69,14 @@ pub async fn client_exists(pool: &PgPool, client_id: &str) -> Result<bool, sqlx:
     Ok(found.is_some())
 }
 
-pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query!("DELETE FROM revoked_tokens WHERE expires_at < now() - interval '1 hour'")
-        .execute(pool)
-        .await?
-        .rows_affected())
+/// Delete at most `limit` revoked tokens that expired over an hour ago; how many went.
+pub async fn prune(conn: &mut sqlx::PgConnection, limit: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "DELETE FROM revoked_tokens WHERE ctid = ANY(ARRAY(
+           SELECT ctid FROM revoked_tokens WHERE expires_at < now() - interval '1 hour' LIMIT $1))",
+        limit
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }

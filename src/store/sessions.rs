@@ -21,9 +21,15 @@ impl PgSessionStore {
     }
 }
 
-/// Delete expired sessions.
-pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query!("DELETE FROM sessions WHERE expires_at < now()").execute(pool).await?.rows_affected())
+/// Delete at most `limit` expired sessions; how many went.
+pub async fn prune(conn: &mut PgConnection, limit: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "DELETE FROM sessions WHERE ctid = ANY(ARRAY(SELECT ctid FROM sessions WHERE expires_at < now() LIMIT $1))",
+        limit
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 fn key(id: &Id) -> Vec<u8> {

@@ -23,5 +23,6 @@ mod journey;
 mod oidc;
 mod passkeys;
 mod registration;
+mod schema;
 mod second_factor;
 mod zoo;
