@@ -83,6 +83,9 @@ pub enum AdminCommand {
     /// Manage the identity providers people may sign in through (OpenID Connect, Google, Entra, GitHub).
     #[command(subcommand)]
     Upstream(admin::upstream::UpstreamCommand),
+    /// Run the database clean-up once now and print what it deleted and what it left (instances
+    /// run it every ten minutes, one at a time).
+    Prune(admin::prune::PruneArgs),
 }
 
 /// Why a command failed: bad configuration (exit 2) or anything else (exit 1).
@@ -183,6 +186,7 @@ async fn run_admin(config: &Config, data_dir: &Path, cmd: &AdminCommand) -> Resu
         AdminCommand::Client(cmd) => admin::client::run(&db.pool, cmd).await,
         AdminCommand::Audit(cmd) => admin::audit::run(&db.pool, cmd).await,
         AdminCommand::Upstream(cmd) => admin::upstream::run(config, db.master_key.as_ref(), &db.pool, cmd).await,
+        AdminCommand::Prune(args) => admin::prune::run(config, &db.pool, args).await,
         // `AdminDb::open` applied them.
         AdminCommand::Migrate => {
             println!("migrations applied");

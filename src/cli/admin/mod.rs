@@ -13,6 +13,7 @@ use crate::store;
 
 pub mod audit;
 pub mod client;
+pub mod prune;
 pub mod resource;
 pub mod upstream;
 pub mod user;
