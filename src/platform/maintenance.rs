@@ -120,7 +120,7 @@ async fn run(conn: &mut PgConnection, audit: &AuditSink, keep: Retention, budget
     let deadline = started + budget;
     let mut report = Report::default();
     for step in Step::ALL {
-        let mut walk = Walk { cursor: Uuid::nil(), deleted: 0 };
+        let mut walk = Walk { cursor: Uuid::nil(), deleted: 0, batches: 0 };
         let finished = loop {
             if Instant::now() >= deadline {
                 break false;
@@ -128,6 +128,7 @@ async fn run(conn: &mut PgConnection, audit: &AuditSink, keep: Retention, budget
             match batch(conn, audit, keep, step, &mut walk.cursor).await {
                 Ok((n, more)) => {
                     walk.deleted += n;
+                    walk.batches += 1;
                     if !more {
                         break true;
                     }
@@ -142,7 +143,9 @@ async fn run(conn: &mut PgConnection, audit: &AuditSink, keep: Retention, budget
         report.deleted.push((step.name(), walk.deleted));
         if !finished {
             report.left.push(match step {
-                Step::Grants => format!("spent grants: the walk got {:.0} % through the grant ids", walk.progress()),
+                Step::Grants => {
+                    format!("spent grants: the walk looked at {} grants of the table, in id order", walk.looked_at())
+                }
                 _ => format!("{}: more than the {} deleted", step.name(), walk.deleted),
             });
         }
@@ -156,13 +159,13 @@ struct Walk {
     /// The grants walk's last id.
     cursor: Uuid,
     deleted: u64,
+    batches: u64,
 }
 
 impl Walk {
-    /// How far through the (uniformly spread) id space the grants walk got, in percent.
-    fn progress(&self) -> f64 {
-        let (high, _) = self.cursor.as_u64_pair();
-        high as f64 / u64::MAX as f64 * 100.0
+    /// How many grants the walk looked at (whole batches; the last may have been short).
+    fn looked_at(&self) -> u64 {
+        self.batches * BATCH.unsigned_abs()
     }
 }
 
