@@ -113,10 +113,10 @@ pub fn query_params(query: Option<&str>) -> Result<Params, PageError> {
         .map_err(|e| PageError::bad_request(format!("Malformed request: {e}.")))
 }
 
-/// Parse an `application/x-www-form-urlencoded` body, refusing other content types and
-/// repeated parameters.
-pub fn form(headers: &HeaderMap, body: &Bytes) -> Result<Params, FormError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+/// Parse an `application/x-www-form-urlencoded` body (its `Content-Type` given), refusing other
+/// content types and repeated parameters.
+pub fn form(content_type: Option<&HeaderValue>, body: &Bytes) -> Result<Params, FormError> {
+    let content_type = content_type.and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return Err(FormError::ContentType);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderValue, header};
 
 use super::browser::form;
 use crate::catalog::resources::Resource;
@@ -36,7 +36,7 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let headers = req.headers().clone();
+        let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
         let body = Bytes::from_request(req, state).await.map_err(|e| {
             let description = if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 format!("the request body exceeds {} bytes", super::MAX_BODY)
@@ -45,22 +45,24 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
             };
             ApiError::new(e.status(), "invalid_request", description)
         })?;
-        let params = form(&headers, &body).map_err(|e| ApiError::from(OAuthError::invalid_request(e.to_string())))?;
+        let params = form(content_type.as_ref(), &body)
+            .map_err(|e| ApiError::from(OAuthError::invalid_request(e.to_string())))?;
         Ok(Self(params))
     }
 }
 
-/// The request's metadata, the form and the credentials presented, read from one request.
-async fn read(req: Request, state: &AppState) -> Result<(RequestMeta, HeaderMap, Params), ApiError> {
+/// The request's metadata, its `Authorization` header and its form, read from one request.
+async fn read(req: Request, state: &AppState) -> Result<(RequestMeta, Option<HeaderValue>, Params), ApiError> {
     let (mut parts, body) = req.into_parts();
     let Ok(meta) = RequestMeta::from_request_parts(&mut parts, state).await;
-    let headers = parts.headers.clone();
+    let authorization = parts.headers.get(header::AUTHORIZATION).cloned();
     let OAuthForm(params) = OAuthForm::from_request(Request::from_parts(parts, body), state).await?;
-    Ok((meta, headers, params))
+    Ok((meta, authorization, params))
 }
 
-fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, ApiError> {
-    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
+/// The client credentials presented, in the header (`client_secret_basic`) or the form.
+fn presented(authorization: Option<&HeaderValue>, params: &Params) -> Result<Presented, ApiError> {
+    let authorization = authorization.map(|v| v.to_str().unwrap_or(""));
     Ok(Presented::from_request(authorization, params)?)
 }
 
@@ -70,11 +72,11 @@ fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, ApiError
 async fn authenticate_client(
     state: &AppState,
     meta: &RequestMeta,
-    headers: &HeaderMap,
+    authorization: Option<&HeaderValue>,
     params: &Params,
     route: Route,
 ) -> Result<Arc<Client>, ApiError> {
-    let presented = presented(headers, params)?;
+    let presented = presented(authorization, params)?;
     client_limit(state, meta, route, presented.client_id()).await?;
     let client =
         state.clients.find(presented.client_id()).await?.ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
@@ -129,7 +131,7 @@ impl FromRequest<AppState> for TokenRequest {
     type Rejection = TokenRefusal;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (meta, headers, params) = read(req, state).await?;
+        let (meta, authorization, params) = read(req, state).await?;
         let grant_type = match params.get("grant_type") {
             Some("authorization_code") => "authorization_code",
             Some("refresh_token") => "refresh_token",
@@ -141,7 +143,7 @@ impl FromRequest<AppState> for TokenRequest {
             }
             None => return Err(ApiError::from(OAuthError::invalid_request("grant_type is required")).into()),
         };
-        let client = match authenticate_client(state, &meta, &headers, &params, Route::Token).await {
+        let client = match authenticate_client(state, &meta, authorization.as_ref(), &params, Route::Token).await {
             Ok(client) => client,
             Err(error) => return Err(TokenRefusal { client_id: params.get("client_id").map(str::to_owned), error }),
         };
@@ -163,8 +165,8 @@ impl FromRequest<AppState> for RevocationRequest {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (meta, headers, params) = read(req, state).await?;
-        let client = authenticate_client(state, &meta, &headers, &params, Route::Revoke).await?;
+        let (meta, authorization, params) = read(req, state).await?;
+        let client = authenticate_client(state, &meta, authorization.as_ref(), &params, Route::Revoke).await?;
         Ok(Self { client, params })
     }
 }
@@ -186,8 +188,8 @@ impl FromRequest<AppState> for IntrospectionRequest {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (meta, headers, params) = read(req, state).await?;
-        let caller = introspection_caller(state, &meta, &headers, &params).await?;
+        let (meta, authorization, params) = read(req, state).await?;
+        let caller = introspection_caller(state, &meta, authorization.as_ref(), &params).await?;
         Ok(Self { caller, params })
     }
 }
@@ -195,10 +197,10 @@ impl FromRequest<AppState> for IntrospectionRequest {
 async fn introspection_caller(
     state: &AppState,
     meta: &RequestMeta,
-    headers: &HeaderMap,
+    authorization: Option<&HeaderValue>,
     params: &Params,
 ) -> Result<Caller, ApiError> {
-    let presented = presented(headers, params)?;
+    let presented = presented(authorization, params)?;
     client_limit(state, meta, Route::Introspect, presented.client_id()).await?;
     let resource = state.resources.load().by_credential(presented.client_id()).cloned();
     if let Some(resource) = resource {

@@ -13,6 +13,7 @@ use std::marker::PhantomData;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
+use axum::http::header;
 use axum::http::request::Parts;
 use tower_sessions::Session;
 
@@ -80,12 +81,12 @@ impl FromRequest<AppState> for PostedForm {
         if !same_origin(req.headers(), &state.settings.issuer) {
             return Err(PageError::forbidden("This form was submitted from another site."));
         }
-        let headers = req.headers().clone();
+        let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
         let body = Bytes::from_request(req, state).await.map_err(|e| {
             PageError::new(e.status(), "Invalid request", format!("The form could not be read: {}.", e.body_text()))
         })?;
-        let params =
-            form(&headers, &body).map_err(|e| PageError::bad_request(format!("The form could not be read: {e}.")))?;
+        let params = form(content_type.as_ref(), &body)
+            .map_err(|e| PageError::bad_request(format!("The form could not be read: {e}.")))?;
         Ok(Self(params))
     }
 }

@@ -21,7 +21,7 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap) -> Response 
 }
 
 pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let form = match super::browser::form(&headers, &body) {
+    let form = match super::browser::form(headers.get(axum::http::header::CONTENT_TYPE), &body) {
         Ok(params) => params.get("access_token").map(str::to_owned),
         // No form: the token is in the header (or missing).
         Err(_) => None,
